@@ -1,0 +1,177 @@
+"""``fedward``: the command line. Thin: parse, call the rooms, print.
+
+Errors a user can fix (:class:`~fedward.common.errors.FedwardError`) print as one line
+and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from fedward.cli import options as o
+from fedward.common.errors import FedwardError
+
+# Before Flower, Ray or Hugging Face are imported anywhere: no telemetry, no hub access.
+for _key, _value in (
+    ("FLWR_TELEMETRY_ENABLED", "0"),
+    ("FLWR_DISABLE_UPDATE_CHECK", "1"),
+    ("RAY_USAGE_STATS_ENABLED", "0"),
+    ("HF_DATASETS_OFFLINE", "1"),
+    ("HF_HUB_OFFLINE", "1"),
+):
+    os.environ.setdefault(_key, _value)
+
+app = typer.Typer(
+    name="fedward",
+    help="Federated learning for hospitals: train medical-imaging CNNs together, images stay home.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect datasets and hospital splits.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(command: F) -> F:
+    """Turn fedward's errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FedwardError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: bool) -> None:
+    from fedward.common.logs import configure_logging
+
+    configure_logging(logging.DEBUG if verbose else logging.WARNING)
+
+
+@app.command()
+@handle_errors
+def simulate(
+    config: o.ConfigFile = None, sets: o.Sets = None,
+    dataset: o.Dataset = None, data_dir: o.DataDir = None, image_size: o.ImageSize = None,
+    augment: o.Augment = None, val_fraction: o.ValFraction = None,
+    model: o.Model = None, init_weights: o.InitWeights = None, local_epochs: o.LocalEpochs = None,
+    batch_size: o.BatchSize = None, optimizer: o.Optimizer = None, lr: o.Lr = None,
+    schedule: o.ScheduleOpt = None, class_weighting: o.ClassWeightingOpt = None, device: o.Device = None,
+    hospitals: o.Hospitals = None, partition: o.PartitionOpt = None, alpha: o.Alpha = None,
+    rounds: o.Rounds = None, fraction_train: o.FractionTrain = None, round_timeout: o.RoundTimeout = None,
+    strategy: o.StrategyOpt = None, proximal_mu: o.ProximalMu = None,
+    client_cpus: o.ClientCpus = None, client_gpus: o.ClientGpus = None,
+    seed: o.Seed = None, name: o.Name = None, output_dir: o.OutputDir = None,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Simulate a federation of hospitals on this machine (Flower simulation runtime, Ray)."""
+    _setup_logging(verbose)
+    cfg = o.load_config(config, o.overrides_from(locals(), sets))
+    from fedward.cli.display import RoundProgress, summary_table
+    from fedward.simulation.driver import prepare, simulate as run_simulation
+    from fedward.simulation.partition import describe_table, summarize_plan
+
+    prepared = prepare(cfg)
+    schema = prepared.resolved.schema
+    labels = prepared.resolved.splits["train"].labels
+    console.print(describe_table(summarize_plan(prepared.plan, labels, len(schema.classes)), schema.classes))
+    console.print(f"run directory: [bold]{prepared.run_dir}[/]")
+    with RoundProgress(console, prepared.cfg.federation.rounds, "federated") as progress:
+        outcome = run_simulation(prepared, progress.update)
+    console.print(summary_table(outcome.run_dir))
+    console.print(f"model card: {outcome.run_dir / 'model_card.md'}")
+
+
+@app.command()
+@handle_errors
+def centralized(
+    config: o.ConfigFile = None, sets: o.Sets = None,
+    dataset: o.Dataset = None, data_dir: o.DataDir = None, image_size: o.ImageSize = None,
+    augment: o.Augment = None, val_fraction: o.ValFraction = None,
+    model: o.Model = None, init_weights: o.InitWeights = None, local_epochs: o.LocalEpochs = None,
+    batch_size: o.BatchSize = None, optimizer: o.Optimizer = None, lr: o.Lr = None,
+    schedule: o.ScheduleOpt = None, class_weighting: o.ClassWeightingOpt = None, device: o.Device = None,
+    hospitals: o.Hospitals = None, partition: o.PartitionOpt = None, alpha: o.Alpha = None,
+    rounds: o.Rounds = None, seed: o.Seed = None, name: o.Name = None, output_dir: o.OutputDir = None,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Train the same model on all hospitals' data pooled: the upper-bound baseline.
+
+    Uses the federation's settings: the pooled data is the union of the hospitals'
+    splits, and the epochs are rounds x local epochs.
+    """
+    _setup_logging(verbose)
+    cfg = o.load_config(config, o.overrides_from(locals(), sets))
+    from fedward.cli.display import RoundProgress, summary_table
+    from fedward.simulation.centralized import run_centralized
+    from fedward.simulation.driver import prepare
+
+    prepared = prepare(cfg)
+    console.print(f"run directory: [bold]{prepared.run_dir}[/]")
+    with RoundProgress(console, prepared.cfg.federation.rounds, "centralized") as progress:
+        run_centralized(prepared, progress.update)
+    console.print(summary_table(prepared.run_dir))
+    console.print(f"model card: {prepared.run_dir / 'model_card.md'}")
+
+
+@data_app.command("describe")
+@handle_errors
+def data_describe(
+    config: o.ConfigFile = None, sets: o.Sets = None,
+    dataset: o.Dataset = None, data_dir: o.DataDir = None, val_fraction: o.ValFraction = None,
+    hospitals: o.Hospitals = None, partition: o.PartitionOpt = None, alpha: o.Alpha = None,
+    seed: o.Seed = None,
+) -> None:
+    """Show how the training split would be divided across hospitals (class table)."""
+    cfg = o.load_config(config, o.overrides_from(locals(), sets))
+    from fedward.simulation.driver import plan_hospitals, resolve_data
+    from fedward.simulation.partition import describe_table, label_skew, summarize_plan
+
+    resolved = resolve_data(cfg)
+    plan = plan_hospitals(resolved)
+    labels = resolved.splits["train"].labels
+    classes = resolved.schema.classes
+    console.print(describe_table(summarize_plan(plan, labels, len(classes)), classes))
+    sizes = {split: len(arrays) for split, arrays in resolved.splits.items()}
+    console.print(
+        f"{resolved.cfg.data.dataset} ({resolved.schema.task.value}) from {resolved.path}: "
+        + ", ".join(f"{k} {v}" for k, v in sizes.items())
+        + f"; label skew (mean total-variation distance to the pooled class mix) {label_skew(plan, labels, len(classes)):.3f}"
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print fedward's version and the versions of the libraries it runs on."""
+    from fedward.common.version import library_versions
+
+    for key, value in library_versions().items():
+        console.print(f"{key} {value}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The fedward ClientApp: what runs at a hospital each round.
+
+* ``query``: enrolment — the hospital's name, fedward version, device and image counts;
+* ``train``: start from the global model, train ``local-epochs`` on local images, reply
+  with the new weights and counts/losses;
+* ``evaluate``: score the global model on the local validation split.
+
+Replies carry weights and numbers only. Failures reply with an error whose text is
+fedward's own message (names a setting or a file, never patient data); unexpected
+exceptions are reported by type only, with details in the hospital's own log.
+
+Component string for Flower: ``fedward.client.app:app``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedward.common.config import RunConfig
+from fedward.common.data.hospital import HospitalData
+from fedward.common.errors import FedwardError
+from fedward.common.logs import configure_logging
+from fedward.common.models import build_model
+from fedward.common.records import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    PROXIMAL_MU,
+    SERVER_ROUND,
+    SITE,
+    SITE_DEVICE,
+    SITE_NAME,
+    SITE_VERSION,
+    TRAIN_EXAMPLES,
+    TRAIN_LOSS,
+    TRAIN_SECONDS,
+    VAL_EXAMPLES,
+    EVAL_SECONDS,
+    load_arrays,
+    model_to_arrays,
+)
+from fedward.common.runtime import derive_seed, resolve_device, set_cpu_threads
+from fedward.common.training import LocalTraining, evaluate, train_epochs
+from fedward.common.version import compatible, fedward_version
+from fedward.client.site import PARTITION_KEY, load_site
+
+log = logging.getLogger(__name__)
+
+app = ClientApp()
+
+Handler = Callable[[Message, Context], Message]
+
+
+class HospitalFailure(FedwardError):
+    """A hospital could not serve a request; the message is safe to send to the server."""
+
+
+def _safe(handler: Handler) -> Handler:
+    """Turn any failure into an error reply whose text carries no local details."""
+
+    @functools.wraps(handler)
+    def wrapper(msg: Message, context: Context) -> Message:
+        configure_logging()
+        try:
+            return handler(msg, context)
+        except FedwardError as err:
+            log.error("%s failed: %s", handler.__name__, err)
+            raise HospitalFailure(str(err)) from None
+        except Exception as err:
+            log.exception("%s failed unexpectedly", handler.__name__)
+            raise HospitalFailure(
+                f"{handler.__name__} failed with {type(err).__name__}; details are in the hospital's agent log"
+            ) from None
+
+    return wrapper
+
+
+def _setup(context: Context) -> tuple[RunConfig, HospitalData]:
+    cfg = RunConfig.from_flower(context.run_config)
+    simulated = PARTITION_KEY in context.node_config
+    set_cpu_threads(cfg.train.threads or (max(1, int(cfg.simulation.client_cpus)) if simulated else 0))
+    return cfg, load_site(context, cfg)
+
+
+def _site_record(site: HospitalData, device: str) -> ConfigRecord:
+    return ConfigRecord({SITE_NAME: site.name, SITE_VERSION: fedward_version(), SITE_DEVICE: device})
+
+
+@app.query()
+@_safe
+def query(msg: Message, context: Context) -> Message:
+    """Enrolment: who this hospital is and how much data it holds (counts only)."""
+    cfg, site = _setup(context)
+    device = resolve_device(cfg.train.device)
+    theirs = str(msg.content[CONFIG].get(SITE_VERSION, "")) if CONFIG in msg.content else ""
+    if theirs and not compatible(fedward_version(), theirs):
+        log.warning(
+            "the coordinator runs fedward %s and this hospital %s: it will skip this hospital "
+            "until both run the same major.minor version", theirs, fedward_version(),
+        )
+    content = RecordDict({
+        SITE: _site_record(site, device.type),
+        METRICS: MetricRecord({TRAIN_EXAMPLES: len(site.train), VAL_EXAMPLES: len(site.val)}),
+    })
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+@_safe
+def train(msg: Message, context: Context) -> Message:
+    """Train the received global model on local data; reply with weights and counts."""
+    cfg, site = _setup(context)
+    config = msg.content[CONFIG]
+    server_round = int(config.get(SERVER_ROUND, 1))  # type: ignore[arg-type]
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs)
+    load_arrays(model, msg.content[ARRAYS])
+    epochs = cfg.train.local_epochs
+    plan = LocalTraining(
+        epochs=epochs,
+        first_epoch=(server_round - 1) * epochs,
+        total_epochs=cfg.federation.rounds * epochs,
+        proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),  # type: ignore[arg-type]
+        seed=derive_seed(cfg.run.seed, "train", site.name, server_round),
+    )
+    result = train_epochs(model, site.train, cfg.train, plan, device, augment=cfg.data.augment)
+    log.info("round %d: trained on %d images in %.1f s (loss %.4f)", server_round, result.num_examples, result.seconds, result.loss)
+    content = RecordDict({
+        ARRAYS: model_to_arrays(model),
+        METRICS: MetricRecord({NUM_EXAMPLES: result.num_examples, TRAIN_LOSS: result.loss, TRAIN_SECONDS: result.seconds}),
+        SITE: _site_record(site, device.type),
+    })
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+@_safe
+def evaluate_global(msg: Message, context: Context) -> Message:
+    """Score the received global model on the local validation split."""
+    cfg, site = _setup(context)
+    device = resolve_device(cfg.train.device)
+    metrics: dict[str, float | int] = {NUM_EXAMPLES: len(site.val)}
+    if len(site.val) > 0:
+        model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs)
+        load_arrays(model, msg.content[ARRAYS])
+        started = time.perf_counter()
+        result = evaluate(model, site.val, device)
+        metrics.update(result.metrics.as_dict("val"))
+        metrics[EVAL_SECONDS] = time.perf_counter() - started
+    content = RecordDict({METRICS: MetricRecord(metrics), SITE: _site_record(site, device.type)})  # type: ignore[arg-type]
+    return Message(content=content, reply_to=msg)

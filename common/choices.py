@@ -1,0 +1,130 @@
+"""The closed sets of choices a run configuration can name.
+
+Every free-text option in a run config (strategy, model, partition, ...) is one of these
+enums; :func:`choose` turns a string into a member MONAI-style
+(:func:`monai.utils.look_up_option`) and raises :class:`~fedward.common.errors.ConfigError`
+naming the config field and the valid values, with a "did you mean" hint.
+
+This module has no heavy imports so that config parsing stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+from enum import StrEnum
+from typing import TypeVar
+
+from monai.utils import look_up_option
+
+from fedward.common.errors import ConfigError
+
+
+class Task(StrEnum):
+    """Classification task of a dataset (MedMNIST v2 naming)."""
+
+    BINARY = "binary"
+    """Two classes, one label per image; class index 1 is the positive class."""
+    MULTICLASS = "multiclass"
+    """K > 2 exclusive classes, one label per image (MedMNIST ordinal regression too)."""
+    MULTILABEL = "multilabel"
+    """K independent binary labels per image (e.g. ChestMNIST)."""
+
+
+class Partition(StrEnum):
+    """How the training split is divided across simulated hospitals."""
+
+    IID = "iid"
+    """Uniformly at random, equal sizes."""
+    DIRICHLET = "dirichlet"
+    """Label skew: per-class hospital shares drawn from Dirichlet(alpha) (Hsu et al., 2019)."""
+    QUANTITY = "quantity"
+    """Size skew: hospital sizes drawn from Dirichlet(alpha), labels IID (Li et al., 2022)."""
+
+
+class StrategyName(StrEnum):
+    """Aggregation strategies from :mod:`flwr.serverapp.strategy`."""
+
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+    FEDAVGM = "fedavgm"
+    FEDMEDIAN = "fedmedian"
+    FEDTRIMMEDAVG = "fedtrimmedavg"
+    KRUM = "krum"
+
+
+class ModelName(StrEnum):
+    """Networks in the model registry (:mod:`fedward.common.models`)."""
+
+    SMALL_CNN = "smallcnn"
+    DENSENET121 = "densenet121"
+    RESNET18 = "resnet18"
+    EFFICIENTNET_B0 = "efficientnet-b0"
+
+
+class OptimizerName(StrEnum):
+    """Local optimizer of each hospital (and of the centralized baseline)."""
+
+    ADAMW = "adamw"
+    SGD = "sgd"
+
+
+class Schedule(StrEnum):
+    """Learning-rate schedule over the whole run (all rounds x local epochs)."""
+
+    CONSTANT = "constant"
+    COSINE = "cosine"
+    """Cosine annealing to zero over the run's total epochs (Loshchilov & Hutter, 2017)."""
+
+
+class ClassWeighting(StrEnum):
+    """Loss weighting against class imbalance, computed from each hospital's own labels."""
+
+    NONE = "none"
+    BALANCED = "balanced"
+    """Weight of class k is n / (K * n_k) (scikit-learn's "balanced"); pos_weight for multi-label."""
+
+
+class DeviceChoice(StrEnum):
+    """Where training runs; ``auto`` picks CUDA when PyTorch sees a GPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def choose(value: str | StrEnum, options: type[E], field: str) -> E:
+    """Return the member of ``options`` that ``value`` names.
+
+    Args:
+        value: the string from a config file, a flag or Flower's run config.
+        options: the enum of valid choices.
+        field: the config field, used in the error message (e.g. ``"federation.strategy"``).
+
+    Returns:
+        The enum member.
+
+    Raises:
+        ConfigError: if ``value`` is not one of the options; the message names the field,
+            suggests the closest option and lists all of them.
+    """
+    if isinstance(value, options):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{field} must be a string, one of {_listing(options)}; got {value!r}")
+    try:
+        return look_up_option(value.strip().lower(), options, print_all_options=False)  # type: ignore[no-any-return]
+    except ValueError:
+        close = difflib.get_close_matches(value.strip().lower(), [m.value for m in options], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{field}: unknown value {value!r}{hint}; choose one of {_listing(options)}"
+        ) from None
+
+
+def _listing(options: type[StrEnum]) -> str:
+    return ", ".join(member.value for member in options)

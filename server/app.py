@@ -1,0 +1,148 @@
+"""The fedward ServerApp: one federated run, from the initial model to the model card.
+
+The same ServerApp runs in simulation (Flower's simulation runtime) and in deployment
+(a SuperLink started by ``fedward server start``). Per round::
+
+    global model --train--> hospitals (sampled by the strategy, ordered by name)
+    replies --validate--> accepted updates --strategy--> new global model
+    new global model --evaluate--> hospitals' local validation metrics (weighted mean)
+    new global model --> server test split (when this machine has it)
+    --> run directory: metrics, weights, best model, status
+
+Component string for Flower: ``fedward.server.app:app``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fedward.common.config import RunConfig
+from fedward.common.logs import configure_logging
+from fedward.common.models import build_model, load_initial_weights
+from fedward.common.records import NUM_EXAMPLES, arrays_to_state_dict, load_arrays, model_to_arrays
+from fedward.common.runtime import derive_seed, resolve_device, seed_everything
+from fedward.server.evaluation import TestEvaluator, load_test_split
+from fedward.server.guard import GuardedStrategy, RoundLog
+from fedward.server.model_card import HospitalEntry, build_model_card, write_model_card
+from fedward.server.records import RunRecorder, new_run_dir
+from fedward.server.sites import OrderedGrid, SiteDirectory
+from fedward.server.strategies import build_strategy
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Flower entry point: parse the run config once and run the federation."""
+    cfg = RunConfig.from_flower(context.run_config)
+    run_federation(grid, cfg, run_id=context.run_id)
+
+
+def round_rows(entry: RoundLog) -> list[dict[str, Any]]:
+    """Per-hospital rows of one round for ``metrics/hospitals.jsonl``."""
+    rows: list[dict[str, Any]] = []
+    for phase, reports in (("train", entry.train), ("evaluate", entry.evaluate)):
+        rows += [{"hospital": r.name, "phase": phase, "node-id": r.node_id, **r.metrics} for r in reports]
+    for phase, exclusions in (("rejected", entry.rejected), ("failed", entry.failed)):
+        rows += [{"hospital": x.name, "phase": phase, "node-id": x.node_id, "reason": x.reason} for x in exclusions]
+    return rows
+
+
+def round_metrics(entry: RoundLog) -> dict[str, float]:
+    """Aggregated metrics of one round (train-*, val-*, counts)."""
+    metrics: dict[str, float] = {k: v for k, v in entry.train_metrics.items() if k != NUM_EXAMPLES}
+    for key, value in entry.evaluate_metrics.items():
+        metrics["val-examples" if key == NUM_EXAMPLES else key] = value
+    metrics["hospitals-trained"] = len(entry.train)
+    metrics["hospitals-evaluated"] = len(entry.evaluate)
+    metrics["hospitals-rejected"] = len(entry.rejected)
+    metrics["hospitals-failed"] = len(entry.failed)
+    return metrics
+
+
+def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> None:
+    """Run all rounds of ``cfg`` on ``grid`` and write the run directory.
+
+    Raises:
+        ConfigError: if the config was not resolved against the dataset.
+        Exception: whatever ends the run early is re-raised after the run directory
+            records the failure.
+    """
+    schema = cfg.data.schema()
+    run_dir = cfg.run.dir or new_run_dir(cfg, suffix=str(run_id) if run_id else "")
+    configure_logging(file=run_dir / "logs" / "server.log")
+    seed_everything(cfg.run.seed)  # Python's RNG drives Flower's node sampling
+
+    import torch
+
+    torch.manual_seed(derive_seed(cfg.run.seed, "initial-model"))
+    model = build_model(cfg.model.name, schema.channels, schema.num_outputs)
+    if cfg.model.init_weights is not None:
+        load_initial_weights(model, cfg.model.init_weights)
+    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    initial = model_to_arrays(model)
+
+    recorder = RunRecorder(run_dir, cfg, mode="federated")
+    directory = SiteDirectory(timeout=cfg.federation.round_timeout)
+    strategy = GuardedStrategy(build_strategy(cfg), names=directory.name)
+    test_split = load_test_split(cfg, schema)
+    tester = TestEvaluator(test_split, resolve_device(cfg.train.device)) if test_split is not None else None
+    log.info(
+        "run %s: %s on %s, %d hospitals, %d rounds, strategy %s; writing to %s",
+        run_id or "-", cfg.model.name.value, cfg.data.dataset, cfg.federation.hospitals,
+        cfg.federation.rounds, cfg.strategy.name.value, run_dir,
+    )
+
+    def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        load_arrays(model, arrays)
+        entry = strategy.rounds.get(server_round, RoundLog())
+        metrics = round_metrics(entry) if server_round > 0 else {}
+        test = tester(model) if tester is not None else {}
+        metrics.update(test)
+        recorder.record_round(server_round, arrays_to_state_dict(arrays), metrics, round_rows(entry))
+        _log_round(server_round, cfg.federation.rounds, metrics)
+        return MetricRecord(test) if test else None  # type: ignore[arg-type]
+
+    status, reason = "completed", ""
+    try:
+        strategy.start(
+            grid=OrderedGrid(grid, directory),
+            initial_arrays=initial,
+            num_rounds=cfg.federation.rounds,
+            timeout=cfg.federation.round_timeout,
+            train_config=ConfigRecord(),
+            evaluate_config=ConfigRecord(),
+            evaluate_fn=after_round,
+        )
+    except BaseException as err:
+        status, reason = "failed", f"{type(err).__name__}: {err}"
+        log.error("run failed after round %d: %s", recorder.last_round, reason)
+        raise
+    finally:
+        recorder.finish(status, reason)
+        hospitals = [
+            HospitalEntry(s.name, s.train_examples, s.val_examples)
+            for s in sorted(directory.sites.values(), key=lambda s: s.name)
+            if s.compatible
+        ]
+        card = build_model_card(
+            cfg, recorder, status=status, reason=reason, hospitals=hospitals,
+            parameters=parameters, test_images=len(test_split) if test_split is not None else None,
+        )
+        write_model_card(run_dir, card)
+        log.info("run %s %s; model card: %s", run_id or "-", status, run_dir / "model_card.md")
+
+
+def _log_round(server_round: int, rounds: int, metrics: dict[str, float]) -> None:
+    shown = ", ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items()
+        if k in ("train-loss", "val-auc", "test-auc", "test-accuracy") and isinstance(v, float) and math.isfinite(v)
+    )
+    log.info("round %d/%d done%s", server_round, rounds, f": {shown}" if shown else "")

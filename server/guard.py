@@ -1,0 +1,201 @@
+"""A strategy wrapper that guards aggregation and keeps a per-hospital log of each round.
+
+:class:`GuardedStrategy` wraps any Flower strategy (composition, not inheritance):
+
+* before aggregation every training reply is checked (:func:`update_problem`); an
+  update with NaN/Inf values, a missing array, or a shape or dtype that differs from the
+  global model is rejected and logged with the hospital's name and node id; the round
+  goes on with the rest;
+* replies are aggregated in a fixed order (by hospital name), so floating-point sums,
+  and therefore whole runs, are reproducible;
+* aggregated arrays are cast back to the global model's dtypes;
+* federated evaluation metrics are averaged key by key, weighted by ``num-examples``,
+  over the hospitals that report the key (a hospital whose validation split holds one
+  class reports no AUC rather than a made-up one);
+* everything each hospital reported is kept in :attr:`GuardedStrategy.rounds` for the run
+  records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedward.common.records import NUM_EXAMPLES, SITE, SITE_NAME, cast_like
+from fedward.server.validation import update_problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteReport:
+    """What one hospital reported in one phase of a round.
+
+    Attributes:
+        name: hospital name.
+        node_id: Flower node id of its SuperNode.
+        metrics: its MetricRecord as floats (counts, losses, AUCs).
+    """
+
+    name: str
+    node_id: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """A hospital left out of a round's aggregation, and why."""
+
+    name: str
+    node_id: int
+    reason: str
+
+
+@dataclass(slots=True)
+class RoundLog:
+    """Everything the hospitals sent in one round."""
+
+    train: list[SiteReport] = field(default_factory=list)
+    evaluate: list[SiteReport] = field(default_factory=list)
+    rejected: list[Exclusion] = field(default_factory=list)
+    failed: list[Exclusion] = field(default_factory=list)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    evaluate_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def site_name(message: Message, fallback: Callable[[int], str]) -> str:
+    """The hospital name a reply carries, else the directory's name for its node."""
+    if not message.has_error():
+        record = message.content.config_records.get(SITE)
+        if isinstance(record, ConfigRecord) and isinstance(record.get(SITE_NAME), str):
+            return str(record[SITE_NAME])
+    return fallback(message.metadata.src_node_id)
+
+
+def _float_metrics(record: MetricRecord) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+class GuardedStrategy(Strategy):
+    """Wrap ``inner`` with update validation, ordered aggregation and a round log.
+
+    Args:
+        inner: the Flower strategy that samples hospitals and aggregates.
+        names: node id -> hospital name, for replies that carry none (errors).
+    """
+
+    def __init__(self, inner: Strategy, names: Callable[[int], str] | None = None) -> None:
+        self.inner = inner
+        self.names = names or (lambda node_id: f"node-{node_id}")
+        self.rounds: dict[int, RoundLog] = {}
+        self._reference: ArrayRecord | None = None
+
+    def log_for(self, server_round: int) -> RoundLog:
+        """The (possibly empty) log of ``server_round``."""
+        return self.rounds.setdefault(server_round, RoundLog())
+
+    # -------------------------------------------------------------- training
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global model sent this round, then let ``inner`` sample and configure."""
+        self._reference = arrays
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate replies, aggregate the sound ones with ``inner``, log every hospital."""
+        entry = self.log_for(server_round)
+        accepted: list[Message] = []
+        for message in self._ordered(replies):
+            name, node_id = site_name(message, self.names), message.metadata.src_node_id
+            if message.has_error():
+                entry.failed.append(Exclusion(name, node_id, message.error.reason))
+                log.warning("round %d: hospital %s (node %d) failed to train: %s", server_round, name, node_id, message.error.reason)
+                continue
+            problem = update_problem(message.content, self._reference) if self._reference is not None else None
+            if problem is not None:
+                entry.rejected.append(Exclusion(name, node_id, problem))
+                log.warning("round %d: rejected update from hospital %s (node %d): %s", server_round, name, node_id, problem)
+                continue
+            accepted.append(message)
+            metrics = next(iter(message.content.metric_records.values()))
+            entry.train.append(SiteReport(name, node_id, _float_metrics(metrics)))
+        if not accepted:
+            log.error("round %d: no update could be aggregated; the global model stays as it was", server_round)
+            return None, None
+        try:
+            arrays, metrics = self.inner.aggregate_train(server_round, accepted)
+        except Exception as err:  # noqa: BLE001 - a failed aggregation must not end the run
+            log.error("round %d: aggregation failed (%s: %s); the global model stays as it was", server_round, type(err).__name__, err)
+            return None, None
+        if arrays is not None and self._reference is not None:
+            arrays = cast_like(arrays, self._reference)
+        if metrics is not None:
+            entry.train_metrics = _float_metrics(metrics)
+        return arrays, metrics
+
+    # -------------------------------------------------------------- evaluation
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Let ``inner`` sample hospitals for federated evaluation."""
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Weighted mean of each metric over the hospitals that report it."""
+        entry = self.log_for(server_round)
+        for message in self._ordered(replies):
+            name, node_id = site_name(message, self.names), message.metadata.src_node_id
+            if message.has_error():
+                log.warning("round %d: hospital %s (node %d) failed to evaluate: %s", server_round, name, node_id, message.error.reason)
+                continue
+            records = list(message.content.metric_records.values())
+            if len(records) != 1:
+                log.warning("round %d: evaluation reply from %s (node %d) ignored: %d MetricRecords", server_round, name, node_id, len(records))
+                continue
+            entry.evaluate.append(SiteReport(name, node_id, _float_metrics(records[0])))
+        if not entry.evaluate:
+            return None
+        aggregated = weighted_means([r.metrics for r in entry.evaluate])
+        entry.evaluate_metrics = aggregated
+        return MetricRecord(aggregated)  # type: ignore[arg-type]
+
+    def summary(self) -> None:
+        """Log ``inner``'s summary."""
+        self.inner.summary()
+
+    # -------------------------------------------------------------- helpers
+    def _ordered(self, replies: Iterable[Message]) -> list[Message]:
+        return sorted(replies, key=lambda m: (site_name(m, self.names), m.metadata.src_node_id))
+
+
+def weighted_means(reports: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean weighted by ``num-examples`` over the reports holding the key.
+
+    Args:
+        reports: one metrics dict per hospital, each with a positive ``num-examples``.
+
+    Returns:
+        The weighted means; ``num-examples`` itself becomes the sum.
+    """
+    totals: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for metrics in reports:
+        weight = metrics.get(NUM_EXAMPLES, 0.0)
+        if weight <= 0:
+            continue
+        for key, value in metrics.items():
+            if key == NUM_EXAMPLES:
+                continue
+            totals[key] = totals.get(key, 0.0) + weight * value
+            weights[key] = weights.get(key, 0.0) + weight
+    out = {key: totals[key] / weights[key] for key in sorted(totals)}
+    out[NUM_EXAMPLES] = float(sum(m.get(NUM_EXAMPLES, 0.0) for m in reports))
+    return out

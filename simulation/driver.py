@@ -1,0 +1,195 @@
+"""Run a whole federation on one machine with Flower's simulation runtime (Ray backend).
+
+The path of a simulation::
+
+    RunConfig --resolve--> dataset located (downloaded once if allowed), validated,
+                           schema (task, classes, channels) filled in
+              --plan-----> hospital partitions (partitions.json: indices only)
+              --bundle---> app bundle (pyproject.toml naming fedward's installed
+                           ServerApp/ClientApp, carrying the resolved config)
+              --Flower---> private simulation SuperLink, ``flwr run`` with N simulated
+                           SuperNodes and per-hospital CPU/GPU shares
+              --follow---> status.json for progress, the run's log into logs/flower.log
+
+The ServerApp and ClientApp are exactly those a deployment runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedward.common.config import RunConfig
+from fedward.common.data.hospital import PLAN_FILE, PartitionPlan
+from fedward.common.data.locate import locate_dataset
+from fedward.common.data.npz import ArraySplit, DatasetSchema, infer_schema, read_npz
+from fedward.common.errors import SimulationError
+from fedward.server.bundle import write_bundle
+from fedward.server.records import atomic_write, new_run_dir
+from fedward.simulation.partition import make_plan
+from fedward.simulation.superlink import LocalSimulationLink
+
+log = logging.getLogger(__name__)
+
+StatusCallback = Callable[[dict[str, Any]], None]
+POLL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedData:
+    """A run config resolved against its dataset file.
+
+    Attributes:
+        cfg: the config with ``data.task/classes/channels`` and an absolute ``data.data-dir``.
+        path: the ``.npz`` file.
+        splits: its validated train/val/test arrays.
+        schema: task, classes, channels.
+    """
+
+    cfg: RunConfig
+    path: Path
+    splits: dict[str, ArraySplit]
+    schema: DatasetSchema
+
+
+def resolve_data(cfg: RunConfig, *, download: bool = True) -> ResolvedData:
+    """Find, validate and describe the run's dataset.
+
+    Raises:
+        DataError: missing folder, unreadable or malformed file.
+        DownloadError: file absent and not downloadable.
+        ConfigError: unknown dataset name.
+    """
+    path = locate_dataset(cfg.data.dataset, cfg.data.image_size, cfg.data.data_dir, download=download)
+    splits = read_npz(path)
+    schema = infer_schema(cfg.data.dataset, splits)
+    data = dataclasses.replace(cfg.data.with_schema(schema), data_dir=path.parent.resolve())
+    return ResolvedData(cfg.replace(data=data), path.resolve(), splits, schema)
+
+
+def plan_hospitals(resolved: ResolvedData) -> PartitionPlan:
+    """Partition the training split across the configured hospitals.
+
+    Raises:
+        ConfigError: if the partition settings cannot be met on this dataset.
+    """
+    cfg = resolved.cfg
+    return make_plan(
+        cfg.data.dataset, resolved.path, resolved.splits["train"].labels, cfg.federation,
+        cfg.data.val_fraction, cfg.run.seed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRun:
+    """A simulation ready to start: run directory written, config final."""
+
+    cfg: RunConfig
+    run_dir: Path
+    plan: PartitionPlan
+    resolved: ResolvedData
+
+
+def prepare(cfg: RunConfig, *, download: bool = True) -> PreparedRun:
+    """Resolve the data, plan the hospitals and create the run directory.
+
+    Every check that can fail on user input runs before the directory is created.
+    """
+    resolved = resolve_data(cfg, download=download)
+    plan = plan_hospitals(resolved)
+    cfg = resolved.cfg
+    run_dir = new_run_dir(cfg)
+    run = dataclasses.replace(cfg.run, dir=run_dir, output_dir=Path(cfg.run.output_dir).resolve())
+    model = cfg.model
+    if model.init_weights is not None:
+        model = dataclasses.replace(model, init_weights=Path(model.init_weights).resolve())
+    cfg = cfg.replace(run=run, model=model)
+    plan.write(run_dir / PLAN_FILE)
+    atomic_write(run_dir / "config.toml", cfg.to_toml())
+    return PreparedRun(cfg, run_dir, plan, dataclasses.replace(resolved, cfg=cfg))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a simulation ended.
+
+    Attributes:
+        run_dir: the run directory.
+        status: ``status.json`` as written by the ServerApp.
+        flower_status: Flower's run status (``finished:completed`` ...).
+        seconds: wall time of the Flower run, seconds.
+    """
+
+    run_dir: Path
+    status: dict[str, Any]
+    flower_status: str
+    seconds: float
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """``status.json`` of a run (empty dict if absent or being replaced)."""
+    try:
+        return dict(json.loads((run_dir / "status.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def simulate(prepared: PreparedRun, on_status: StatusCallback | None = None) -> Outcome:
+    """Run the prepared federation on Flower's simulation runtime and wait for the end.
+
+    Args:
+        prepared: from :func:`prepare`.
+        on_status: called with ``status.json`` whenever it changes (progress displays).
+
+    Returns:
+        The outcome; the run directory holds metrics, weights and the model card.
+
+    Raises:
+        SimulationError: if Flower cannot start or the run fails.
+        KeyboardInterrupt: after stopping the run, when interrupted.
+    """
+    cfg, run_dir = prepared.cfg, prepared.run_dir
+    logs = run_dir / "logs"
+    app_dir = write_bundle(run_dir / "app", cfg)
+    started = time.monotonic()
+    with LocalSimulationLink(logs) as link:
+        run_id = link.submit(app_dir, cfg.federation.hospitals, cfg.simulation.client_cpus, cfg.simulation.client_gpus)
+        log.info("Flower run %d started; log: %s", run_id, logs / "flower.log")
+        follower = link.stream_logs(run_id, logs / "flower.log")
+        last: dict[str, Any] = {}
+        try:
+            flower_status = "running"
+            while True:
+                status = read_status(run_dir)
+                if status and status != last:
+                    last = status
+                    if on_status is not None:
+                        on_status(status)
+                if follower.poll() is not None:
+                    flower_status = link.run_status(run_id)
+                    if flower_status.startswith("finished"):
+                        break
+                    follower = link.stream_logs(run_id, logs / "flower.log") if flower_status == "running" else follower
+                    time.sleep(2.0)
+                time.sleep(POLL_S)
+        except BaseException:
+            link.stop(run_id)
+            follower.kill()
+            raise
+        finally:
+            if follower.poll() is None:
+                follower.terminate()
+    status = read_status(run_dir)
+    if on_status is not None and status:
+        on_status(status)
+    outcome = Outcome(run_dir, status, flower_status, time.monotonic() - started)
+    if flower_status != "finished:completed" or status.get("state") != "completed":
+        reason = status.get("reason") or f"Flower reports {flower_status}"
+        raise SimulationError(f"the simulation failed: {reason}; see {logs / 'flower.log'}")
+    return outcome
