@@ -54,9 +54,10 @@ def locate_dataset(
 
     Raises:
         DataError: if an explicitly given ``data_dir`` does not exist or is not a folder.
+        DataError: if the file is missing and ``download`` is false.
         ConfigError: if the file is missing and ``dataset`` is not a MedMNIST 2D dataset.
-        DownloadError: if the file is missing and could not be downloaded (or ``download``
-            is false); the message says where to put it.
+        DownloadError: if the file is missing and could not be downloaded; the message
+            says where to put it.
     """
     name = dataset.strip().lower()
     if data_dir is not None:
@@ -75,6 +76,8 @@ def locate_dataset(
         if (folder / candidate).is_file():
             return folder / candidate
 
+    if not download:
+        raise DataError(f"{candidates[0]} not found in {folder}: put it there or pass --data-dir")
     entry = lookup(name)
     if entry is None:
         known = ", ".join(sorted(catalog()))
@@ -84,8 +87,6 @@ def locate_dataset(
         )
     target = entry.file_name(image_size)
     where = f"put {target} in {folder} or pass --data-dir"
-    if not download:
-        raise DownloadError(f"{target} not found in {folder}: {where}")
     return _download(entry.url(image_size), entry.md5[image_size], folder, target, where)
 
 

@@ -1,0 +1,3 @@
+"""Client tests build Flower messages, which need a task identity."""
+
+from fixtures.flower import flower_identity  # noqa: F401  (autouse fixture)

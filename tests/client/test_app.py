@@ -1,0 +1,119 @@
+"""The ClientApp at a hospital: what it sends back, and that nothing else leaves."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from fixtures.synthetic import write_npz
+
+from fedward.client.app import HospitalFailure
+from fedward.client.app import app as client_app
+from fedward.common.choices import ModelName, Task
+from fedward.common.config import RunConfig
+from fedward.common.data.npz import DatasetSchema
+from fedward.common.models import build_model
+from fedward.common.records import model_to_arrays
+
+ALLOWED_METRICS = {
+    "num-examples", "train-loss", "train-seconds", "train-examples", "val-examples", "eval-seconds",
+    "val-auc", "val-accuracy", "val-sensitivity", "val-specificity", "val-f1", "val-loss",
+}
+ALLOWED_SITE_KEYS = {"name", "fedward-version", "device"}
+
+
+@pytest.fixture
+def hospital(tmp_path: Path) -> tuple[RunConfig, Context]:
+    write_npz(tmp_path / "st-olav" / "tinymnist.npz", sizes=(64, 16, 0))
+    base = RunConfig.from_mapping({"data": {"dataset": "tinymnist"}, "federation": {"rounds": 2}, "train": {"local-epochs": 1}})
+    cfg = base.replace(data=base.data.with_schema(DatasetSchema(Task.BINARY, ("a", "b"), 1)))
+    context = Context(
+        run_id=1, node_id=7, node_config={"data-dir": str(tmp_path / "st-olav")},
+        state=RecordDict(), run_config=cfg.to_flower(),
+    )
+    return cfg, context
+
+
+def global_model_message(message_type: str, server_round: int = 1) -> Message:
+    model = build_model(ModelName.SMALL_CNN, 1, 2)
+    content = RecordDict({"arrays": model_to_arrays(model), "config": ConfigRecord({"server-round": server_round})})
+    return Message(content=content, dst_node_id=7, message_type=message_type)
+
+
+def assert_only_weights_and_numbers(reply: Message) -> None:
+    content = reply.content
+    for record in content.metric_records.values():
+        assert set(record) <= ALLOWED_METRICS, set(record) - ALLOWED_METRICS
+    for record in content.config_records.values():
+        assert set(record) <= ALLOWED_SITE_KEYS
+        assert all(isinstance(v, str) and "/" not in v for v in record.values()), "no paths leave the hospital"
+    model_keys = set(build_model(ModelName.SMALL_CNN, 1, 2).state_dict())
+    for record in content.array_records.values():
+        assert set(record) == model_keys, "only model weights leave the hospital"
+
+
+def test_train_returns_weights_and_counts(hospital: tuple[RunConfig, Context]) -> None:
+    _, context = hospital
+    reply = client_app(global_model_message(MessageType.TRAIN), context)
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    metrics = reply.content["metrics"]
+    assert metrics["num-examples"] == 64
+    assert np.isfinite(metrics["train-loss"])
+    assert reply.content["site"]["name"] == "st-olav"
+    assert_only_weights_and_numbers(reply)
+
+
+def test_evaluate_reports_validation_metrics(hospital: tuple[RunConfig, Context]) -> None:
+    _, context = hospital
+    reply = client_app(global_model_message(MessageType.EVALUATE), context)
+    assert not reply.has_error()
+    metrics = reply.content["metrics"]
+    assert metrics["num-examples"] == 16
+    assert 0.0 <= metrics["val-auc"] <= 1.0
+    assert_only_weights_and_numbers(reply)
+
+
+def test_query_enrols_with_counts_only(hospital: tuple[RunConfig, Context]) -> None:
+    _, context = hospital
+    query = Message(content=RecordDict({"config": ConfigRecord({"fedward-version": "0.1.0"})}), dst_node_id=7,
+                    message_type=MessageType.QUERY)
+    reply = client_app(query, context)
+    assert reply.content["metrics"]["train-examples"] == 64
+    assert reply.content["metrics"]["val-examples"] == 16
+    assert_only_weights_and_numbers(reply)
+
+
+def test_missing_data_fails_with_fedwards_message(hospital: tuple[RunConfig, Context], tmp_path: Path) -> None:
+    # Flower's runtime turns the exception into the error reply the server sees.
+    _, context = hospital
+    context.node_config["data-dir"] = str(tmp_path / "nowhere")
+    with pytest.raises(HospitalFailure, match="does not exist"):
+        client_app(global_model_message(MessageType.TRAIN), context)
+
+
+def test_unexpected_failures_send_only_the_exception_type(
+    hospital: tuple[RunConfig, Context], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, context = hospital
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("pixel mean 0.4312 of DOE^JOHN")
+
+    monkeypatch.setattr("fedward.client.app.train_epochs", explode)
+    with pytest.raises(HospitalFailure) as err:
+        client_app(global_model_message(MessageType.TRAIN), context)
+    assert "RuntimeError" in str(err.value)
+    assert "DOE" not in str(err.value) and "0.4312" not in str(err.value)
+
+
+def test_no_pixel_values_in_logs(hospital: tuple[RunConfig, Context], caplog: pytest.LogCaptureFixture) -> None:
+    _, context = hospital
+    with caplog.at_level(logging.DEBUG):
+        client_app(global_model_message(MessageType.TRAIN), context)
+        client_app(global_model_message(MessageType.EVALUATE), context)
+    text = caplog.text
+    assert "tensor(" not in text and "array(" not in text
+    assert "st-olav" not in text or "hospital st-olav" in text

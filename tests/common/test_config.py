@@ -1,0 +1,100 @@
+"""RunConfig: parsing, validation with field names, and the Flower/TOML round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedward.common.choices import ModelName, Partition, StrategyName, Task
+from fedward.common.config import RunConfig
+from fedward.common.data.npz import DatasetSchema
+from fedward.common.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip_through_flower_run_config() -> None:
+    cfg = RunConfig()
+    flat = cfg.to_flower()
+    assert all("." in key for key in flat)
+    assert all(isinstance(v, bool | int | float | str) for v in flat.values())
+    assert RunConfig.from_flower(flat) == cfg
+
+
+def test_resolved_schema_and_paths_survive_the_round_trip(tmp_path: Path) -> None:
+    cfg = RunConfig.from_mapping({"data": {"data-dir": str(tmp_path)}, "run": {"dir": str(tmp_path / "run")}})
+    cfg = cfg.replace(data=cfg.data.with_schema(DatasetSchema(Task.BINARY, ("normal", "a, b"), 1)))
+    again = RunConfig.from_flower(cfg.to_flower())
+    assert again == cfg
+    assert again.data.classes == ("normal", "a, b")
+    assert again.data.schema().num_outputs == 2
+
+
+def test_toml_file_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[federation]\nhospitals = 7\nrounds = 3\n[strategy]\nname = "fedprox"\nproximal-mu = 0.1\n')
+    cfg = RunConfig.from_toml(path, {"federation.rounds": 9, "train.lr": "0.01"})
+    assert cfg.federation.hospitals == 7
+    assert cfg.federation.rounds == 9
+    assert cfg.train.lr == pytest.approx(0.01)
+    assert cfg.strategy.name is StrategyName.FEDPROX
+    assert cfg.strategy.proximal_mu == pytest.approx(0.1)
+
+
+def test_toml_output_parses_back(tmp_path: Path) -> None:
+    cfg = RunConfig.from_mapping({"federation": {"partition": "dirichlet", "alpha": 0.3}})
+    path = tmp_path / "config.toml"
+    path.write_text(cfg.to_toml())
+    assert RunConfig.from_toml(path) == cfg
+    assert cfg.federation.partition is Partition.DIRICHLET
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"federation": {"hospitals": 0}}, "federation.hospitals must be >= 1"),
+        ({"federation": {"hospitls": 3}}, "did you mean 'hospitals'"),
+        ({"federaton": {"hospitals": 3}}, "did you mean 'federation'"),
+        ({"federation": {"hospitals": "many"}}, "federation.hospitals must be an integer"),
+        ({"federation": {"hospitals": 2.5}}, "federation.hospitals must be an integer"),
+        ({"federation": {"alpha": 0}}, "federation.alpha must be in (0"),
+        ({"federation": {"alpha": "nan"}}, "federation.alpha must be a finite number"),
+        ({"train": {"lr": -1}}, "train.lr must be in (0"),
+        ({"train": {"amp": "yes"}}, "train.amp must be true or false"),
+        ({"model": {"name": "densnet121"}}, "did you mean 'densenet121'"),
+        ({"strategy": {"name": "fedsgd"}}, "strategy.name: unknown value 'fedsgd'"),
+        ({"data": {"image-size": 32}}, "data.image-size must be one of 28, 64, 128, 224"),
+        ({"model": {"name": "densenet121"}}, "needs images of at least 32 px"),
+        ({"strategy": {"name": "krum", "num-malicious": 2}, "federation": {"hospitals": 5}}, "needs more than 6 hospitals"),
+        ({"federation": {"min-available": 9, "hospitals": 3}}, "cannot exceed federation.hospitals"),
+        ({"hospitals": 3}, "must sit in a section"),
+    ],
+)
+def test_invalid_values_name_the_field(mapping: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_mapping(mapping)
+    assert message in str(err.value)
+
+
+def test_model_fits_larger_images() -> None:
+    cfg = RunConfig.from_mapping({"model": {"name": "efficientnet-b0"}, "data": {"image-size": 64}})
+    assert cfg.model.name is ModelName.EFFICIENTNET_B0
+
+
+def test_unresolved_schema_is_refused() -> None:
+    with pytest.raises(ConfigError, match="data.task"):
+        RunConfig().data.schema()
+
+
+def test_bad_toml_file_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[federation\nhospitals = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        RunConfig.from_toml(bad)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        RunConfig.from_toml(tmp_path / "missing.toml")
+
+
+def test_config_is_frozen() -> None:
+    cfg = RunConfig()
+    with pytest.raises(AttributeError):
+        cfg.federation.rounds = 3  # type: ignore[misc]

@@ -1,0 +1,82 @@
+"""Run records: metrics files, weights per round, best model by validation AUC, model card, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fedward.common.choices import ModelName, Task
+from fedward.common.config import RunConfig
+from fedward.common.data.npz import DatasetSchema
+from fedward.common.models import build_model
+from fedward.server.model_card import HospitalEntry, build_model_card, render_markdown, write_model_card
+from fedward.server.records import RunRecorder, new_run_dir, rows_to_csv, sha256_of
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> RunConfig:
+    base = RunConfig.from_mapping({"federation": {"rounds": 3}, "run": {"output-dir": str(tmp_path / "runs")}})
+    return base.replace(data=base.data.with_schema(DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)))
+
+
+def test_run_directory_contents_and_best_model(cfg: RunConfig) -> None:
+    run_dir = new_run_dir(cfg)
+    recorder = RunRecorder(run_dir, cfg, mode="federated")
+    model = build_model(ModelName.SMALL_CNN, 1, 2)
+    for server_round, val_auc in [(0, None), (1, 0.80), (2, 0.90), (3, 0.85)]:
+        with torch.no_grad():
+            next(model.parameters()).fill_(float(server_round))
+        metrics = {"test-auc": 0.5 + server_round / 10}
+        if val_auc is not None:
+            metrics["val-auc"] = val_auc
+        recorder.record_round(server_round, model.state_dict(), metrics, [{"hospital": "h-0", "phase": "train", "num-examples": 10}])
+    recorder.finish("completed")
+    card = build_model_card(cfg, recorder, status="completed", hospitals=[HospitalEntry("h-0", 10, 2)], parameters=123, test_images=624)
+    write_model_card(run_dir, card)
+
+    for name in ("config.toml", "status.json", "metrics/server.jsonl", "metrics/server.csv", "metrics/hospitals.jsonl",
+                 "metrics/hospitals.csv", "models/round-000.safetensors", "models/round-003.safetensors",
+                 "models/best.safetensors", "models/best.json", "model_card.json", "model_card.md", "plots/learning_curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert RunConfig.from_toml(run_dir / "config.toml") == cfg
+    best = load_file(str(run_dir / "models" / "best.safetensors"))
+    first = next(iter(model.state_dict()))
+    assert float(best[first].flatten()[0]) == 2.0  # round 2 had the best validation AUC
+    assert json.loads((run_dir / "models" / "best.json").read_text())["round"] == 2
+    rows = (run_dir / "metrics" / "server.jsonl").read_text().splitlines()
+    assert [json.loads(r)["round"] for r in rows] == [0, 1, 2, 3]
+    assert (run_dir / "metrics" / "server.csv").read_text().splitlines()[0].startswith("round,")
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["state"], status["round"], status["best"]["round"]) == ("completed", 3, 2)
+
+    assert card["selection"] == {"metric": "val-auc", "round": 2, "value": 0.9, "note": card["selection"]["note"]}
+    assert card["metrics"]["best"]["test-auc"] == pytest.approx(0.7)
+    assert card["weights"]["best"]["sha256"] == sha256_of(run_dir / "models" / "best.safetensors")
+    assert card["dataset"]["classes"] == ["normal", "pneumonia"]
+    assert card["hospitals"] == [{"name": "h-0", "train_images": 10, "val_images": 2, "class_counts": None}]
+    assert {"flwr", "torch", "monai", "fedward", "python"} <= set(card["versions"])
+    markdown = render_markdown(card)
+    assert "Selected model: round 2 by val-auc" in markdown and card["weights"]["best"]["sha256"] in markdown
+
+
+def test_without_validation_auc_the_last_round_stands_in(cfg: RunConfig) -> None:
+    recorder = RunRecorder(new_run_dir(cfg), cfg, mode="centralized")
+    model = build_model(ModelName.SMALL_CNN, 1, 2)
+    recorder.record_round(0, model.state_dict(), {})
+    recorder.record_round(1, model.state_dict(), {"train-loss": 0.3})
+    recorder.finish("completed")
+    assert (recorder.run_dir / "models" / "best.safetensors").is_file()
+    assert build_model_card(cfg, recorder, status="completed")["selection"]["round"] == 1
+
+
+def test_run_directories_are_never_reused(cfg: RunConfig) -> None:
+    assert new_run_dir(cfg) != new_run_dir(cfg)
+
+
+def test_csv_union_of_columns() -> None:
+    text = rows_to_csv([{"round": 0, "a": 1}, {"round": 1, "b": 2}])
+    assert text.splitlines() == ["round,a,b", "0,1,", "1,,2"]

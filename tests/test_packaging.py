@@ -1,0 +1,45 @@
+"""The built wheel installs only under the ``fedward`` namespace."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-w", str(out), "-q"],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    (path,) = list(out.glob("fedward-*.whl"))
+    return path
+
+
+def test_only_fedward_at_the_top_level(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/", 1)[0] for name in names}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"fedward"}
+    for generic in ("server", "client", "common", "simulation", "cli", "tests", "benchmarks"):
+        assert generic not in top
+
+
+def test_the_rooms_and_data_files_are_inside(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in ("server/app.py", "client/app.py", "common/config.py", "simulation/driver.py", "cli/main.py",
+                   "common/data/medmnist_catalog.json"):
+        assert f"fedward/{module}" in names, module
+    assert not any(n.startswith("fedward/tests") for n in names)
+
+
+def test_console_script(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    (entry_points,) = [n for n in archive.namelist() if n.endswith("entry_points.txt")]
+    assert "fedward = fedward.cli.main:main" in archive.read(entry_points).decode()
