@@ -46,10 +46,14 @@ def parse_args() -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     overrides: dict[str, Any] = {
-        "data.dataset": args.dataset, "data.data-dir": str(args.data_dir),
-        "federation.hospitals": args.hospitals, "federation.partition": args.partition,
-        "federation.alpha": args.alpha, "federation.rounds": args.rounds,
-        "run.seed": args.seed, "run.output-dir": str(args.output_dir),
+        "data.dataset": args.dataset,
+        "data.data-dir": str(args.data_dir),
+        "federation.hospitals": args.hospitals,
+        "federation.partition": args.partition,
+        "federation.alpha": args.alpha,
+        "federation.rounds": args.rounds,
+        "run.seed": args.seed,
+        "run.output-dir": str(args.output_dir),
     }
     for item in args.sets:
         key, _, value = item.partition("=")
@@ -80,19 +84,29 @@ def main() -> None:
     federated_s = time.perf_counter() - started
 
     c, f = selected(central.run_dir), selected(federated.run_dir)
-    table = Table(title=(
-        f"{cfg.data.dataset}: {cfg.federation.hospitals} hospitals, {cfg.federation.partition.value} "
-        f"(alpha {cfg.federation.alpha}), {cfg.federation.rounds} rounds x {cfg.train.local_epochs} local epochs, "
-        f"{cfg.model.name.value}, {cfg.strategy.name.value}, seed {cfg.run.seed}"
-    ))
+    table = Table(
+        title=(
+            f"{cfg.data.dataset}: {cfg.federation.hospitals} hospitals, {cfg.federation.partition.value} "
+            f"(alpha {cfg.federation.alpha}), {cfg.federation.rounds} rounds x {cfg.train.local_epochs} local epochs, "
+            f"{cfg.model.name.value}, {cfg.strategy.name.value}, seed {cfg.run.seed}"
+        )
+    )
     for column in ("run", "selected round", "val AUC", "test AUC", "test ACC", "wall time (s)"):
         table.add_column(column, justify="right" if column != "run" else "left")
     for name, row, seconds in (("centralized", c, central_s), ("federated", f, federated_s)):
-        table.add_row(name, str(row["round"]), f"{row.get('val-auc', float('nan')):.4f}",
-                      f"{row['test-auc']:.4f}", f"{row['test-accuracy']:.4f}", f"{seconds:.1f}")
+        table.add_row(
+            name,
+            str(row["round"]),
+            f"{row.get('val-auc', float('nan')):.4f}",
+            f"{row['test-auc']:.4f}",
+            f"{row['test-accuracy']:.4f}",
+            f"{seconds:.1f}",
+        )
     console.print(table)
     gap = f["test-auc"] - c["test-auc"]
-    console.print(f"test AUC gap (federated - centralized): {gap:+.4f}  ({'within' if abs(gap) <= 0.01 else 'outside'} 0.01)")
+    console.print(
+        f"test AUC gap (federated - centralized): {gap:+.4f}  ({'within' if abs(gap) <= 0.01 else 'outside'} 0.01)"
+    )
     console.print(f"wall-time ratio federated / centralized: {federated_s / central_s:.2f}")
     console.print(f"run directories: {central.run_dir}  {federated.run_dir}")
 

@@ -10,7 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-SHOWN = (("train-loss", "loss"), ("val-auc", "val AUC"), ("test-auc", "test AUC"), ("test-accuracy", "test ACC"))
+SHOWN = (
+    ("train-loss", "loss"),
+    ("val-auc", "val AUC"),
+    ("test-auc", "test AUC"),
+    ("test-accuracy", "test ACC"),
+)
 
 
 class RoundProgress:

@@ -10,13 +10,13 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from fedward.cli import options as o
+from fedward.common.config import RunConfig
 from fedward.common.errors import FedwardError
 
 # Before Flower, Ray or Hugging Face are imported anywhere: no telemetry, no hub access.
@@ -67,27 +67,9 @@ def _setup_logging(verbose: bool) -> None:
     configure_logging(logging.DEBUG if verbose else logging.WARNING)
 
 
-@app.command()
-@handle_errors
-def simulate(
-    config: o.ConfigFile = None, sets: o.Sets = None,
-    dataset: o.Dataset = None, data_dir: o.DataDir = None, image_size: o.ImageSize = None,
-    augment: o.Augment = None, val_fraction: o.ValFraction = None,
-    model: o.Model = None, init_weights: o.InitWeights = None, local_epochs: o.LocalEpochs = None,
-    batch_size: o.BatchSize = None, optimizer: o.Optimizer = None, lr: o.Lr = None,
-    schedule: o.ScheduleOpt = None, class_weighting: o.ClassWeightingOpt = None, device: o.Device = None,
-    hospitals: o.Hospitals = None, partition: o.PartitionOpt = None, alpha: o.Alpha = None,
-    rounds: o.Rounds = None, fraction_train: o.FractionTrain = None, round_timeout: o.RoundTimeout = None,
-    strategy: o.StrategyOpt = None, proximal_mu: o.ProximalMu = None,
-    client_cpus: o.ClientCpus = None, client_gpus: o.ClientGpus = None,
-    seed: o.Seed = None, name: o.Name = None, output_dir: o.OutputDir = None,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
-) -> None:
-    """Simulate a federation of hospitals on this machine (Flower simulation runtime, Ray)."""
-    _setup_logging(verbose)
-    cfg = o.load_config(config, o.overrides_from(locals(), sets))
+def _run_simulation(cfg: RunConfig) -> None:
     from fedward.cli.display import RoundProgress, summary_table
-    from fedward.simulation.driver import prepare, simulate as run_simulation
+    from fedward.simulation.driver import prepare, simulate
     from fedward.simulation.partition import describe_table, summarize_plan
 
     prepared = prepare(cfg)
@@ -96,31 +78,12 @@ def simulate(
     console.print(describe_table(summarize_plan(prepared.plan, labels, len(schema.classes)), schema.classes))
     console.print(f"run directory: [bold]{prepared.run_dir}[/]")
     with RoundProgress(console, prepared.cfg.federation.rounds, "federated") as progress:
-        outcome = run_simulation(prepared, progress.update)
+        outcome = simulate(prepared, progress.update)
     console.print(summary_table(outcome.run_dir))
     console.print(f"model card: {outcome.run_dir / 'model_card.md'}")
 
 
-@app.command()
-@handle_errors
-def centralized(
-    config: o.ConfigFile = None, sets: o.Sets = None,
-    dataset: o.Dataset = None, data_dir: o.DataDir = None, image_size: o.ImageSize = None,
-    augment: o.Augment = None, val_fraction: o.ValFraction = None,
-    model: o.Model = None, init_weights: o.InitWeights = None, local_epochs: o.LocalEpochs = None,
-    batch_size: o.BatchSize = None, optimizer: o.Optimizer = None, lr: o.Lr = None,
-    schedule: o.ScheduleOpt = None, class_weighting: o.ClassWeightingOpt = None, device: o.Device = None,
-    hospitals: o.Hospitals = None, partition: o.PartitionOpt = None, alpha: o.Alpha = None,
-    rounds: o.Rounds = None, seed: o.Seed = None, name: o.Name = None, output_dir: o.OutputDir = None,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
-) -> None:
-    """Train the same model on all hospitals' data pooled: the upper-bound baseline.
-
-    Uses the federation's settings: the pooled data is the union of the hospitals'
-    splits, and the epochs are rounds x local epochs.
-    """
-    _setup_logging(verbose)
-    cfg = o.load_config(config, o.overrides_from(locals(), sets))
+def _run_centralized(cfg: RunConfig) -> None:
     from fedward.cli.display import RoundProgress, summary_table
     from fedward.simulation.centralized import run_centralized
     from fedward.simulation.driver import prepare
@@ -133,12 +96,75 @@ def centralized(
     console.print(f"model card: {prepared.run_dir / 'model_card.md'}")
 
 
+def _register_run_command(name: str, runner: Callable[[RunConfig], None], help_text: str) -> None:
+    """Register a command taking every run flag; both run commands accept the same ones,
+    so swapping ``simulate`` for ``centralized`` in a command line gives its baseline."""
+
+    def command(
+        config: o.ConfigFile = None,
+        sets: o.Sets = None,
+        dataset: o.Dataset = None,
+        data_dir: o.DataDir = None,
+        image_size: o.ImageSize = None,
+        augment: o.Augment = None,
+        val_fraction: o.ValFraction = None,
+        model: o.Model = None,
+        init_weights: o.InitWeights = None,
+        local_epochs: o.LocalEpochs = None,
+        batch_size: o.BatchSize = None,
+        optimizer: o.Optimizer = None,
+        lr: o.Lr = None,
+        schedule: o.ScheduleOpt = None,
+        class_weighting: o.ClassWeightingOpt = None,
+        device: o.Device = None,
+        hospitals: o.Hospitals = None,
+        partition: o.PartitionOpt = None,
+        alpha: o.Alpha = None,
+        rounds: o.Rounds = None,
+        fraction_train: o.FractionTrain = None,
+        round_timeout: o.RoundTimeout = None,
+        strategy: o.StrategyOpt = None,
+        proximal_mu: o.ProximalMu = None,
+        client_cpus: o.ClientCpus = None,
+        client_gpus: o.ClientGpus = None,
+        seed: o.Seed = None,
+        name: o.Name = None,
+        output_dir: o.OutputDir = None,
+        verbose: o.Verbose = False,
+    ) -> None:
+        _setup_logging(verbose)
+        runner(o.load_config(config, o.overrides_from(locals(), sets)))
+
+    command.__doc__ = help_text
+    command.__name__ = name
+    app.command(name)(handle_errors(command))
+
+
+_register_run_command(
+    "simulate",
+    _run_simulation,
+    "Simulate a federation of hospitals on this machine (Flower simulation runtime, Ray).",
+)
+_register_run_command(
+    "centralized",
+    _run_centralized,
+    "Train the same model on all hospitals' data pooled: the upper-bound baseline.\n\n"
+    "Same settings as simulate: the pooled data is the union of the hospitals' splits and the "
+    "epochs are rounds x local epochs.",
+)
+
+
 @data_app.command("describe")
 @handle_errors
 def data_describe(
-    config: o.ConfigFile = None, sets: o.Sets = None,
-    dataset: o.Dataset = None, data_dir: o.DataDir = None, val_fraction: o.ValFraction = None,
-    hospitals: o.Hospitals = None, partition: o.PartitionOpt = None, alpha: o.Alpha = None,
+    config: o.ConfigFile = None,
+    sets: o.Sets = None,
+    dataset: o.Dataset = None,
+    data_dir: o.DataDir = None,
+    val_fraction: o.ValFraction = None,
+    hospitals: o.Hospitals = None,
+    partition: o.PartitionOpt = None,
+    alpha: o.Alpha = None,
     seed: o.Seed = None,
 ) -> None:
     """Show how the training split would be divided across hospitals (class table)."""
@@ -155,7 +181,8 @@ def data_describe(
     console.print(
         f"{resolved.cfg.data.dataset} ({resolved.schema.task.value}) from {resolved.path}: "
         + ", ".join(f"{k} {v}" for k, v in sizes.items())
-        + f"; label skew (mean total-variation distance to the pooled class mix) {label_skew(plan, labels, len(classes)):.3f}"
+        + "; label skew (mean total-variation distance to the pooled class mix) "
+        + f"{label_skew(plan, labels, len(classes)):.3f}"
     )
 
 

@@ -51,35 +51,95 @@ TRAIN = "Training"
 FED = "Federation"
 RUN = "Run"
 
-ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="TOML run config; flags override it.", rich_help_panel=RUN)]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set train.weight-decay=0.001 (repeatable).", rich_help_panel=RUN)]
-Dataset = Annotated[str | None, typer.Option(help="MedMNIST 2D dataset name (default pneumoniamnist) or the stem of a MedMNIST-layout .npz.", rich_help_panel=DATA)]
-DataDir = Annotated[Path | None, typer.Option(help="Folder holding <dataset>.npz (default $FEDWARD_DATA_DIR, else ~/.fedward/data).", rich_help_panel=DATA)]
-ImageSize = Annotated[int | None, typer.Option(help="Model input size in pixels: 28, 64, 128 or 224.", rich_help_panel=DATA)]
-Augment = Annotated[bool | None, typer.Option("--augment/--no-augment", help="Random flip, rotation and zoom while training.", rich_help_panel=DATA)]
-ValFraction = Annotated[float | None, typer.Option(help="Share of each hospital's images held out for local validation.", rich_help_panel=DATA)]
-Model = Annotated[str | None, typer.Option(help="smallcnn (default), resnet18, densenet121 or efficientnet-b0.", rich_help_panel=TRAIN)]
-InitWeights = Annotated[Path | None, typer.Option(help="Start from these weights (.safetensors or .pt); mismatched layers stay fresh.", rich_help_panel=TRAIN)]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML run config; flags override it.", rich_help_panel=RUN),
+]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override any config key: --set train.weight-decay=0.001 (repeatable).",
+        rich_help_panel=RUN,
+    ),
+]
+Dataset = Annotated[
+    str | None,
+    typer.Option(
+        help="MedMNIST 2D dataset name (default pneumoniamnist) or the stem of a MedMNIST-layout .npz.",
+        rich_help_panel=DATA,
+    ),
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder holding <dataset>.npz (default $FEDWARD_DATA_DIR, else ~/.fedward/data).",
+        rich_help_panel=DATA,
+    ),
+]
+ImageSize = Annotated[
+    int | None, typer.Option(help="Model input size in pixels: 28, 64, 128 or 224.", rich_help_panel=DATA)
+]
+Augment = Annotated[
+    bool | None,
+    typer.Option("--augment/--no-augment", help="Random flip, rotation and zoom while training.", rich_help_panel=DATA),
+]
+ValFraction = Annotated[
+    float | None,
+    typer.Option(help="Share of each hospital's images held out for local validation.", rich_help_panel=DATA),
+]
+Model = Annotated[
+    str | None,
+    typer.Option(help="smallcnn (default), resnet18, densenet121 or efficientnet-b0.", rich_help_panel=TRAIN),
+]
+InitWeights = Annotated[
+    Path | None,
+    typer.Option(
+        help="Start from these weights (.safetensors or .pt); mismatched layers stay fresh.",
+        rich_help_panel=TRAIN,
+    ),
+]
 LocalEpochs = Annotated[int | None, typer.Option(help="Epochs each hospital trains per round.", rich_help_panel=TRAIN)]
 BatchSize = Annotated[int | None, typer.Option(help="Images per step.", rich_help_panel=TRAIN)]
 Optimizer = Annotated[str | None, typer.Option(help="adamw or sgd.", rich_help_panel=TRAIN)]
 Lr = Annotated[float | None, typer.Option(help="Base learning rate.", rich_help_panel=TRAIN)]
 ScheduleOpt = Annotated[str | None, typer.Option("--schedule", help="cosine or constant.", rich_help_panel=TRAIN)]
-ClassWeightingOpt = Annotated[str | None, typer.Option("--class-weighting", help="balanced or none.", rich_help_panel=TRAIN)]
+ClassWeightingOpt = Annotated[
+    str | None, typer.Option("--class-weighting", help="balanced or none.", rich_help_panel=TRAIN)
+]
 Device = Annotated[str | None, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel=TRAIN)]
 Hospitals = Annotated[int | None, typer.Option(help="Number of hospitals.", rich_help_panel=FED)]
-PartitionOpt = Annotated[str | None, typer.Option("--partition", help="iid, dirichlet (label skew) or quantity (size skew).", rich_help_panel=FED)]
-Alpha = Annotated[float | None, typer.Option(help="Dirichlet concentration; smaller is more skewed.", rich_help_panel=FED)]
+PartitionOpt = Annotated[
+    str | None,
+    typer.Option("--partition", help="iid, dirichlet (label skew) or quantity (size skew).", rich_help_panel=FED),
+]
+Alpha = Annotated[
+    float | None, typer.Option(help="Dirichlet concentration; smaller is more skewed.", rich_help_panel=FED)
+]
 Rounds = Annotated[int | None, typer.Option(help="Federated rounds.", rich_help_panel=FED)]
 FractionTrain = Annotated[float | None, typer.Option(help="Share of hospitals sampled per round.", rich_help_panel=FED)]
-RoundTimeout = Annotated[float | None, typer.Option(help="Seconds to wait for hospitals each round.", rich_help_panel=FED)]
-StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="fedavg, fedprox, fedadam, fedyogi, fedavgm, fedmedian, fedtrimmedavg or krum.", rich_help_panel=FED)]
+RoundTimeout = Annotated[
+    float | None, typer.Option(help="Seconds to wait for hospitals each round.", rich_help_panel=FED)
+]
+StrategyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--strategy",
+        help="fedavg, fedprox, fedadam, fedyogi, fedavgm, fedmedian, fedtrimmedavg or krum.",
+        rich_help_panel=FED,
+    ),
+]
 ProximalMu = Annotated[float | None, typer.Option(help="FedProx proximal weight mu.", rich_help_panel=FED)]
 ClientCpus = Annotated[float | None, typer.Option(help="CPU cores per simulated hospital.", rich_help_panel=FED)]
-ClientGpus = Annotated[float | None, typer.Option(help="GPU fraction per simulated hospital (e.g. 0.25).", rich_help_panel=FED)]
+ClientGpus = Annotated[
+    float | None, typer.Option(help="GPU fraction per simulated hospital (e.g. 0.25).", rich_help_panel=FED)
+]
 Seed = Annotated[int | None, typer.Option(help="Seed of every random choice.", rich_help_panel=RUN)]
 Name = Annotated[str | None, typer.Option(help="Run name (part of the run directory's name).", rich_help_panel=RUN)]
-OutputDir = Annotated[Path | None, typer.Option(help="Parent folder of run directories (default ./runs).", rich_help_panel=RUN)]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.", rich_help_panel=RUN)]
+OutputDir = Annotated[
+    Path | None, typer.Option(help="Parent folder of run directories (default ./runs).", rich_help_panel=RUN)
+]
 
 
 def overrides_from(flags: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:

@@ -19,9 +19,12 @@ import logging
 import time
 from collections.abc import Callable
 
+import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedward.client.site import PARTITION_KEY, load_site
+from fedward.common.choices import DeviceChoice
 from fedward.common.config import RunConfig
 from fedward.common.data.hospital import HospitalData
 from fedward.common.errors import FedwardError
@@ -30,6 +33,7 @@ from fedward.common.models import build_model
 from fedward.common.records import (
     ARRAYS,
     CONFIG,
+    EVAL_SECONDS,
     METRICS,
     NUM_EXAMPLES,
     PROXIMAL_MU,
@@ -42,14 +46,12 @@ from fedward.common.records import (
     TRAIN_LOSS,
     TRAIN_SECONDS,
     VAL_EXAMPLES,
-    EVAL_SECONDS,
     load_arrays,
     model_to_arrays,
 )
 from fedward.common.runtime import derive_seed, resolve_device, set_cpu_threads
 from fedward.common.training import LocalTraining, evaluate, train_epochs
 from fedward.common.version import compatible, fedward_version
-from fedward.client.site import PARTITION_KEY, load_site
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ app = ClientApp()
 Handler = Callable[[Message, Context], Message]
 
 
-class HospitalFailure(FedwardError):
+class HospitalError(FedwardError):
     """A hospital could not serve a request; the message is safe to send to the server."""
 
 
@@ -72,21 +74,25 @@ def _safe(handler: Handler) -> Handler:
             return handler(msg, context)
         except FedwardError as err:
             log.error("%s failed: %s", handler.__name__, err)
-            raise HospitalFailure(str(err)) from None
+            raise HospitalError(str(err)) from None
         except Exception as err:
             log.exception("%s failed unexpectedly", handler.__name__)
-            raise HospitalFailure(
+            raise HospitalError(
                 f"{handler.__name__} failed with {type(err).__name__}; details are in the hospital's agent log"
             ) from None
 
     return wrapper
 
 
-def _setup(context: Context) -> tuple[RunConfig, HospitalData]:
+def _setup(context: Context) -> tuple[RunConfig, HospitalData, torch.device]:
+    """Parse the run config, pick threads and device, load this hospital's data (cached)."""
     cfg = RunConfig.from_flower(context.run_config)
     simulated = PARTITION_KEY in context.node_config
     set_cpu_threads(cfg.train.threads or (max(1, int(cfg.simulation.client_cpus)) if simulated else 0))
-    return cfg, load_site(context, cfg)
+    choice = cfg.train.device
+    if simulated and cfg.simulation.client_gpus == 0 and choice is DeviceChoice.AUTO:
+        choice = DeviceChoice.CPU  # no GPU share from Ray: do not crowd a GPU the scheduler did not assign
+    return cfg, load_site(context, cfg), resolve_device(choice)
 
 
 def _site_record(site: HospitalData, device: str) -> ConfigRecord:
@@ -97,18 +103,21 @@ def _site_record(site: HospitalData, device: str) -> ConfigRecord:
 @_safe
 def query(msg: Message, context: Context) -> Message:
     """Enrolment: who this hospital is and how much data it holds (counts only)."""
-    cfg, site = _setup(context)
-    device = resolve_device(cfg.train.device)
+    _cfg, site, device = _setup(context)
     theirs = str(msg.content[CONFIG].get(SITE_VERSION, "")) if CONFIG in msg.content else ""
     if theirs and not compatible(fedward_version(), theirs):
         log.warning(
             "the coordinator runs fedward %s and this hospital %s: it will skip this hospital "
-            "until both run the same major.minor version", theirs, fedward_version(),
+            "until both run the same major.minor version",
+            theirs,
+            fedward_version(),
         )
-    content = RecordDict({
-        SITE: _site_record(site, device.type),
-        METRICS: MetricRecord({TRAIN_EXAMPLES: len(site.train), VAL_EXAMPLES: len(site.val)}),
-    })
+    content = RecordDict(
+        {
+            SITE: _site_record(site, device.type),
+            METRICS: MetricRecord({TRAIN_EXAMPLES: len(site.train), VAL_EXAMPLES: len(site.val)}),
+        }
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -116,12 +125,11 @@ def query(msg: Message, context: Context) -> Message:
 @_safe
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on local data; reply with weights and counts."""
-    cfg, site = _setup(context)
+    cfg, site, device = _setup(context)
     config = msg.content[CONFIG]
     server_round = int(config.get(SERVER_ROUND, 1))  # type: ignore[arg-type]
-    device = resolve_device(cfg.train.device)
     model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs)
-    load_arrays(model, msg.content[ARRAYS])
+    load_arrays(model, msg.content.array_records[ARRAYS])
     epochs = cfg.train.local_epochs
     plan = LocalTraining(
         epochs=epochs,
@@ -131,12 +139,22 @@ def train(msg: Message, context: Context) -> Message:
         seed=derive_seed(cfg.run.seed, "train", site.name, server_round),
     )
     result = train_epochs(model, site.train, cfg.train, plan, device, augment=cfg.data.augment)
-    log.info("round %d: trained on %d images in %.1f s (loss %.4f)", server_round, result.num_examples, result.seconds, result.loss)
-    content = RecordDict({
-        ARRAYS: model_to_arrays(model),
-        METRICS: MetricRecord({NUM_EXAMPLES: result.num_examples, TRAIN_LOSS: result.loss, TRAIN_SECONDS: result.seconds}),
-        SITE: _site_record(site, device.type),
-    })
+    log.info(
+        "round %d: trained on %d images in %.1f s (loss %.4f)",
+        server_round,
+        result.num_examples,
+        result.seconds,
+        result.loss,
+    )
+    content = RecordDict(
+        {
+            ARRAYS: model_to_arrays(model),
+            METRICS: MetricRecord(
+                {NUM_EXAMPLES: result.num_examples, TRAIN_LOSS: result.loss, TRAIN_SECONDS: result.seconds}
+            ),
+            SITE: _site_record(site, device.type),
+        }
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -144,12 +162,11 @@ def train(msg: Message, context: Context) -> Message:
 @_safe
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Score the received global model on the local validation split."""
-    cfg, site = _setup(context)
-    device = resolve_device(cfg.train.device)
+    cfg, site, device = _setup(context)
     metrics: dict[str, float | int] = {NUM_EXAMPLES: len(site.val)}
     if len(site.val) > 0:
         model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs)
-        load_arrays(model, msg.content[ARRAYS])
+        load_arrays(model, msg.content.array_records[ARRAYS])
         started = time.perf_counter()
         result = evaluate(model, site.val, device)
         metrics.update(result.metrics.as_dict("val"))

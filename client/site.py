@@ -45,15 +45,22 @@ def load_site(context: Context, cfg: RunConfig) -> HospitalData:
         folder = Path(str(node[DATA_DIR_KEY])).expanduser()
         name = str(node.get(NAME_KEY) or folder.resolve().name)
         stamp = _stamp(folder)
-        return _from_folder(str(folder), stamp, cfg.data.dataset, schema, cfg.data.image_size, cfg.data.val_fraction, cfg.run.seed, name)
+        return _from_folder(
+            str(folder),
+            stamp,
+            cfg.data.dataset,
+            schema,
+            cfg.data.image_size,
+            cfg.data.val_fraction,
+            cfg.run.seed,
+            name,
+        )
     if PARTITION_KEY in node:
         if cfg.run.dir is None:
             raise ConfigError("simulated hospitals need run.dir (the run directory holding partitions.json)")
         plan = cfg.run.dir / PLAN_FILE
         return _from_plan(str(plan), _stamp(plan), int(node[PARTITION_KEY]), schema, cfg.data.image_size)
-    raise DataError(
-        "this SuperNode has no data: start it with --node-config 'data-dir=\"/path/to/hospital/data\"'"
-    )
+    raise DataError("this SuperNode has no data: start it with --node-config 'data-dir=\"/path/to/hospital/data\"'")
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -70,17 +77,27 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 @lru_cache(maxsize=4)
 def _from_folder(
-    folder: str, stamp: tuple[int, int], dataset: str, schema: DatasetSchema,
-    image_size: int, val_fraction: float, seed: int, name: str,
+    folder: str,
+    stamp: tuple[int, int],
+    dataset: str,
+    schema: DatasetSchema,
+    image_size: int,
+    val_fraction: float,
+    seed: int,
+    name: str,
 ) -> HospitalData:
     del stamp  # part of the cache key only
-    data = hospital_from_folder(Path(folder), dataset, schema, image_size, val_fraction, derive_seed(seed, "holdout"), name)
+    data = hospital_from_folder(
+        Path(folder), dataset, schema, image_size, val_fraction, derive_seed(seed, "holdout"), name
+    )
     log.info("hospital %s: %d training and %d validation images", data.name, len(data.train), len(data.val))
     return data
 
 
 @lru_cache(maxsize=8)
-def _from_plan(plan: str, stamp: tuple[int, int], partition_id: int, schema: DatasetSchema, image_size: int) -> HospitalData:
+def _from_plan(
+    plan: str, stamp: tuple[int, int], partition_id: int, schema: DatasetSchema, image_size: int
+) -> HospitalData:
     del stamp
     data = hospital_from_plan(Path(plan), partition_id, schema, image_size)
     log.info("hospital %s: %d training and %d validation images", data.name, len(data.train), len(data.val))

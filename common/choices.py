@@ -121,9 +121,7 @@ def choose(value: str | StrEnum, options: type[E], field: str) -> E:
     except ValueError:
         close = difflib.get_close_matches(value.strip().lower(), [m.value for m in options], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"{field}: unknown value {value!r}{hint}; choose one of {_listing(options)}"
-        ) from None
+        raise ConfigError(f"{field}: unknown value {value!r}{hint}; choose one of {_listing(options)}") from None
 
 
 def _listing(options: type[StrEnum]) -> str:

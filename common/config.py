@@ -35,9 +35,9 @@ import math
 import tomllib
 import types
 import typing
-from enum import StrEnum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
 
@@ -98,8 +98,7 @@ class DataConfig:
             raise ConfigError("data.dataset must name a dataset, e.g. 'pneumoniamnist'")
         if self.image_size not in IMAGE_SIZES:
             raise ConfigError(
-                f"data.image-size must be one of {', '.join(map(str, IMAGE_SIZES))}; "
-                f"got {self.image_size}"
+                f"data.image-size must be one of {', '.join(map(str, IMAGE_SIZES))}; got {self.image_size}"
             )
         _check_range("data.val-fraction", self.val_fraction, low=0.0, high=0.5, low_open=True)
         if self.channels not in (0, 1, 3):
@@ -225,8 +224,7 @@ class FederationConfig:
         _check_min("federation.min-available", self.min_available, 0)
         if self.min_available > self.hospitals:
             raise ConfigError(
-                f"federation.min-available ({self.min_available}) cannot exceed "
-                f"federation.hospitals ({self.hospitals})"
+                f"federation.min-available ({self.min_available}) cannot exceed federation.hospitals ({self.hospitals})"
             )
         _check_range("federation.round-timeout", self.round_timeout, low=0.0, high=7 * 86400.0, low_open=True)
 
@@ -510,7 +508,6 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported setting type {annotation!r}")  # pragma: no cover
 
 
-
 def _to_plain(value: Any) -> Any:
     if isinstance(value, StrEnum):
         return value.value
@@ -531,8 +528,7 @@ def _unflatten(raw: Mapping[str, Any]) -> dict[str, Any]:
             nested.setdefault(key, {}).update(value)
         else:
             raise ConfigError(
-                f"config key {key!r} must sit in a section such as [federation] "
-                f"(or be written as 'section.{key}')"
+                f"config key {key!r} must sit in a section such as [federation] (or be written as 'section.{key}')"
             )
     return nested
 

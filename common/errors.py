@@ -33,9 +33,5 @@ class ModelError(FedwardError):
     """A model cannot be built, or given weights do not fit it."""
 
 
-class UpdateRejected(FedwardError):
-    """A hospital's model update cannot be aggregated (non-finite values, wrong shape or dtype)."""
-
-
 class SimulationError(FedwardError):
     """The simulation runtime (a local Flower SuperLink) failed to start or the run failed."""

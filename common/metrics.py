@@ -94,9 +94,7 @@ class ClassificationMetrics:
         """
         values = (self.auc, self.accuracy, self.sensitivity, self.specificity, self.f1, self.loss)
         return {
-            f"{prefix}-{name}": value
-            for name, value in zip(METRIC_NAMES, values, strict=True)
-            if value is not None
+            f"{prefix}-{name}": value for name, value in zip(METRIC_NAMES, values, strict=True) if value is not None
         }
 
 
@@ -186,9 +184,7 @@ def _check_task(task: Task) -> Task:
     try:
         return Task(task)
     except ValueError:
-        raise ValueError(
-            f"unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}"
-        ) from None
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}") from None
 
 
 def _check_probabilities(task: Task, probabilities: np.ndarray) -> np.ndarray:
@@ -203,17 +199,12 @@ def _check_probabilities(task: Task, probabilities: np.ndarray) -> np.ndarray:
         raise ValueError("no samples: probabilities has N = 0 rows")
     if task is Task.BINARY and k != 2:
         raise ValueError(
-            f"binary task: probabilities must have shape (N, 2) (softmax over classes 0 and 1), "
-            f"got {array.shape}"
+            f"binary task: probabilities must have shape (N, 2) (softmax over classes 0 and 1), got {array.shape}"
         )
     if task is Task.MULTICLASS and k < 2:
-        raise ValueError(
-            f"multiclass task: probabilities must have shape (N, K) with K >= 2, got {array.shape}"
-        )
+        raise ValueError(f"multiclass task: probabilities must have shape (N, K) with K >= 2, got {array.shape}")
     if task is Task.MULTILABEL and k < 1:
-        raise ValueError(
-            f"multilabel task: probabilities must have shape (N, K) with K >= 1, got {array.shape}"
-        )
+        raise ValueError(f"multilabel task: probabilities must have shape (N, K) with K >= 1, got {array.shape}")
     scores = array.astype(np.float64)
     if not np.isfinite(scores).all():
         raise ValueError("probabilities contain NaN or infinite values (did the model diverge?)")
@@ -231,9 +222,7 @@ def _check_class_targets(task: Task, targets: np.ndarray, n: int, k: int) -> np.
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
-        raise ValueError(
-            f"{task.value} task: targets must have shape (N,) or (N, 1), got {np.shape(targets)}"
-        )
+        raise ValueError(f"{task.value} task: targets must have shape (N,) or (N, 1), got {np.shape(targets)}")
     if array.shape[0] != n:
         raise ValueError(f"targets have N = {array.shape[0]} samples but probabilities have N = {n}")
     values = _as_real(array, "targets")
@@ -254,9 +243,7 @@ def _check_multilabel_targets(targets: np.ndarray, n: int, k: int) -> np.ndarray
         )
     values = _as_real(array, "targets")
     if not np.all((values == 0) | (values == 1)):
-        raise ValueError(
-            f"multilabel task: targets must be 0 or 1, got values {np.unique(values)[:10].tolist()}"
-        )
+        raise ValueError(f"multilabel task: targets must be 0 or 1, got values {np.unique(values)[:10].tolist()}")
     return np.asarray(values == 1, dtype=np.bool_)
 
 

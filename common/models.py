@@ -3,7 +3,7 @@
 =================  ==============================================  ========  ===========
 name               network                                         min size  parameters*
 =================  ==============================================  ========  ===========
-smallcnn           5 conv blocks (MONAI ``Convolution``), GAP, FC  8 px      ~0.07 M
+smallcnn           5 conv blocks (MONAI ``Convolution``), GAP, FC  8 px      ~0.14 M
 resnet18           ``monai.networks.nets.resnet18`` (He, 2016)     16 px     ~11.2 M
 densenet121        ``monai.networks.nets.DenseNet121`` (Huang,     32 px     ~7.0 M
                    2017)
@@ -57,7 +57,7 @@ class SmallCNN(nn.Module):
         input (B, C, H, W) float32 with H, W >= 8; output (B, K) float32 logits.
     """
 
-    def __init__(self, in_channels: int, num_outputs: int, width: int = 16, dropout: float = 0.2) -> None:
+    def __init__(self, in_channels: int, num_outputs: int, width: int = 32, dropout: float = 0.2) -> None:
         super().__init__()
 
         def block(cin: int, cout: int) -> nn.Module:
@@ -100,22 +100,28 @@ class ModelSpec:
 
 REGISTRY: dict[ModelName, ModelSpec] = {
     ModelName.SMALL_CNN: ModelSpec(
-        ModelName.SMALL_CNN, 8, "small VGG-style CNN (MONAI Convolution blocks)",
+        ModelName.SMALL_CNN,
+        8,
+        "small VGG-style CNN (MONAI Convolution blocks)",
         lambda c, k: SmallCNN(c, k),
     ),
     ModelName.RESNET18: ModelSpec(
-        ModelName.RESNET18, 16, "ResNet-18 (MONAI)",
+        ModelName.RESNET18,
+        16,
+        "ResNet-18 (MONAI)",
         lambda c, k: resnet18(spatial_dims=2, n_input_channels=c, num_classes=k),
     ),
     ModelName.DENSENET121: ModelSpec(
-        ModelName.DENSENET121, 32, "DenseNet-121 (MONAI)",
+        ModelName.DENSENET121,
+        32,
+        "DenseNet-121 (MONAI)",
         lambda c, k: DenseNet121(spatial_dims=2, in_channels=c, out_channels=k),
     ),
     ModelName.EFFICIENTNET_B0: ModelSpec(
-        ModelName.EFFICIENTNET_B0, 32, "EfficientNet-B0 (MONAI EfficientNetBN, no pretrained weights)",
-        lambda c, k: EfficientNetBN(
-            "efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=c, num_classes=k
-        ),
+        ModelName.EFFICIENTNET_B0,
+        32,
+        "EfficientNet-B0 (MONAI EfficientNetBN, no pretrained weights)",
+        lambda c, k: EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=c, num_classes=k),
     ),
 }
 
@@ -190,7 +196,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any reader failure is a bad file for the user
+    except Exception as err:
         raise ModelError(f"cannot read weights file {path}: {type(err).__name__}: {err}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -214,10 +220,13 @@ def load_initial_weights(model: nn.Module, path: Path) -> WeightsReport:
     skipped = tuple(sorted(set(state) - set(fitting)))
     if not fitting:
         raise ModelError(
-            f"no tensor in {path} fits the model (names or shapes differ); "
-            "was it saved from the same network?"
+            f"no tensor in {path} fits the model (names or shapes differ); was it saved from the same network?"
         )
     model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in fitting.items()}})
     if skipped:
-        log.info("init weights: kept fresh initialisation for %d tensors (%s)", len(skipped), ", ".join(skipped[:5]))
+        log.info(
+            "init weights: kept fresh initialisation for %d tensors (%s)",
+            len(skipped),
+            ", ".join(skipped[:5]),
+        )
     return WeightsReport(loaded=tuple(sorted(fitting)), skipped=skipped)

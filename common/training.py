@@ -125,10 +125,7 @@ def class_weights(task: Task, counts: np.ndarray, num_examples: int) -> torch.Te
     """
     counts = counts.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if task is Task.MULTILABEL:
-            weights = (num_examples - counts) / counts
-        else:
-            weights = num_examples / (len(counts) * counts)
+        weights = (num_examples - counts) / counts if task is Task.MULTILABEL else num_examples / (len(counts) * counts)
     weights = np.where(counts > 0, weights, 1.0)
     weights = np.clip(weights, 1.0 / MAX_CLASS_WEIGHT, MAX_CLASS_WEIGHT)
     return torch.tensor(weights, dtype=torch.float32)
@@ -211,7 +208,9 @@ def train_epochs(
         lr = learning_rate(cfg, plan.first_epoch + offset, plan.total_epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loader = make_loader(dataset, cfg.batch_size, device, shuffle=True, seed=derive_seed(plan.seed, "epoch", offset))
+        loader = make_loader(
+            dataset, cfg.batch_size, device, shuffle=True, seed=derive_seed(plan.seed, "epoch", offset)
+        )
         total, seen = 0.0, 0
         for images, targets in loader:
             images = images.to(device, non_blocking=True)
@@ -282,4 +281,3 @@ def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.
         t = targets.astype(np.float64)
         return float(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean())
     return float(-np.log(p[np.arange(len(targets)), targets.astype(np.int64)]).mean())
-

@@ -18,6 +18,7 @@ import logging
 import math
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
@@ -79,9 +80,6 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
     run_dir = cfg.run.dir or new_run_dir(cfg, suffix=str(run_id) if run_id else "")
     configure_logging(file=run_dir / "logs" / "server.log")
     seed_everything(cfg.run.seed)  # Python's RNG drives Flower's node sampling
-
-    import torch
-
     torch.manual_seed(derive_seed(cfg.run.seed, "initial-model"))
     model = build_model(cfg.model.name, schema.channels, schema.num_outputs)
     if cfg.model.init_weights is not None:
@@ -96,8 +94,13 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
     tester = TestEvaluator(test_split, resolve_device(cfg.train.device)) if test_split is not None else None
     log.info(
         "run %s: %s on %s, %d hospitals, %d rounds, strategy %s; writing to %s",
-        run_id or "-", cfg.model.name.value, cfg.data.dataset, cfg.federation.hospitals,
-        cfg.federation.rounds, cfg.strategy.name.value, run_dir,
+        run_id or "-",
+        cfg.model.name.value,
+        cfg.data.dataset,
+        cfg.federation.hospitals,
+        cfg.federation.rounds,
+        cfg.strategy.name.value,
+        run_dir,
     )
 
     def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -133,8 +136,13 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
             if s.compatible
         ]
         card = build_model_card(
-            cfg, recorder, status=status, reason=reason, hospitals=hospitals,
-            parameters=parameters, test_images=len(test_split) if test_split is not None else None,
+            cfg,
+            recorder,
+            status=status,
+            reason=reason,
+            hospitals=hospitals,
+            parameters=parameters,
+            test_images=len(test_split) if test_split is not None else None,
         )
         write_model_card(run_dir, card)
         log.info("run %s %s; model card: %s", run_id or "-", status, run_dir / "model_card.md")
@@ -142,7 +150,8 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
 
 def _log_round(server_round: int, rounds: int, metrics: dict[str, float]) -> None:
     shown = ", ".join(
-        f"{k} {v:.4f}" for k, v in metrics.items()
+        f"{k} {v:.4f}"
+        for k, v in metrics.items()
         if k in ("train-loss", "val-auc", "test-auc", "test-accuracy") and isinstance(v, float) and math.isfinite(v)
     )
     log.info("round %d/%d done%s", server_round, rounds, f": {shown}" if shown else "")

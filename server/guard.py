@@ -116,24 +116,41 @@ class GuardedStrategy(Strategy):
         for message in self._ordered(replies):
             name, node_id = site_name(message, self.names), message.metadata.src_node_id
             if message.has_error():
-                entry.failed.append(Exclusion(name, node_id, message.error.reason))
-                log.warning("round %d: hospital %s (node %d) failed to train: %s", server_round, name, node_id, message.error.reason)
+                entry.failed.append(Exclusion(name, node_id, message.error.reason or "unknown error"))
+                log.warning(
+                    "round %d: hospital %s (node %d) failed to train: %s",
+                    server_round,
+                    name,
+                    node_id,
+                    message.error.reason,
+                )
                 continue
             problem = update_problem(message.content, self._reference) if self._reference is not None else None
             if problem is not None:
                 entry.rejected.append(Exclusion(name, node_id, problem))
-                log.warning("round %d: rejected update from hospital %s (node %d): %s", server_round, name, node_id, problem)
+                log.warning(
+                    "round %d: rejected update from hospital %s (node %d): %s",
+                    server_round,
+                    name,
+                    node_id,
+                    problem,
+                )
                 continue
             accepted.append(message)
-            metrics = next(iter(message.content.metric_records.values()))
-            entry.train.append(SiteReport(name, node_id, _float_metrics(metrics)))
+            reported = next(iter(message.content.metric_records.values()))
+            entry.train.append(SiteReport(name, node_id, _float_metrics(reported)))
         if not accepted:
             log.error("round %d: no update could be aggregated; the global model stays as it was", server_round)
             return None, None
         try:
             arrays, metrics = self.inner.aggregate_train(server_round, accepted)
-        except Exception as err:  # noqa: BLE001 - a failed aggregation must not end the run
-            log.error("round %d: aggregation failed (%s: %s); the global model stays as it was", server_round, type(err).__name__, err)
+        except Exception as err:
+            log.error(
+                "round %d: aggregation failed (%s: %s); the global model stays as it was",
+                server_round,
+                type(err).__name__,
+                err,
+            )
             return None, None
         if arrays is not None and self._reference is not None:
             arrays = cast_like(arrays, self._reference)
@@ -154,11 +171,23 @@ class GuardedStrategy(Strategy):
         for message in self._ordered(replies):
             name, node_id = site_name(message, self.names), message.metadata.src_node_id
             if message.has_error():
-                log.warning("round %d: hospital %s (node %d) failed to evaluate: %s", server_round, name, node_id, message.error.reason)
+                log.warning(
+                    "round %d: hospital %s (node %d) failed to evaluate: %s",
+                    server_round,
+                    name,
+                    node_id,
+                    message.error.reason,
+                )
                 continue
             records = list(message.content.metric_records.values())
             if len(records) != 1:
-                log.warning("round %d: evaluation reply from %s (node %d) ignored: %d MetricRecords", server_round, name, node_id, len(records))
+                log.warning(
+                    "round %d: evaluation reply from %s (node %d) ignored: %d MetricRecords",
+                    server_round,
+                    name,
+                    node_id,
+                    len(records),
+                )
                 continue
             entry.evaluate.append(SiteReport(name, node_id, _float_metrics(records[0])))
         if not entry.evaluate:

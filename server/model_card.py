@@ -82,7 +82,11 @@ def build_model_card(
     entry = lookup(cfg.data.dataset)
     weights: dict[str, Any] = {}
     if recorder.best_file.is_file():
-        weights["best"] = {"file": "models/best.safetensors", "round": best_round, "sha256": sha256_of(recorder.best_file)}
+        weights["best"] = {
+            "file": "models/best.safetensors",
+            "round": best_round,
+            "sha256": sha256_of(recorder.best_file),
+        }
     final_file = recorder.round_file(recorder.last_round)
     if recorder.last_round >= 0 and final_file.is_file():
         weights["final"] = {
@@ -112,7 +116,9 @@ def build_model_card(
             "classes": list(cfg.data.classes),
             "channels": cfg.data.channels,
             "image_size": cfg.data.image_size,
-            "source": "MedMNIST v2 (Yang et al., Scientific Data 10, 41, 2023)" if entry else "user-provided MedMNIST-layout file",
+            "source": "MedMNIST v2 (Yang et al., Scientific Data 10, 41, 2023)"
+            if entry
+            else "user-provided MedMNIST-layout file",
             "license": entry.license if entry else "unknown",
             "test_images": test_images,
         },
@@ -172,13 +178,17 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines = [
         f"# Model card: {run['name']}",
         "",
-        f"**Status:** {run['status']}" + (f" ({run['stop_reason']})" if run["stop_reason"] else "")
-        + f" after {run['rounds_completed']} of {run['rounds_planned']} rounds, {run['wall_time_s']} s ({run['mode']}).",
+        f"**Status:** {run['status']}"
+        + (f" ({run['stop_reason']})" if run["stop_reason"] else "")
+        + f" after {run['rounds_completed']} of {run['rounds_planned']} rounds, "
+        f"{run['wall_time_s']} s ({run['mode']}).",
         "",
         "## Data",
         f"- Dataset: **{data['name']}** ({data['task']}, classes: {', '.join(data['classes'])}), "
         f"{data['image_size']} px, {data['channels']} channel(s). Source: {data['source']}; license {data['license']}.",
-        f"- Partition: {card['partition']['method']} (alpha {card['partition']['alpha']}) over "
+        f"- Partition: {card['partition']['method']}"
+        + (f" (alpha {card['partition']['alpha']})" if card["partition"]["method"] != "iid" else "")
+        + " over "
         f"{card['partition']['hospitals']} hospitals; {card['partition']['validation_fraction']:.0%} of each "
         "hospital's images held out for local validation.",
     ]
@@ -191,14 +201,20 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         "",
         "## Training",
         f"- Model: {model['name']} — {model['summary']}; {model['parameters']} parameters"
-        + (f"; started from {model['init_weights']}" if model["init_weights"] else "; random initialisation") + ".",
+        + (f"; started from {model['init_weights']}" if model["init_weights"] else "; random initialisation")
+        + ".",
         f"- Strategy: {card['strategy_name']}; {training['rounds']} rounds x {training['local_epochs']} local epochs; "
-        f"{training['optimizer']} lr {training['learning_rate']} ({training['schedule']}), batch {training['batch_size']}, "
+        f"{training['optimizer']} lr {training['learning_rate']} ({training['schedule']}), "
+        f"batch {training['batch_size']}, "
         f"class weighting {training['class_weighting']}, augmentation {'on' if training['augmentation'] else 'off'}.",
         "",
         "## Results",
         f"Selected model: round {card['selection']['round']} by {card['selection']['metric']}"
-        + (f" = {card['selection']['value']:.4f}" if card["selection"]["value"] is not None else " (no validation AUC reported; last round)")
+        + (
+            f" = {card['selection']['value']:.4f}"
+            if card["selection"]["value"] is not None
+            else " (no validation AUC reported; last round)"
+        )
         + ". Test metrics never choose a model.",
         "",
         "| metric | selected round | final round |",

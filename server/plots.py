@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
+import matplotlib.pyplot as plt
 
 
 def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -42,7 +42,11 @@ def plot_learning_curves(
         if xs:
             auc_ax.plot(xs, ys, marker="o", ms=3, label=label)
     auc_ax.set(title="AUC", xlabel="round", ylabel="AUC")
-    for key, label in (("train-loss", "train loss"), ("val-loss", "validation loss"), ("test-loss", "test loss")):
+    for key, label in (
+        ("train-loss", "train loss"),
+        ("val-loss", "validation loss"),
+        ("test-loss", "test loss"),
+    ):
         xs, ys = _series(server_rows, key)
         if xs:
             loss_ax.plot(xs, ys, marker="o", ms=3, label=label)

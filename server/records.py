@@ -179,11 +179,17 @@ class RunRecorder:
 
         if self.best_round is None and self.last_round >= 0:
             # No validation AUC ever reported: the last model stands in as "best".
-            shutil.copyfile(self.models_dir / f"round-{self.last_round:03d}.safetensors", self.models_dir / "best.safetensors")
-            atomic_write(self.models_dir / "best.json", json.dumps({"round": self.last_round, "metric": None, "value": None}))
+            shutil.copyfile(
+                self.models_dir / f"round-{self.last_round:03d}.safetensors",
+                self.models_dir / "best.safetensors",
+            )
+            atomic_write(
+                self.models_dir / "best.json",
+                json.dumps({"round": self.last_round, "metric": None, "value": None}),
+            )
         try:
             plot_learning_curves(self.server_rows, self.hospital_rows, self.run_dir / "plots" / "learning_curves.png")
-        except Exception as err:  # noqa: BLE001 - a plotting failure must not lose a run
+        except Exception as err:
             log.warning("could not draw learning curves: %s", err)
         self._write_status(state, reason=reason)
 
@@ -229,7 +235,11 @@ class RunRecorder:
             "started": self.started,
             "updated": now_iso(),
             "latest": dict(latest) if latest is not None else previous.get("latest", {}),
-            "best": {"round": self.best_round, "metric": SELECTION_METRIC, "value": None if self.best_round is None else self.best_value},
+            "best": {
+                "round": self.best_round,
+                "metric": SELECTION_METRIC,
+                "value": None if self.best_round is None else self.best_value,
+            },
         }
         if reason:
             status["reason"] = reason

@@ -88,10 +88,7 @@ class SiteDirectory:
         """Enrol new nodes among ``node_ids``; return the compatible ones ordered by name."""
         ids = list(node_ids)
         now = time.monotonic()
-        new = [
-            n for n in ids
-            if n not in self.sites and now - self._failed_at.get(n, -RETRY_AFTER_S) >= RETRY_AFTER_S
-        ]
+        new = [n for n in ids if n not in self.sites and now - self._failed_at.get(n, -RETRY_AFTER_S) >= RETRY_AFTER_S]
         if new:
             self._enrol(grid, new)
         usable = [self.sites[n] for n in ids if n in self.sites and self.sites[n].compatible]
@@ -120,13 +117,22 @@ class SiteDirectory:
             if site.compatible:
                 log.info(
                     "hospital %s enrolled (node %d, fedward %s, %s, %d training / %d validation images)",
-                    site.name, node_id, site.version, site.device, site.train_examples, site.val_examples,
+                    site.name,
+                    node_id,
+                    site.version,
+                    site.device,
+                    site.train_examples,
+                    site.val_examples,
                 )
             else:
                 log.warning(
                     "hospital %s (node %d) runs fedward %s but the coordinator runs %s: "
                     "skipped until it installs fedward %s.x",
-                    site.name, node_id, site.version, ours, ".".join(ours.split(".")[:2]),
+                    site.name,
+                    node_id,
+                    site.version,
+                    ours,
+                    ".".join(ours.split(".")[:2]),
                 )
         for node_id in set(node_ids) - answered:
             self._failed_at[node_id] = time.monotonic()
@@ -171,7 +177,12 @@ class OrderedGrid(Grid):
         return self._grid.run
 
     def create_message(
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
     ) -> Message:
         """Delegate to the wrapped grid."""
         return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)

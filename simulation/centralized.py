@@ -77,8 +77,12 @@ def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]],
                 metrics.update(evaluate(model, test, device).metrics.as_dict("test"))
             model.cpu()
             recorder.record_round(server_round, model.state_dict(), metrics)
-            log.info("centralized round %d/%d: %s", server_round, rounds,
-                     ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in ("val-auc", "test-auc")))
+            log.info(
+                "centralized round %d/%d: %s",
+                server_round,
+                rounds,
+                ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in ("val-auc", "test-auc")),
+            )
             if on_status is not None:
                 on_status({"round": server_round, "rounds": rounds, "latest": metrics, "state": "running"})
     except BaseException as err:
@@ -88,8 +92,13 @@ def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]],
         recorder.finish(status, reason)
         hospitals = [HospitalEntry("pooled (all hospitals)", len(train), len(val))]
         card = build_model_card(
-            cfg, recorder, status=status, reason=reason, hospitals=hospitals,
-            parameters=parameters, test_images=len(test) if test is not None else None,
+            cfg,
+            recorder,
+            status=status,
+            reason=reason,
+            hospitals=hospitals,
+            parameters=parameters,
+            test_images=len(test) if test is not None else None,
         )
         write_model_card(prepared.run_dir, card)
     return recorder

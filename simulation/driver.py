@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 StatusCallback = Callable[[dict[str, Any]], None]
 POLL_S = 0.5
+FALLBACK_POLL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +82,12 @@ def plan_hospitals(resolved: ResolvedData) -> PartitionPlan:
     """
     cfg = resolved.cfg
     return make_plan(
-        cfg.data.dataset, resolved.path, resolved.splits["train"].labels, cfg.federation,
-        cfg.data.val_fraction, cfg.run.seed,
+        cfg.data.dataset,
+        resolved.path,
+        resolved.splits["train"].labels,
+        cfg.federation,
+        cfg.data.val_fraction,
+        cfg.run.seed,
     )
 
 
@@ -171,12 +176,11 @@ def simulate(prepared: PreparedRun, on_status: StatusCallback | None = None) -> 
                     last = status
                     if on_status is not None:
                         on_status(status)
-                if follower.poll() is not None:
+                if follower.poll() is not None:  # the log stream ends with the run
                     flower_status = link.run_status(run_id)
                     if flower_status.startswith("finished"):
                         break
-                    follower = link.stream_logs(run_id, logs / "flower.log") if flower_status == "running" else follower
-                    time.sleep(2.0)
+                    time.sleep(FALLBACK_POLL_S)
                 time.sleep(POLL_S)
         except BaseException:
             link.stop(run_id)

@@ -109,9 +109,7 @@ def partition_indices(
             f"{n_hospitals * min_size} exceeds the {n_rows} training images; "
             "use fewer hospitals or a smaller federation.min-hospital-size"
         )
-    table = datasets.Dataset.from_dict(
-        {"label": _partition_key(labels), "idx": np.arange(n_rows, dtype=np.int64)}
-    )
+    table = datasets.Dataset.from_dict({"label": _partition_key(labels), "idx": np.arange(n_rows, dtype=np.int64)})
     partitioner: Partitioner
     if method is Partition.DIRICHLET:
         partitioner = DirichletPartitioner(
@@ -136,8 +134,7 @@ def partition_indices(
         warnings.filterwarnings("ignore", message="The specified min_partition_size", category=UserWarning)
         try:
             parts = [
-                np.sort(np.asarray(partitioner.load_partition(i)[:]["idx"], dtype=np.int64))
-                for i in range(n_hospitals)
+                np.sort(np.asarray(partitioner.load_partition(i)[:]["idx"], dtype=np.int64)) for i in range(n_hospitals)
             ]
         except ValueError:
             if method is not Partition.DIRICHLET:
@@ -264,9 +261,7 @@ def describe_table(summaries: Sequence[HospitalSummary], class_names: Sequence[s
         table.add_column(column, justify="right")
     for s in summaries:
         if len(s.class_counts) != len(class_names):
-            raise ValueError(
-                f"{s.name} has {len(s.class_counts)} class counts for {len(class_names)} classes"
-            )
+            raise ValueError(f"{s.name} has {len(s.class_counts)} class counts for {len(class_names)} classes")
         table.add_row(s.name, str(s.train), str(s.val), *_count_cells(s.class_counts, s.train + s.val))
     totals = [sum(s.class_counts[k] for s in summaries) for k in range(len(class_names))]
     train, val = sum(s.train for s in summaries), sum(s.val for s in summaries)

@@ -46,16 +46,20 @@ def quiet_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     ``flwr-simulation`` even when the virtual environment is not activated.
     """
     env = dict(os.environ if base is None else base)
-    env.update({
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
-        "RAY_DEDUP_LOGS": "0",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # Ray's future default; hospitals with no GPU share are put on the CPU by the
+            # ClientApp itself (see fedward.client.app), so this only silences a warning.
+            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+            "RAY_DEDUP_LOGS": "0",
+            "HF_DATASETS_OFFLINE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
@@ -102,14 +106,25 @@ class LocalSimulationLink:
             encoding="utf-8",
         )
         command = [
-            tool("flower-superlink"), "--simulation", "--insecure",
-            "--isolation", "subprocess",
-            "--host", "127.0.0.1", "--port", str(self.port),
+            tool("flower-superlink"),
+            "--simulation",
+            "--insecure",
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
             "--disable-runtime-dependency-installation",
-            "--log-file", str(self.log_dir / "superlink.log"),
+            "--log-file",
+            str(self.log_dir / "superlink.log"),
         ]
         self.process = subprocess.Popen(
-            command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            command,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self._wait_healthy()
         log.info("simulation SuperLink on 127.0.0.1:%d (pid %d)", self.port, self.process.pid)
@@ -189,7 +204,9 @@ class LocalSimulationLink:
         handle = open(target, "ab")  # noqa: SIM115 - owned by the child process's lifetime
         return subprocess.Popen(
             [tool("flwr"), "log", str(run_id), CONNECTION, "--stream"],
-            env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
 
     def run_status(self, run_id: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,13 +13,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+SOURCES = ("pyproject.toml", "README.md", "common", "server", "client", "simulation", "cli")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = tmp_path_factory.mktemp("source")
+    for name in SOURCES:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, source / name)
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-w", str(out), "-q"],
-        check=True, capture_output=True, text=True, timeout=300,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(source),
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        str(out),
+    ]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
     (path,) = list(out.glob("fedward-*.whl"))
     return path
 
@@ -33,8 +53,14 @@ def test_only_fedward_at_the_top_level(wheel: Path) -> None:
 
 def test_the_rooms_and_data_files_are_inside(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("server/app.py", "client/app.py", "common/config.py", "simulation/driver.py", "cli/main.py",
-                   "common/data/medmnist_catalog.json"):
+    for module in (
+        "server/app.py",
+        "client/app.py",
+        "common/config.py",
+        "simulation/driver.py",
+        "cli/main.py",
+        "common/data/medmnist_catalog.json",
+    ):
         assert f"fedward/{module}" in names, module
     assert not any(n.startswith("fedward/tests") for n in names)
 

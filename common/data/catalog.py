@@ -47,7 +47,7 @@ class CatalogEntry:
 
     def url(self, image_size: int) -> str:
         """The official download address of the file at ``image_size`` pixels."""
-        return _raw()["record_url"].format(file=self.file_name(image_size))  # type: ignore[no-any-return]
+        return str(_raw()["record_url"]).format(file=self.file_name(image_size))
 
 
 def dataset_file_name(name: str, image_size: int) -> str:

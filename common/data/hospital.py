@@ -75,9 +75,7 @@ class PartitionPlan:
             "method": self.method,
             "alpha": self.alpha,
             "seed": self.seed,
-            "hospitals": [
-                {"name": h.name, "train": h.train.tolist(), "val": h.val.tolist()} for h in self.hospitals
-            ],
+            "hospitals": [{"name": h.name, "train": h.train.tolist(), "val": h.val.tolist()} for h in self.hospitals],
         }
         Path(path).write_text(json.dumps(doc), encoding="utf-8")
 
@@ -96,7 +94,14 @@ class PartitionPlan:
                 HospitalSplit(h["name"], np.asarray(h["train"], dtype=np.int64), np.asarray(h["val"], dtype=np.int64))
                 for h in doc["hospitals"]
             )
-            return cls(doc["dataset"], Path(doc["source"]), doc["method"], float(doc["alpha"]), int(doc["seed"]), hospitals)
+            return cls(
+                doc["dataset"],
+                Path(doc["source"]),
+                doc["method"],
+                float(doc["alpha"]),
+                int(doc["seed"]),
+                hospitals,
+            )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise DataError(f"cannot read partition plan {path}: {err}") from None
 
@@ -138,23 +143,18 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
         for cls in np.unique(labels[:, 0]):
             idx = np.flatnonzero(labels[:, 0] == cls)
             rng.shuffle(idx)
-            take = int(round(fraction * idx.size))
-            if idx.size >= 2:
-                take = min(max(take, 1), idx.size - 1)
-            else:
-                take = 0
+            take = round(fraction * idx.size)
+            take = min(max(take, 1), idx.size - 1) if idx.size >= 2 else 0
             val_parts.append(idx[:take])
         val = np.sort(np.concatenate(val_parts)) if val_parts else np.empty(0, dtype=np.int64)
     else:
         perm = rng.permutation(n)
-        val = np.sort(perm[: int(round(fraction * n))])
+        val = np.sort(perm[: round(fraction * n)])
     train = np.setdiff1d(np.arange(n), val, assume_unique=True)
     return train.astype(np.int64), val.astype(np.int64)
 
 
-def hospital_from_plan(
-    plan_file: Path, partition_id: int, schema: DatasetSchema, image_size: int
-) -> HospitalData:
+def hospital_from_plan(plan_file: Path, partition_id: int, schema: DatasetSchema, image_size: int) -> HospitalData:
     """Load simulated hospital ``partition_id`` of a partition plan.
 
     Raises:
@@ -174,7 +174,13 @@ def hospital_from_plan(
 
 
 def hospital_from_folder(
-    folder: Path, dataset: str, schema: DatasetSchema, image_size: int, val_fraction: float, seed: int, name: str
+    folder: Path,
+    dataset: str,
+    schema: DatasetSchema,
+    image_size: int,
+    val_fraction: float,
+    seed: int,
+    name: str,
 ) -> HospitalData:
     """Load a hospital's data folder holding a MedMNIST-layout ``.npz``.
 
@@ -201,7 +207,9 @@ def _check_fits(path: Path, split: ArraySplit, schema: DatasetSchema) -> None:
         raise DataError(f"{path.name}: images have {channels} channel(s); the federation trains on {schema.channels}")
     if schema.task is Task.MULTILABEL:
         if split.labels.shape[1] != len(schema.classes):
-            raise DataError(f"{path.name}: {split.labels.shape[1]} labels per image; the federation has {len(schema.classes)}")
+            raise DataError(
+                f"{path.name}: {split.labels.shape[1]} labels per image; the federation has {len(schema.classes)}"
+            )
     elif len(split) and int(split.labels.max()) >= len(schema.classes):
         raise DataError(
             f"{path.name}: label index {int(split.labels.max())} is not one of the federation's "

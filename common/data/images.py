@@ -54,7 +54,9 @@ def to_model_size(images: np.ndarray, image_size: int) -> torch.Tensor:
     for start in range(0, n, RESIZE_CHUNK):
         chunk = tensor[start : start + RESIZE_CHUNK].reshape(-1, h, w).float()
         resized = torch.as_tensor(resize(chunk))  # MONAI treats dim 0 as channels
-        out[start : start + RESIZE_CHUNK] = resized.round().clamp(0, 255).to(torch.uint8).reshape(-1, c, image_size, image_size)
+        out[start : start + RESIZE_CHUNK] = (
+            resized.round().clamp(0, 255).to(torch.uint8).reshape(-1, c, image_size, image_size)
+        )
     return out
 
 
@@ -93,7 +95,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def class_counts(self) -> np.ndarray:
         """Images per class (single-label) or positives per label (multi-label), int64 (K,)."""
         if self.task is Task.MULTILABEL:
-            return self.labels.sum(axis=0).astype(np.int64)
+            return np.asarray(self.labels.sum(axis=0), dtype=np.int64)
         return np.bincount(self.labels[:, 0], minlength=self.num_classes).astype(np.int64)
 
 
@@ -152,6 +154,7 @@ def random_affines(
         float32 tensor of shape (B, 2, 3): rotation x zoom x optional flip of the second
         (width) axis, no translation, in MONAI's (i, j) index order.
     """
+
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(batch, generator=generator)
 

@@ -82,8 +82,7 @@ def locate_dataset(
     if entry is None:
         known = ", ".join(sorted(catalog()))
         raise ConfigError(
-            f"unknown dataset {dataset!r}: not a MedMNIST 2D dataset ({known}) "
-            f"and no {candidates[0]} in {folder}"
+            f"unknown dataset {dataset!r}: not a MedMNIST 2D dataset ({known}) and no {candidates[0]} in {folder}"
         )
     target = entry.file_name(image_size)
     where = f"put {target} in {folder} or pass --data-dir"
@@ -104,7 +103,7 @@ def _download(url: str, md5: str, folder: Path, target: str, where: str) -> Path
             progressbar=False,
             downloader=pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S, progressbar=False),
         )
-    except Exception as err:  # noqa: BLE001 - offline, refused, hash mismatch: one message
+    except Exception as err:
         reason = _short_reason(err)
         raise DownloadError(f"{target} is not on disk and could not be downloaded ({reason}): {where}") from None
     return Path(path)

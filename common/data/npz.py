@@ -128,19 +128,17 @@ def _validated(path: Path, split: str, images: np.ndarray, labels: np.ndarray) -
     if images.dtype != np.uint8:
         raise DataError(f"{name}: {split}_images must be uint8, found {images.dtype}")
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
-        raise DataError(
-            f"{name}: {split}_images must have shape (N, H, W) or (N, H, W, 3), found {images.shape}"
-        )
+        raise DataError(f"{name}: {split}_images must have shape (N, H, W) or (N, H, W, 3), found {images.shape}")
     if images.shape[1] < 1 or images.shape[2] < 1:
         raise DataError(f"{name}: {split}_images has empty images, shape {images.shape}")
     if labels.ndim == 1:
         labels = labels[:, None]
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{name}: {split}_labels must be integers of shape (N, 1) or (N, K), found {labels.dtype} {labels.shape}")
-    if labels.shape[0] != images.shape[0]:
         raise DataError(
-            f"{name}: {split} has {images.shape[0]} images but {labels.shape[0]} labels"
+            f"{name}: {split}_labels must be integers of shape (N, 1) or (N, K), found {labels.dtype} {labels.shape}"
         )
+    if labels.shape[0] != images.shape[0]:
+        raise DataError(f"{name}: {split} has {images.shape[0]} images but {labels.shape[0]} labels")
     if labels.size and labels.min() < 0:
         raise DataError(f"{name}: {split}_labels holds negative values")
     if labels.shape[1] > 1 and labels.size and labels.max() > 1:
@@ -169,9 +167,14 @@ def infer_schema(dataset: str, splits: dict[str, ArraySplit]) -> DatasetSchema:
         expected_width = len(entry.classes) if entry.task is Task.MULTILABEL else 1
         for split, arrays in splits.items():
             if arrays.labels.shape[1] != expected_width:
-                raise DataError(f"{dataset}: {split}_labels has {arrays.labels.shape[1]} columns, expected {expected_width}")
+                raise DataError(
+                    f"{dataset}: {split}_labels has {arrays.labels.shape[1]} columns, expected {expected_width}"
+                )
             if entry.task is not Task.MULTILABEL and arrays.labels.size and arrays.labels.max() >= len(entry.classes):
-                raise DataError(f"{dataset}: {split}_labels holds class {arrays.labels.max()}, only {len(entry.classes)} classes exist")
+                raise DataError(
+                    f"{dataset}: {split}_labels holds class {arrays.labels.max()}, "
+                    f"only {len(entry.classes)} classes exist"
+                )
         return DatasetSchema(entry.task, entry.classes, channels)
     if width > 1:
         return DatasetSchema(Task.MULTILABEL, tuple(f"label-{i}" for i in range(width)), channels)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from fixtures.synthetic import write_npz
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
-from fedward.client.app import HospitalFailure
+from fedward.client.app import HospitalError
 from fedward.client.app import app as client_app
 from fedward.common.choices import ModelName, Task
 from fedward.common.config import RunConfig
@@ -19,8 +19,18 @@ from fedward.common.models import build_model
 from fedward.common.records import model_to_arrays
 
 ALLOWED_METRICS = {
-    "num-examples", "train-loss", "train-seconds", "train-examples", "val-examples", "eval-seconds",
-    "val-auc", "val-accuracy", "val-sensitivity", "val-specificity", "val-f1", "val-loss",
+    "num-examples",
+    "train-loss",
+    "train-seconds",
+    "train-examples",
+    "val-examples",
+    "eval-seconds",
+    "val-auc",
+    "val-accuracy",
+    "val-sensitivity",
+    "val-specificity",
+    "val-f1",
+    "val-loss",
 }
 ALLOWED_SITE_KEYS = {"name", "fedward-version", "device"}
 
@@ -28,11 +38,16 @@ ALLOWED_SITE_KEYS = {"name", "fedward-version", "device"}
 @pytest.fixture
 def hospital(tmp_path: Path) -> tuple[RunConfig, Context]:
     write_npz(tmp_path / "st-olav" / "tinymnist.npz", sizes=(64, 16, 0))
-    base = RunConfig.from_mapping({"data": {"dataset": "tinymnist"}, "federation": {"rounds": 2}, "train": {"local-epochs": 1}})
+    base = RunConfig.from_mapping(
+        {"data": {"dataset": "tinymnist"}, "federation": {"rounds": 2}, "train": {"local-epochs": 1}}
+    )
     cfg = base.replace(data=base.data.with_schema(DatasetSchema(Task.BINARY, ("a", "b"), 1)))
     context = Context(
-        run_id=1, node_id=7, node_config={"data-dir": str(tmp_path / "st-olav")},
-        state=RecordDict(), run_config=cfg.to_flower(),
+        run_id=1,
+        node_id=7,
+        node_config={"data-dir": str(tmp_path / "st-olav")},
+        state=RecordDict(),
+        run_config=cfg.to_flower(),
     )
     return cfg, context
 
@@ -78,8 +93,11 @@ def test_evaluate_reports_validation_metrics(hospital: tuple[RunConfig, Context]
 
 def test_query_enrols_with_counts_only(hospital: tuple[RunConfig, Context]) -> None:
     _, context = hospital
-    query = Message(content=RecordDict({"config": ConfigRecord({"fedward-version": "0.1.0"})}), dst_node_id=7,
-                    message_type=MessageType.QUERY)
+    query = Message(
+        content=RecordDict({"config": ConfigRecord({"fedward-version": "0.1.0"})}),
+        dst_node_id=7,
+        message_type=MessageType.QUERY,
+    )
     reply = client_app(query, context)
     assert reply.content["metrics"]["train-examples"] == 64
     assert reply.content["metrics"]["val-examples"] == 16
@@ -90,7 +108,7 @@ def test_missing_data_fails_with_fedwards_message(hospital: tuple[RunConfig, Con
     # Flower's runtime turns the exception into the error reply the server sees.
     _, context = hospital
     context.node_config["data-dir"] = str(tmp_path / "nowhere")
-    with pytest.raises(HospitalFailure, match="does not exist"):
+    with pytest.raises(HospitalError, match="does not exist"):
         client_app(global_model_message(MessageType.TRAIN), context)
 
 
@@ -103,7 +121,7 @@ def test_unexpected_failures_send_only_the_exception_type(
         raise RuntimeError("pixel mean 0.4312 of DOE^JOHN")
 
     monkeypatch.setattr("fedward.client.app.train_epochs", explode)
-    with pytest.raises(HospitalFailure) as err:
+    with pytest.raises(HospitalError) as err:
         client_app(global_model_message(MessageType.TRAIN), context)
     assert "RuntimeError" in str(err.value)
     assert "DOE" not in str(err.value) and "0.4312" not in str(err.value)

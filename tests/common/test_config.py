@@ -64,7 +64,10 @@ def test_toml_output_parses_back(tmp_path: Path) -> None:
         ({"strategy": {"name": "fedsgd"}}, "strategy.name: unknown value 'fedsgd'"),
         ({"data": {"image-size": 32}}, "data.image-size must be one of 28, 64, 128, 224"),
         ({"model": {"name": "densenet121"}}, "needs images of at least 32 px"),
-        ({"strategy": {"name": "krum", "num-malicious": 2}, "federation": {"hospitals": 5}}, "needs more than 6 hospitals"),
+        (
+            {"strategy": {"name": "krum", "num-malicious": 2}, "federation": {"hospitals": 5}},
+            "needs more than 6 hospitals",
+        ),
         ({"federation": {"min-available": 9, "hospitals": 3}}, "cannot exceed federation.hospitals"),
         ({"hospitals": 3}, "must sit in a section"),
     ],
@@ -81,7 +84,7 @@ def test_model_fits_larger_images() -> None:
 
 
 def test_unresolved_schema_is_refused() -> None:
-    with pytest.raises(ConfigError, match="data.task"):
+    with pytest.raises(ConfigError, match=r"data\.task"):
         RunConfig().data.schema()
 
 

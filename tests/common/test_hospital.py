@@ -42,8 +42,15 @@ def test_holdout_keeps_rare_classes_on_both_sides() -> None:
 def test_plan_round_trip_and_hospital_loading(tmp_path: Path) -> None:
     source = write_npz(tmp_path / "tinymnist.npz")
     plan = PartitionPlan(
-        "tinymnist", source, "iid", 0.5, 0,
-        (HospitalSplit("hospital-0", np.arange(0, 60), np.arange(60, 66)), HospitalSplit("hospital-1", np.arange(66, 120), np.arange(0))),
+        "tinymnist",
+        source,
+        "iid",
+        0.5,
+        0,
+        (
+            HospitalSplit("hospital-0", np.arange(0, 60), np.arange(60, 66)),
+            HospitalSplit("hospital-1", np.arange(66, 120), np.arange(0)),
+        ),
     )
     plan.write(tmp_path / "partitions.json")
     again = PartitionPlan.read(tmp_path / "partitions.json")
@@ -85,5 +92,5 @@ def test_folder_whose_labels_do_not_fit_the_federation(tmp_path: Path) -> None:
 
 def test_folder_without_the_file(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="tinymnist.npz not found"):
+    with pytest.raises(DataError, match=r"tinymnist\.npz not found"):
         hospital_from_folder(tmp_path / "empty", "tinymnist", BINARY, 28, 0.1, 0, "h")

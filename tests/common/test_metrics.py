@@ -129,9 +129,7 @@ def test_multilabel_accepts_float_and_bool_targets() -> None:
 
 def test_single_label_accepts_medmnist_column_targets() -> None:
     y, p = _single_label_data(4, n=100, k=3)
-    assert classification_metrics(Task.MULTICLASS, y[:, None], p) == classification_metrics(
-        Task.MULTICLASS, y, p
-    )
+    assert classification_metrics(Task.MULTICLASS, y[:, None], p) == classification_metrics(Task.MULTICLASS, y, p)
 
 
 @pytest.mark.parametrize("task", [Task.BINARY, Task.MULTICLASS, Task.MULTILABEL])
@@ -316,9 +314,7 @@ _YML, _PML = _multilabel_data(0, n=10, k=3)
         (Task.MULTILABEL, _YML, _PML.astype(str), "dtype"),
     ],
 )
-def test_bad_inputs_raise_value_error(
-    task: Task, targets: np.ndarray, probabilities: np.ndarray, match: str
-) -> None:
+def test_bad_inputs_raise_value_error(task: Task, targets: np.ndarray, probabilities: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         classification_metrics(task, targets, probabilities)
 

@@ -10,7 +10,13 @@ from safetensors.torch import save_file
 
 from fedward.common.choices import ModelName
 from fedward.common.errors import ConfigError, ModelError
-from fedward.common.models import REGISTRY, build_model, check_image_size, load_initial_weights, read_state_dict
+from fedward.common.models import (
+    REGISTRY,
+    build_model,
+    check_image_size,
+    load_initial_weights,
+    read_state_dict,
+)
 
 
 @pytest.mark.parametrize("name", list(ModelName))

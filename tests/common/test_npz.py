@@ -34,7 +34,7 @@ def test_real_pneumoniamnist(real_data_dir: Path) -> None:
 def test_truncated_file(tiny_npz: Path) -> None:
     data = tiny_npz.read_bytes()
     tiny_npz.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match="not a readable .npz archive"):
+    with pytest.raises(DataError, match=r"not a readable \.npz archive"):
         read_npz(tiny_npz)
 
 
@@ -49,7 +49,7 @@ def test_truncated_real_file_fails_cleanly(tmp_path: Path, real_data_dir: Path) 
 def test_not_an_archive(tmp_path: Path) -> None:
     junk = tmp_path / "junk.npz"
     junk.write_text("hello")
-    with pytest.raises(DataError, match="junk.npz is not a readable"):
+    with pytest.raises(DataError, match=r"junk\.npz is not a readable"):
         read_npz(junk)
 
 

@@ -32,7 +32,9 @@ def test_training_learns_a_separable_task() -> None:
     model = fresh_model()
     before = evaluate(model, test, CPU).metrics
     cfg = RunConfig().train
-    result = train_epochs(model, train, cfg, LocalTraining(epochs=4, first_epoch=0, total_epochs=4, seed=1), CPU, augment=False)
+    result = train_epochs(
+        model, train, cfg, LocalTraining(epochs=4, first_epoch=0, total_epochs=4, seed=1), CPU, augment=False
+    )
     after = evaluate(model, test, CPU).metrics
     assert result.num_examples == 256 and result.steps == 4 * 4
     assert before.auc is not None and after.auc is not None

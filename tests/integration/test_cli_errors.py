@@ -31,11 +31,16 @@ def test_nonexistent_data_dir() -> None:
 def test_truncated_npz(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "pneumoniamnist.npz")
     path.write_bytes(path.read_bytes()[:300])
-    check_one_line_error(["simulate", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "runs")], "truncated or corrupt")
+    check_one_line_error(
+        ["simulate", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "runs")],
+        "truncated or corrupt",
+    )
 
 
 def test_unknown_dataset(tmp_path: Path) -> None:
-    check_one_line_error(["simulate", "--dataset", "nosuchmnist", "--data-dir", str(tmp_path)], "unknown dataset 'nosuchmnist'")
+    check_one_line_error(
+        ["simulate", "--dataset", "nosuchmnist", "--data-dir", str(tmp_path)], "unknown dataset 'nosuchmnist'"
+    )
 
 
 def test_unknown_model() -> None:
@@ -55,7 +60,13 @@ def test_installed_console_script_exit_code() -> None:
     script = shutil.which("fedward")
     if script is None:
         pytest.skip("fedward console script not installed")
-    result = subprocess.run([script, "simulate", "--data-dir", "/nonexistent"], capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [script, "simulate", "--data-dir", "/nonexistent"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: data directory /nonexistent does not exist"]
     assert "Traceback" not in result.stdout + result.stderr

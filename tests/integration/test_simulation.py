@@ -28,9 +28,29 @@ def fedward_cli() -> str:
 
 def run_simulation(out: Path, data_dir: Path) -> Path:
     result = subprocess.run(
-        [fedward_cli(), "simulate", "--data-dir", str(data_dir), "--hospitals", "3", "--rounds", "2",
-         "--partition", "dirichlet", "--alpha", "1.0", "--seed", "0", "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=600, check=False, env={**os.environ, "COLUMNS": "120"},
+        [
+            fedward_cli(),
+            "simulate",
+            "--data-dir",
+            str(data_dir),
+            "--hospitals",
+            "3",
+            "--rounds",
+            "2",
+            "--partition",
+            "dirichlet",
+            "--alpha",
+            "1.0",
+            "--seed",
+            "0",
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "COLUMNS": "120"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = list(out.iterdir())
@@ -44,7 +64,11 @@ def server_rows(run_dir: Path) -> list[dict[str, object]]:
 
 def flower_processes() -> set[str]:
     result = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in result.stdout.splitlines() if "flower-superlink" in line or "flwr-simulation" in line}
+    return {
+        line.split()[0]
+        for line in result.stdout.splitlines()
+        if "flower-superlink" in line or "flwr-simulation" in line
+    }
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +82,23 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> t
 
 def test_run_directory_is_complete(two_runs: tuple[Path, Path]) -> None:
     run_dir = two_runs[0]
-    for name in ("config.toml", "partitions.json", "status.json", "model_card.json", "model_card.md",
-                 "metrics/server.jsonl", "metrics/server.csv", "metrics/hospitals.jsonl", "metrics/hospitals.csv",
-                 "models/round-000.safetensors", "models/round-001.safetensors", "models/round-002.safetensors",
-                 "models/best.safetensors", "plots/learning_curves.png", "logs/flower.log"):
+    for name in (
+        "config.toml",
+        "partitions.json",
+        "status.json",
+        "model_card.json",
+        "model_card.md",
+        "metrics/server.jsonl",
+        "metrics/server.csv",
+        "metrics/hospitals.jsonl",
+        "metrics/hospitals.csv",
+        "models/round-000.safetensors",
+        "models/round-001.safetensors",
+        "models/round-002.safetensors",
+        "models/best.safetensors",
+        "plots/learning_curves.png",
+        "logs/flower.log",
+    ):
         assert (run_dir / name).is_file(), name
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "completed"

@@ -7,9 +7,9 @@ import random
 
 import numpy as np
 import pytest
+from fixtures.flower import error_reply, good_update, reference_arrays, reply
 from flwr.app import ConfigRecord, Message, MessageType
 from flwr.serverapp.strategy import FedAvg, FedMedian
-from fixtures.flower import error_reply, good_update, reference_arrays, reply
 
 from fedward.server.guard import GuardedStrategy, weighted_means
 
@@ -58,9 +58,14 @@ def test_all_rejected_keeps_the_global_model() -> None:
 def test_aggregation_does_not_depend_on_reply_order(inner_cls: type) -> None:
     rng = np.random.default_rng(0)
     updates = [
-        {"w": rng.normal(size=(2, 3)).astype(np.float32), "b": rng.normal(size=3).astype(np.float32), "n": np.array(i, np.int64)}
+        {
+            "w": rng.normal(size=(2, 3)).astype(np.float32),
+            "b": rng.normal(size=3).astype(np.float32),
+            "n": np.array(i, np.int64),
+        }
         for i in range(6)
     ]
+
     def replies() -> list[Message]:  # fresh messages: some strategies consume their content
         return [reply(100 + i, u, {"num-examples": 7 + 13 * i}, f"hospital-{i}") for i, u in enumerate(updates)]
 

@@ -33,14 +33,38 @@ def test_run_directory_contents_and_best_model(cfg: RunConfig) -> None:
         metrics = {"test-auc": 0.5 + server_round / 10}
         if val_auc is not None:
             metrics["val-auc"] = val_auc
-        recorder.record_round(server_round, model.state_dict(), metrics, [{"hospital": "h-0", "phase": "train", "num-examples": 10}])
+        recorder.record_round(
+            server_round,
+            model.state_dict(),
+            metrics,
+            [{"hospital": "h-0", "phase": "train", "num-examples": 10}],
+        )
     recorder.finish("completed")
-    card = build_model_card(cfg, recorder, status="completed", hospitals=[HospitalEntry("h-0", 10, 2)], parameters=123, test_images=624)
+    card = build_model_card(
+        cfg,
+        recorder,
+        status="completed",
+        hospitals=[HospitalEntry("h-0", 10, 2)],
+        parameters=123,
+        test_images=624,
+    )
     write_model_card(run_dir, card)
 
-    for name in ("config.toml", "status.json", "metrics/server.jsonl", "metrics/server.csv", "metrics/hospitals.jsonl",
-                 "metrics/hospitals.csv", "models/round-000.safetensors", "models/round-003.safetensors",
-                 "models/best.safetensors", "models/best.json", "model_card.json", "model_card.md", "plots/learning_curves.png"):
+    for name in (
+        "config.toml",
+        "status.json",
+        "metrics/server.jsonl",
+        "metrics/server.csv",
+        "metrics/hospitals.jsonl",
+        "metrics/hospitals.csv",
+        "models/round-000.safetensors",
+        "models/round-003.safetensors",
+        "models/best.safetensors",
+        "models/best.json",
+        "model_card.json",
+        "model_card.md",
+        "plots/learning_curves.png",
+    ):
         assert (run_dir / name).is_file(), name
     assert RunConfig.from_toml(run_dir / "config.toml") == cfg
     best = load_file(str(run_dir / "models" / "best.safetensors"))
@@ -53,7 +77,12 @@ def test_run_directory_contents_and_best_model(cfg: RunConfig) -> None:
     status = json.loads((run_dir / "status.json").read_text())
     assert (status["state"], status["round"], status["best"]["round"]) == ("completed", 3, 2)
 
-    assert card["selection"] == {"metric": "val-auc", "round": 2, "value": 0.9, "note": card["selection"]["note"]}
+    assert card["selection"] == {
+        "metric": "val-auc",
+        "round": 2,
+        "value": 0.9,
+        "note": card["selection"]["note"],
+    }
     assert card["metrics"]["best"]["test-auc"] == pytest.approx(0.7)
     assert card["weights"]["best"]["sha256"] == sha256_of(run_dir / "models" / "best.safetensors")
     assert card["dataset"]["classes"] == ["normal", "pneumonia"]

@@ -25,10 +25,12 @@ class FakeGrid:
         for message in messages:
             self.queries += 1
             name, version = self.sites[message.metadata.dst_node_id]
-            content = RecordDict({
-                "site": ConfigRecord({"name": name, "fedward-version": version, "device": "cpu"}),
-                "metrics": MetricRecord({"train-examples": 100, "val-examples": 10}),
-            })
+            content = RecordDict(
+                {
+                    "site": ConfigRecord({"name": name, "fedward-version": version, "device": "cpu"}),
+                    "metrics": MetricRecord({"train-examples": 100, "val-examples": 10}),
+                }
+            )
             out.append(Message(content=content, reply_to=message))
         return out
 

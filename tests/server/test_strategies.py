@@ -10,9 +10,14 @@ from fedward.common.config import RunConfig
 from fedward.server.strategies import build_strategy
 
 EXPECTED = {
-    StrategyName.FEDAVG: FedAvg, StrategyName.FEDPROX: FedProx, StrategyName.FEDADAM: FedAdam,
-    StrategyName.FEDYOGI: FedYogi, StrategyName.FEDAVGM: FedAvgM, StrategyName.FEDMEDIAN: FedMedian,
-    StrategyName.FEDTRIMMEDAVG: FedTrimmedAvg, StrategyName.KRUM: Krum,
+    StrategyName.FEDAVG: FedAvg,
+    StrategyName.FEDPROX: FedProx,
+    StrategyName.FEDADAM: FedAdam,
+    StrategyName.FEDYOGI: FedYogi,
+    StrategyName.FEDAVGM: FedAvgM,
+    StrategyName.FEDMEDIAN: FedMedian,
+    StrategyName.FEDTRIMMEDAVG: FedTrimmedAvg,
+    StrategyName.KRUM: Krum,
 }
 
 
@@ -39,7 +44,9 @@ def test_parameters_reach_the_strategy() -> None:
 
 
 def test_sampling_settings() -> None:
-    cfg = RunConfig.from_mapping({"federation": {"hospitals": 10, "fraction-train": 0.5, "min-available": 8, "fraction-evaluate": 0}})
+    cfg = RunConfig.from_mapping(
+        {"federation": {"hospitals": 10, "fraction-train": 0.5, "min-available": 8, "fraction-evaluate": 0}}
+    )
     strategy = build_strategy(cfg)
     assert (strategy.fraction_train, strategy.min_available_nodes, strategy.min_train_nodes) == (0.5, 8, 4)
     assert strategy.min_evaluate_nodes == 0

@@ -17,11 +17,13 @@ from fedward.simulation.driver import prepare, resolve_data
 
 def config(tmp_path: Path, **federation: object) -> RunConfig:
     write_npz(tmp_path / "data" / "tinymnist.npz", sizes=(200, 40, 40))
-    return RunConfig.from_mapping({
-        "data": {"dataset": "tinymnist", "data-dir": str(tmp_path / "data")},
-        "federation": {"hospitals": 3, **federation},
-        "run": {"output-dir": str(tmp_path / "runs")},
-    })
+    return RunConfig.from_mapping(
+        {
+            "data": {"dataset": "tinymnist", "data-dir": str(tmp_path / "data")},
+            "federation": {"hospitals": 3, **federation},
+            "run": {"output-dir": str(tmp_path / "runs")},
+        }
+    )
 
 
 def test_resolve_fills_in_the_schema(tmp_path: Path) -> None:

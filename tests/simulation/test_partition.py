@@ -103,9 +103,7 @@ def test_single_hospital_gets_everything(labels: np.ndarray) -> None:
 # ------------------------------------------------------------------ skew
 def test_dirichlet_label_skew_grows_as_alpha_falls(real_labels: np.ndarray) -> None:
     skew = {
-        alpha: label_skew(
-            partition_indices(real_labels, 5, Partition.DIRICHLET, alpha, 0, 20), real_labels, 2
-        )
+        alpha: label_skew(partition_indices(real_labels, 5, Partition.DIRICHLET, alpha, 0, 20), real_labels, 2)
         for alpha in (100.0, 1.0, 0.1)
     }
     assert skew[100.0] < skew[1.0] < skew[0.1]
@@ -137,9 +135,7 @@ def test_label_skew_known_values() -> None:
 
 
 # ------------------------------------------------------------------ constraints
-@pytest.mark.parametrize(
-    ("method", "alphas"), [(Partition.DIRICHLET, (0.5, 2.0)), (Partition.QUANTITY, (0.05, 0.5))]
-)
+@pytest.mark.parametrize(("method", "alphas"), [(Partition.DIRICHLET, (0.5, 2.0)), (Partition.QUANTITY, (0.05, 0.5))])
 def test_min_size_respected(real_labels: np.ndarray, method: Partition, alphas: tuple[float, ...]) -> None:
     for alpha in alphas:
         parts = partition_indices(real_labels, 5, method, alpha, seed=2, min_size=300)
@@ -216,9 +212,7 @@ def test_make_plan_val_splits(real_plan: PartitionPlan, real_labels: np.ndarray,
                 assert (held == cls).sum() == min(max(round(0.1 * count), 1), count - 1)
     real_plan.write(tmp_path / "partitions.json")
     again = PartitionPlan.read(tmp_path / "partitions.json")
-    assert all(
-        np.array_equal(a.val, b.val) for a, b in zip(again.hospitals, real_plan.hospitals, strict=True)
-    )
+    assert all(np.array_equal(a.val, b.val) for a, b in zip(again.hospitals, real_plan.hospitals, strict=True))
 
 
 def test_make_plan_reproducible(real_labels: np.ndarray, real_plan: PartitionPlan) -> None:
