@@ -374,6 +374,10 @@ class RunConfig:
     def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> Self:
         """Read a TOML file, apply ``overrides`` (dotted keys win over the file), validate.
 
+        Relative paths written in the file (``data-dir``, ``init-weights``, ``output-dir``)
+        are relative to the file's folder, so a config works from any working directory;
+        paths in ``overrides`` (command-line flags) stay relative to the working directory.
+
         Raises:
             ConfigError: if the file is missing or not valid TOML, or on any invalid value.
         """
@@ -386,6 +390,7 @@ class RunConfig:
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
         merged = _unflatten(table)
+        _anchor_paths(merged, Path(path).resolve().parent)
         for key, value in _flatten(dict(overrides or {})).items():
             section, _, name = key.partition(".")
             merged.setdefault(section, {})[name] = value
@@ -506,6 +511,21 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list of strings; got {value!r}")
         return tuple(items)
     raise ConfigError(f"{where}: unsupported setting type {annotation!r}")  # pragma: no cover
+
+
+def _anchor_paths(nested: dict[str, Any], base: Path) -> None:
+    """Make relative path settings in ``nested`` relative to ``base`` (in place)."""
+    for section, section_cls in _SECTIONS.items():
+        table = nested.get(section)
+        if not isinstance(table, dict):
+            continue
+        hints = typing.get_type_hints(section_cls)
+        for f in dataclasses.fields(section_cls):
+            key = config_key(f.name)
+            value = table.get(key)
+            is_path = Path in (hints[f.name], *typing.get_args(hints[f.name]))
+            if is_path and isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                table[key] = str(base / value)
 
 
 def _to_plain(value: Any) -> Any:

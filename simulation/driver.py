@@ -30,6 +30,7 @@ from fedward.common.data.hospital import PLAN_FILE, PartitionPlan
 from fedward.common.data.locate import locate_dataset
 from fedward.common.data.npz import ArraySplit, DatasetSchema, infer_schema, read_npz
 from fedward.common.errors import SimulationError
+from fedward.common.runtime import resolve_device
 from fedward.server.bundle import write_bundle
 from fedward.server.records import atomic_write, new_run_dir
 from fedward.simulation.partition import make_plan
@@ -105,7 +106,13 @@ def prepare(cfg: RunConfig, *, download: bool = True) -> PreparedRun:
     """Resolve the data, plan the hospitals and create the run directory.
 
     Every check that can fail on user input runs before the directory is created.
+
+    Raises:
+        ConfigError, DataError, DownloadError: on unusable settings or data (see
+            :func:`resolve_data`, :func:`plan_hospitals`); ``train.device = "cuda"``
+            without a visible GPU.
     """
+    resolve_device(cfg.train.device)  # all hospitals share this machine in simulation
     resolved = resolve_data(cfg, download=download)
     plan = plan_hospitals(resolved)
     cfg = resolved.cfg

@@ -40,8 +40,20 @@ def test_toml_file_then_overrides(tmp_path: Path) -> None:
     assert cfg.strategy.proximal_mu == pytest.approx(0.1)
 
 
+def test_relative_paths_in_a_file_are_relative_to_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "run.toml").write_text('[data]\ndata-dir = "../data"\n[run]\noutput-dir = "/abs/runs"\n')
+    cfg = RunConfig.from_toml(folder / "run.toml", {"model.init-weights": "w.safetensors"})
+    assert cfg.data.data_dir == folder.resolve() / ".." / "data"
+    assert cfg.run.output_dir == Path("/abs/runs")
+    assert cfg.model.init_weights == Path("w.safetensors")
+
+
 def test_toml_output_parses_back(tmp_path: Path) -> None:
-    cfg = RunConfig.from_mapping({"federation": {"partition": "dirichlet", "alpha": 0.3}})
+    cfg = RunConfig.from_mapping(
+        {"federation": {"partition": "dirichlet", "alpha": 0.3}, "run": {"output-dir": str(tmp_path / "runs")}}
+    )
     path = tmp_path / "config.toml"
     path.write_text(cfg.to_toml())
     assert RunConfig.from_toml(path) == cfg
