@@ -32,7 +32,7 @@ from fedward.server.guard import GuardedStrategy, RoundLog
 from fedward.server.model_card import HospitalEntry, build_model_card, write_model_card
 from fedward.server.records import RunRecorder, new_run_dir
 from fedward.server.sites import OrderedGrid, SiteDirectory
-from fedward.server.strategies import build_strategy
+from fedward.server.strategies import EXTRAPOLATING, build_strategy
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,12 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
 
     recorder = RunRecorder(run_dir, cfg, mode="federated")
     directory = SiteDirectory(timeout=cfg.federation.round_timeout)
-    strategy = GuardedStrategy(build_strategy(cfg), names=directory.name)
+    buffers = frozenset(name for name, _ in model.named_buffers())
+    strategy = GuardedStrategy(
+        build_strategy(cfg),
+        names=directory.name,
+        averaged_buffers=buffers if cfg.strategy.name in EXTRAPOLATING else frozenset(),
+    )
     test_split = load_test_split(cfg, schema)
     tester = TestEvaluator(test_split, resolve_device(cfg.train.device)) if test_split is not None else None
     log.info(

@@ -22,7 +22,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -87,11 +88,21 @@ class GuardedStrategy(Strategy):
     Args:
         inner: the Flower strategy that samples hospitals and aggregates.
         names: node id -> hospital name, for replies that carry none (errors).
+        averaged_buffers: array keys aggregated by a plain weighted mean whatever
+            ``inner`` does. Server optimizers (FedAvgM, FedAdam, FedYogi) extrapolate, which
+            is right for weights but can drive BatchNorm's running variance negative and
+            the model to NaN; its statistics are averaged instead.
     """
 
-    def __init__(self, inner: Strategy, names: Callable[[int], str] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Strategy,
+        names: Callable[[int], str] | None = None,
+        averaged_buffers: frozenset[str] = frozenset(),
+    ) -> None:
         self.inner = inner
         self.names = names or (lambda node_id: f"node-{node_id}")
+        self.averaged_buffers = averaged_buffers
         self.rounds: dict[int, RoundLog] = {}
         self._reference: ArrayRecord | None = None
 
@@ -142,6 +153,7 @@ class GuardedStrategy(Strategy):
         if not accepted:
             log.error("round %d: no update could be aggregated; the global model stays as it was", server_round)
             return None, None
+        buffers = weighted_array_means(accepted, self.averaged_buffers)
         try:
             arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         except Exception as err:
@@ -152,8 +164,19 @@ class GuardedStrategy(Strategy):
                 err,
             )
             return None, None
-        if arrays is not None and self._reference is not None:
-            arrays = cast_like(arrays, self._reference)
+        if arrays is not None:
+            if buffers:
+                arrays = ArrayRecord({k: Array(buffers[k]) if k in buffers else v for k, v in arrays.items()})
+            broken = [k for k, v in arrays.items() if not _finite(v)]
+            if broken:
+                log.error(
+                    "round %d: the aggregated model holds non-finite values (%s); the global model stays as it was",
+                    server_round,
+                    ", ".join(broken[:3]),
+                )
+                return None, None
+            if self._reference is not None:
+                arrays = cast_like(arrays, self._reference)
         if metrics is not None:
             entry.train_metrics = _float_metrics(metrics)
         return arrays, metrics
@@ -203,6 +226,33 @@ class GuardedStrategy(Strategy):
     # -------------------------------------------------------------- helpers
     def _ordered(self, replies: Iterable[Message]) -> list[Message]:
         return sorted(replies, key=lambda m: (site_name(m, self.names), m.metadata.src_node_id))
+
+
+def _finite(array: Array) -> bool:
+    values = array.numpy()
+    return not np.issubdtype(values.dtype, np.floating) or bool(np.isfinite(values).all())
+
+
+def weighted_array_means(messages: list[Message], keys: frozenset[str]) -> dict[str, np.ndarray]:
+    """Mean of the arrays under ``keys`` across training replies, weighted by ``num-examples``.
+
+    Args:
+        messages: validated training replies (one ArrayRecord and MetricRecord each).
+        keys: array names to average.
+
+    Returns:
+        float64 arrays by name (cast back to the model's dtypes by the caller).
+    """
+    if not keys or not messages:
+        return {}
+    weights = np.array([float(next(iter(m.content.metric_records.values()))[NUM_EXAMPLES]) for m in messages])  # type: ignore[arg-type]
+    weights /= weights.sum()
+    out: dict[str, np.ndarray] = {}
+    for weight, message in zip(weights, messages, strict=True):
+        arrays = next(iter(message.content.array_records.values()))
+        for key in keys & set(arrays):
+            out[key] = out.get(key, 0.0) + weight * arrays[key].numpy().astype(np.float64)
+    return out
 
 
 def weighted_means(reports: list[dict[str, float]]) -> dict[str, float]:

@@ -38,6 +38,11 @@ _CLASSES: dict[StrategyName, type[FedAvg]] = {
 }
 
 
+EXTRAPOLATING = frozenset({StrategyName.FEDAVGM, StrategyName.FEDADAM, StrategyName.FEDYOGI})
+"""Strategies whose server optimizer steps beyond the clients' mean (momentum, Adam): their
+step suits trainable weights, not BatchNorm statistics (see GuardedStrategy)."""
+
+
 def sampling_arguments(cfg: RunConfig) -> dict[str, Any]:
     """Fractions and minimum node counts shared by every strategy.
 

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 from fixtures.flower import error_reply, good_update, reference_arrays, reply
-from flwr.app import ConfigRecord, Message, MessageType
-from flwr.serverapp.strategy import FedAvg, FedMedian
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType
+from flwr.serverapp.strategy import FedAvg, FedAvgM, FedMedian
 
 from fedward.server.guard import GuardedStrategy, weighted_means
 
@@ -106,3 +106,29 @@ def test_configure_train_remembers_the_global_model() -> None:
     arrays = reference_arrays()
     strategy.configure_train(1, arrays, ConfigRecord(), grid=None)  # type: ignore[arg-type]
     assert strategy._reference is arrays
+
+
+def test_server_momentum_never_extrapolates_batchnorm_statistics() -> None:
+    start = ArrayRecord({"w": Array(np.ones(3, np.float32)), "var": Array(np.ones(3, np.float32))})
+    inner = FedAvgM(min_available_nodes=1, server_momentum=0.9)
+    inner.current_arrays = start
+    strategy = GuardedStrategy(inner, averaged_buffers=frozenset({"var"}))
+    strategy._reference = start
+    for server_round in (1, 2):
+        update = {"w": np.full(3, 0.1, np.float32), "var": np.full(3, 0.1, np.float32)}
+        arrays, _ = strategy.aggregate_train(server_round, [reply(1, update, {"num-examples": 4}, "h")])
+        assert arrays is not None
+        strategy._reference = arrays
+    # Momentum took the weight past the clients' value; the variance stays their mean.
+    assert float(arrays["w"].numpy()[0]) < 0
+    np.testing.assert_allclose(arrays["var"].numpy(), 0.1, rtol=1e-6)
+
+
+def test_a_non_finite_aggregate_keeps_the_global_model() -> None:
+    class Exploding(FedAvg):
+        def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
+            arrays, metrics = super().aggregate_train(server_round, replies)
+            return ArrayRecord({k: Array(np.full_like(v.numpy(), np.inf)) for k, v in arrays.items()}), metrics
+
+    strategy = guarded(Exploding(min_available_nodes=1))
+    assert strategy.aggregate_train(1, [reply(1, good_update(1.0), {"num-examples": 3}, "h")]) == (None, None)
