@@ -163,7 +163,7 @@ class TrainConfig:
             hospital's CPU share).
     """
 
-    local_epochs: int = 2
+    local_epochs: int = 3
     batch_size: int = 64
     optimizer: OptimizerName = OptimizerName.ADAMW
     lr: float = 1e-3
