@@ -29,7 +29,7 @@ from fedward.common.records import NUM_EXAMPLES, arrays_to_state_dict, load_arra
 from fedward.common.runtime import derive_seed, resolve_device, seed_everything
 from fedward.server.evaluation import TestEvaluator, load_test_split
 from fedward.server.guard import GuardedStrategy, RoundLog
-from fedward.server.model_card import HospitalEntry, build_model_card, write_model_card
+from fedward.server.model_card import HospitalEntry, finish_run
 from fedward.server.records import RunRecorder, new_run_dir
 from fedward.server.sites import OrderedGrid, SiteDirectory
 from fedward.server.strategies import EXTRAPOLATING, build_strategy
@@ -134,13 +134,12 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         log.error("run failed after round %d: %s", recorder.last_round, reason)
         raise
     finally:
-        recorder.finish(status, reason)
         hospitals = [
             HospitalEntry(s.name, s.train_examples, s.val_examples)
             for s in sorted(directory.sites.values(), key=lambda s: s.name)
             if s.compatible
         ]
-        card = build_model_card(
+        finish_run(
             cfg,
             recorder,
             status=status,
@@ -149,7 +148,6 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
             parameters=parameters,
             test_images=len(test_split) if test_split is not None else None,
         )
-        write_model_card(run_dir, card)
         log.info("run %s %s; model card: %s", run_id or "-", status, run_dir / "model_card.md")
 
 

@@ -243,6 +243,34 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def finish_run(
+    cfg: RunConfig,
+    recorder: RunRecorder,
+    *,
+    status: str,
+    reason: str = "",
+    hospitals: Sequence[HospitalEntry] = (),
+    parameters: int | None = None,
+    test_images: int | None = None,
+) -> dict[str, Any]:
+    """Close a run: final status and plots, then the model card (JSON and Markdown).
+
+    Arguments as :func:`build_model_card`. Returns the card.
+    """
+    recorder.finish(status, reason)
+    card = build_model_card(
+        cfg,
+        recorder,
+        status=status,
+        reason=reason,
+        hospitals=hospitals,
+        parameters=parameters,
+        test_images=test_images,
+    )
+    write_model_card(recorder.run_dir, card)
+    return card
+
+
 def write_model_card(run_dir: Path, card: Mapping[str, Any]) -> None:
     """Write ``model_card.json`` and ``model_card.md`` into ``run_dir``."""
     import json

@@ -21,7 +21,7 @@ from fedward.common.data.images import make_dataset
 from fedward.common.models import build_model, load_initial_weights
 from fedward.common.runtime import derive_seed, resolve_device, seed_everything, set_cpu_threads
 from fedward.common.training import LocalTraining, evaluate, train_epochs
-from fedward.server.model_card import HospitalEntry, build_model_card, write_model_card
+from fedward.server.model_card import HospitalEntry, finish_run
 from fedward.server.records import RunRecorder
 from fedward.simulation.driver import PreparedRun
 
@@ -89,16 +89,13 @@ def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]],
         status, reason = "failed", f"{type(err).__name__}: {err}"
         raise
     finally:
-        recorder.finish(status, reason)
-        hospitals = [HospitalEntry("pooled (all hospitals)", len(train), len(val))]
-        card = build_model_card(
+        finish_run(
             cfg,
             recorder,
             status=status,
             reason=reason,
-            hospitals=hospitals,
+            hospitals=[HospitalEntry("pooled (all hospitals)", len(train), len(val))],
             parameters=parameters,
             test_images=len(test) if test is not None else None,
         )
-        write_model_card(prepared.run_dir, card)
     return recorder

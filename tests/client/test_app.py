@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.privacy import HOSPITAL_METRIC_KEYS, SITE_KEYS
 from fixtures.synthetic import write_npz
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
@@ -17,22 +18,6 @@ from fedward.common.config import RunConfig
 from fedward.common.data.npz import DatasetSchema
 from fedward.common.models import build_model
 from fedward.common.records import model_to_arrays
-
-ALLOWED_METRICS = {
-    "num-examples",
-    "train-loss",
-    "train-seconds",
-    "train-examples",
-    "val-examples",
-    "eval-seconds",
-    "val-auc",
-    "val-accuracy",
-    "val-sensitivity",
-    "val-specificity",
-    "val-f1",
-    "val-loss",
-}
-ALLOWED_SITE_KEYS = {"name", "fedward-version", "device"}
 
 
 @pytest.fixture
@@ -61,9 +46,9 @@ def global_model_message(message_type: str, server_round: int = 1) -> Message:
 def assert_only_weights_and_numbers(reply: Message) -> None:
     content = reply.content
     for record in content.metric_records.values():
-        assert set(record) <= ALLOWED_METRICS, set(record) - ALLOWED_METRICS
+        assert set(record) <= HOSPITAL_METRIC_KEYS, set(record) - HOSPITAL_METRIC_KEYS
     for record in content.config_records.values():
-        assert set(record) <= ALLOWED_SITE_KEYS
+        assert set(record) <= SITE_KEYS
         assert all(isinstance(v, str) and "/" not in v for v in record.values()), "no paths leave the hospital"
     model_keys = set(build_model(ModelName.SMALL_CNN, 1, 2).state_dict())
     for record in content.array_records.values():

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures.privacy import HOSPITAL_METRIC_KEYS, RECORD_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -110,29 +111,10 @@ def test_run_directory_is_complete(two_runs: tuple[Path, Path]) -> None:
     assert len(hospitals) == 12
 
 
-ALLOWED_HOSPITAL_KEYS = {
-    "round",
-    "hospital",
-    "phase",
-    "node-id",
-    "reason",
-    "num-examples",
-    "train-loss",
-    "train-seconds",
-    "eval-seconds",
-    "val-auc",
-    "val-accuracy",
-    "val-sensitivity",
-    "val-specificity",
-    "val-f1",
-    "val-loss",
-}
-
-
 def test_only_counts_losses_and_metrics_reached_the_server(two_runs: tuple[Path, Path]) -> None:
     run_dir = two_runs[0]
     rows = [json.loads(line) for line in (run_dir / "metrics" / "hospitals.jsonl").read_text().splitlines()]
-    assert set().union(*rows) <= ALLOWED_HOSPITAL_KEYS
+    assert set().union(*rows) <= HOSPITAL_METRIC_KEYS | RECORD_COLUMNS
     logs = (run_dir / "logs" / "server.log").read_text() + (run_dir / "logs" / "flower.log").read_text()
     assert "tensor(" not in logs and "array(" not in logs
 
