@@ -241,8 +241,9 @@ class StrategyConfig:
     Attributes:
         name: a :mod:`flwr.serverapp.strategy` strategy.
         proximal_mu: FedProx proximal term weight (Li et al., 2020), >= 0.
-        server_lr: server learning rate: ``eta`` of FedAdam/FedYogi (Reddi et al., 2021),
-            ``server_learning_rate`` of FedAvgM (Hsu et al., 2019).
+        server_lr: server learning rate: ``eta`` of FedAdam/FedYogi (Reddi et al., 2021;
+            unset: 0.01 for FedAdam, Flower's 0.1 for FedYogi), ``server_learning_rate``
+            of FedAvgM (Hsu et al., 2019; unset: 1.0).
         server_momentum: FedAvgM server momentum in [0, 1).
         beta_1: FedAdam/FedYogi first-moment decay in [0, 1).
         beta_2: FedAdam/FedYogi second-moment decay in [0, 1).

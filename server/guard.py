@@ -251,7 +251,7 @@ def weighted_array_means(messages: list[Message], keys: frozenset[str]) -> dict[
     for weight, message in zip(weights, messages, strict=True):
         arrays = next(iter(message.content.array_records.values()))
         for key in keys & set(arrays):
-            out[key] = out.get(key, 0.0) + weight * arrays[key].numpy().astype(np.float64)
+            out[key] = np.asarray(out.get(key, 0.0) + weight * arrays[key].numpy().astype(np.float64))
     return out
 
 

@@ -38,6 +38,11 @@ _CLASSES: dict[StrategyName, type[FedAvg]] = {
 }
 
 
+FEDADAM_SERVER_LR = 0.01
+"""FedAdam's server learning rate when ``strategy.server-lr`` is unset. Flower's default
+(0.1) moves every weight by about 0.1 per round, which wrecked the default model here
+(PneumoniaMNIST, 4 hospitals: test AUC 0.49 after 2 rounds; 0.94 with 0.01)."""
+
 EXTRAPOLATING = frozenset({StrategyName.FEDAVGM, StrategyName.FEDADAM, StrategyName.FEDYOGI})
 """Strategies whose server optimizer steps beyond the clients' mean (momentum, Adam): their
 step suits trainable weights, not BatchNorm statistics (see GuardedStrategy)."""
@@ -77,6 +82,8 @@ def build_strategy(cfg: RunConfig) -> Strategy:
     elif s.name in (StrategyName.FEDADAM, StrategyName.FEDYOGI):
         # eta_l only documents the clients' rate in Flower's log; keep it truthful.
         kwargs["eta_l"] = cfg.train.lr
+        if s.name is StrategyName.FEDADAM and s.server_lr is None:
+            kwargs["eta"] = FEDADAM_SERVER_LR
         for key, value in (("eta", s.server_lr), ("beta_1", s.beta_1), ("beta_2", s.beta_2), ("tau", s.tau)):
             if value is not None:
                 kwargs[key] = value

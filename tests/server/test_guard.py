@@ -109,19 +109,22 @@ def test_configure_train_remembers_the_global_model() -> None:
 
 
 def test_server_momentum_never_extrapolates_batchnorm_statistics() -> None:
-    start = ArrayRecord({"w": Array(np.ones(3, np.float32)), "var": Array(np.ones(3, np.float32))})
+    start = ArrayRecord(
+        {"w": Array(np.ones(3, np.float32)), "var": Array(np.ones(3, np.float32)), "n": Array(np.array(0, np.int64))}
+    )
     inner = FedAvgM(min_available_nodes=1, server_momentum=0.9)
     inner.current_arrays = start
-    strategy = GuardedStrategy(inner, averaged_buffers=frozenset({"var"}))
+    strategy = GuardedStrategy(inner, averaged_buffers=frozenset({"var", "n"}))
     strategy._reference = start
     for server_round in (1, 2):
-        update = {"w": np.full(3, 0.1, np.float32), "var": np.full(3, 0.1, np.float32)}
+        update = {"w": np.full(3, 0.1, np.float32), "var": np.full(3, 0.1, np.float32), "n": np.array(7, np.int64)}
         arrays, _ = strategy.aggregate_train(server_round, [reply(1, update, {"num-examples": 4}, "h")])
         assert arrays is not None
         strategy._reference = arrays
     # Momentum took the weight past the clients' value; the variance stays their mean.
     assert float(arrays["w"].numpy()[0]) < 0
     np.testing.assert_allclose(arrays["var"].numpy(), 0.1, rtol=1e-6)
+    assert arrays["n"].dtype == "int64" and arrays["n"].shape == () and int(arrays["n"].numpy()) == 7
 
 
 def test_a_non_finite_aggregate_keeps_the_global_model() -> None:
