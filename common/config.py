@@ -242,7 +242,7 @@ class StrategyConfig:
         name: a :mod:`flwr.serverapp.strategy` strategy.
         proximal_mu: FedProx proximal term weight (Li et al., 2020), >= 0.
         server_lr: server learning rate: ``eta`` of FedAdam/FedYogi (Reddi et al., 2021;
-            unset: 0.01 for FedAdam, Flower's 0.1 for FedYogi), ``server_learning_rate``
+            unset: 0.01, as Flower's FedYogi; Flower's FedAdam has 0.1), ``server_learning_rate``
             of FedAvgM (Hsu et al., 2019; unset: 1.0).
         server_momentum: FedAvgM server momentum in [0, 1).
         beta_1: FedAdam/FedYogi first-moment decay in [0, 1).

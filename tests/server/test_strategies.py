@@ -36,7 +36,7 @@ def test_parameters_reach_the_strategy() -> None:
     adam = build_strategy(RunConfig.from_mapping({"strategy": {"name": "fedadam", "server-lr": 0.02, "tau": 0.001}}))
     assert (adam.eta, adam.tau) == (0.02, 0.001)
     assert build_strategy(RunConfig.from_mapping({"strategy": {"name": "fedadam"}})).eta == 0.01
-    assert build_strategy(RunConfig.from_mapping({"strategy": {"name": "fedyogi"}})).eta == 0.1  # Flower's
+    assert build_strategy(RunConfig.from_mapping({"strategy": {"name": "fedyogi"}})).eta == 0.01  # Flower's
     avgm = build_strategy(RunConfig.from_mapping({"strategy": {"name": "fedavgm", "server-momentum": 0.5}}))
     assert avgm.server_momentum == 0.5
     trimmed = build_strategy(RunConfig.from_mapping({"strategy": {"name": "fedtrimmedavg", "trim-beta": 0.1}}))
