@@ -10,12 +10,14 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from fedward.cli import options as o
+from fedward.common.choices import Task
 from fedward.common.config import RunConfig
 from fedward.common.errors import FedwardError
 
@@ -36,8 +38,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Inspect datasets and hospital splits.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect, split and export datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+client_app = typer.Typer(help="Hospital side: check the local data.", no_args_is_help=True)
+app.add_typer(client_app, name="client")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -74,8 +78,12 @@ def _run_simulation(cfg: RunConfig) -> None:
 
     prepared = prepare(cfg)
     schema = prepared.resolved.schema
-    labels = prepared.resolved.splits["train"].labels
-    console.print(describe_table(summarize_plan(prepared.plan, labels, len(schema.classes)), schema.classes))
+    if prepared.plan is not None:
+        labels = prepared.resolved.splits["train"].labels
+        console.print(describe_table(summarize_plan(prepared.plan, labels, len(schema.classes)), schema.classes))
+    else:
+        for index, folder in enumerate(prepared.cfg.data.hospital_dirs):
+            console.print(f"hospital {index}: {folder}")
     console.print(f"run directory: [bold]{prepared.run_dir}[/]")
     with RoundProgress(console, prepared.cfg.federation.rounds, "federated") as progress:
         outcome = simulate(prepared, progress.update)
@@ -108,6 +116,8 @@ def _register_run_command(name: str, runner: Callable[[RunConfig], None], help_t
         image_size: o.ImageSize = None,
         augment: o.Augment = None,
         val_fraction: o.ValFraction = None,
+        hospital_dirs: o.HospitalDirs = None,
+        frames: o.Frames = None,
         model: o.Model = None,
         init_weights: o.InitWeights = None,
         local_epochs: o.LocalEpochs = None,
@@ -184,6 +194,100 @@ def data_describe(
         + "; label skew (mean total-variation distance to the pooled class mix) "
         + f"{label_skew(plan, labels, len(classes)):.3f}"
     )
+
+
+@data_app.command("export")
+@handle_errors
+def data_export(
+    out: Annotated[Path, typer.Option("--out", help="Folder to create, one sub-folder per hospital.")],
+    compression: Annotated[str, typer.Option(help="Pixel data encoding: none, rle or jpeg2000.")] = "none",
+    include_test: Annotated[
+        bool, typer.Option("--include-test", help="Also write the test split to <out>/test.")
+    ] = False,
+    config: o.ConfigFile = None,
+    sets: o.Sets = None,
+    dataset: o.Dataset = None,
+    data_dir: o.DataDir = None,
+    val_fraction: o.ValFraction = None,
+    hospitals: o.Hospitals = None,
+    partition: o.PartitionOpt = None,
+    alpha: o.Alpha = None,
+    seed: o.Seed = None,
+) -> None:
+    """Write a MedMNIST dataset as per-hospital DICOM folders with labels.csv (demos, tests).
+
+    The hospitals get exactly the images a simulation with the same settings gives them.
+    """
+    flags = {k: v for k, v in locals().items() if k not in ("out", "compression", "include_test")}
+    cfg = o.load_config(config, o.overrides_from(flags, sets))
+    from fedward.common.choices import choose
+    from fedward.simulation.driver import plan_hospitals, resolve_data
+    from fedward.simulation.export import Compression, export_plan
+
+    encoding = choose(compression, Compression, "--compression")
+    resolved = resolve_data(cfg)
+    plan = plan_hospitals(resolved)
+    folders = export_plan(out, resolved.splits, resolved.schema, plan, encoding, include_test)
+    for folder in folders:
+        files = sum(1 for _ in (folder / "images").iterdir())
+        console.print(f"{folder}: {files} DICOM files ({encoding.value}) and labels.csv")
+
+
+@client_app.command("check-data")
+def client_check_data(
+    folder: Annotated[Path, typer.Argument(help="The hospital's data folder.")],
+    classes: Annotated[
+        str | None,
+        typer.Option(help="The federation's classes, comma-separated (default: from --config or --dataset)."),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Take the classes of this MedMNIST dataset.")] = None,
+    config: o.ConfigFile = None,
+    frames: o.Frames = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a hospital folder without training: counts, sizes, and every unusable file with its reason.
+
+    Exit code 0 when training can use the folder, 1 when it cannot, 2 on bad arguments.
+    """
+    import json
+
+    from fedward.client.check import check_folder, render
+    from fedward.common.choices import FrameMode, Task, choose
+
+    try:
+        names, task = _federation_classes(classes, dataset, config)
+        mode = choose(frames or "middle", FrameMode, "--frames")
+        report = check_folder(folder, names, task or Task.BINARY, mode)
+    except FedwardError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        console.print_json(json.dumps(report.to_json()))
+    else:
+        console.print(render(report))
+    raise typer.Exit(0 if report.usable else 1)
+
+
+def _federation_classes(
+    classes: str | None, dataset: str | None, config: Path | None
+) -> tuple[list[str] | None, Task | None]:
+    """Classes (and task) to check labels against: --classes, else --config, else --dataset."""
+    from fedward.common.data.catalog import lookup
+    from fedward.common.errors import ConfigError
+
+    if classes:
+        return [c.strip() for c in classes.split(",") if c.strip()], None
+    if config is not None:
+        cfg = o.load_config(config, {})
+        if cfg.data.classes:
+            return list(cfg.data.classes), cfg.data.task
+        dataset = dataset or cfg.data.dataset
+    if dataset:
+        entry = lookup(dataset)
+        if entry is None:
+            raise ConfigError(f"unknown dataset {dataset!r}: pass --classes instead")
+        return list(entry.classes), entry.task
+    return None, None
 
 
 @app.command()

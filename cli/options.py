@@ -22,6 +22,7 @@ FLAG_KEYS: dict[str, str] = {
     "image_size": "data.image-size",
     "augment": "data.augment",
     "val_fraction": "data.val-fraction",
+    "frames": "data.frames",
     "model": "model.name",
     "init_weights": "model.init-weights",
     "local_epochs": "train.local-epochs",
@@ -83,6 +84,18 @@ ImageSize = Annotated[
 Augment = Annotated[
     bool | None,
     typer.Option("--augment/--no-augment", help="Random flip, rotation and zoom while training.", rich_help_panel=DATA),
+]
+HospitalDirs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--hospital-dir",
+        help="Simulate over hospital folders (DICOM/PNG/JPEG with labels.csv, or .npz): one per hospital, repeat it.",
+        rich_help_panel=DATA,
+    ),
+]
+Frames = Annotated[
+    str | None,
+    typer.Option(help="Multi-frame images: 'middle' frame or 'all' frames as samples.", rich_help_panel=DATA),
 ]
 ValFraction = Annotated[
     float | None,
@@ -152,6 +165,10 @@ def overrides_from(flags: dict[str, Any], sets: list[str] | None) -> dict[str, A
     for flag, value in flags.items():
         if value is not None and flag in FLAG_KEYS:
             out[FLAG_KEYS[flag]] = str(value) if isinstance(value, Path) else value
+    if flags.get("hospital_dirs"):
+        dirs = [str(d) for d in flags["hospital_dirs"]]
+        out["data.hospital-dirs"] = dirs
+        out.setdefault("federation.hospitals", len(dirs))
     for item in sets or []:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:

@@ -102,7 +102,11 @@ def _site_record(site: HospitalData, device: str) -> ConfigRecord:
 @app.query()
 @_safe
 def query(msg: Message, context: Context) -> Message:
-    """Enrolment: who this hospital is and how much data it holds (counts only)."""
+    """Enrolment: who this hospital is and how much data it holds.
+
+    Counts only: training and validation images, and for image folders the files used and
+    skipped (by reason). Never file names, paths or header values.
+    """
     _cfg, site, device = _setup(context)
     theirs = str(msg.content[CONFIG].get(SITE_VERSION, "")) if CONFIG in msg.content else ""
     if theirs and not compatible(fedward_version(), theirs):
@@ -115,7 +119,7 @@ def query(msg: Message, context: Context) -> Message:
     content = RecordDict(
         {
             SITE: _site_record(site, device.type),
-            METRICS: MetricRecord({TRAIN_EXAMPLES: len(site.train), VAL_EXAMPLES: len(site.val)}),
+            METRICS: MetricRecord({TRAIN_EXAMPLES: len(site.train), VAL_EXAMPLES: len(site.val), **site.inventory}),
         }
     )
     return Message(content=content, reply_to=msg)

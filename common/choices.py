@@ -94,6 +94,15 @@ class DeviceChoice(StrEnum):
     CUDA = "cuda"
 
 
+class FrameMode(StrEnum):
+    """Which frames of a multi-frame image (DICOM cine, ultrasound loops) become samples."""
+
+    MIDDLE = "middle"
+    """The middle frame only."""
+    ALL = "all"
+    """Every frame, each a sample with the file's label."""
+
+
 E = TypeVar("E", bound=StrEnum)
 
 

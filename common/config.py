@@ -46,6 +46,7 @@ import tomli_w
 from fedward.common.choices import (
     ClassWeighting,
     DeviceChoice,
+    FrameMode,
     ModelName,
     OptimizerName,
     Partition,
@@ -79,6 +80,11 @@ class DataConfig:
         augment: train-time augmentation (random flip, rotation, zoom).
         val_fraction: fraction of each hospital's training images held out as its local
             validation split, in (0, 0.5].
+        frames: multi-frame images give their ``middle`` frame or ``all`` frames as samples.
+        hospital_dirs: simulation over hospital folders (DICOM, PNG/JPEG or ``.npz``): one
+            folder per simulated hospital, instead of partitioning ``dataset``.
+        cache_dir: where hospitals cache decoded images (``None``: ``~/.fedward/cache/decoded``).
+        cache: cache decoded images at all.
         task: resolved classification task (filled from the dataset when the run starts).
         classes: resolved class (or label) names, index order.
         channels: resolved number of image channels (1 or 3); 0 until resolved.
@@ -89,6 +95,10 @@ class DataConfig:
     image_size: int = 28
     augment: bool = True
     val_fraction: float = 0.1
+    frames: FrameMode = FrameMode.MIDDLE
+    hospital_dirs: tuple[Path, ...] = ()
+    cache_dir: Path | None = None
+    cache: bool = True
     task: Task | None = None
     classes: tuple[str, ...] = ()
     channels: int = 0
@@ -339,6 +349,11 @@ class RunConfig:
         from fedward.common.models import check_image_size
 
         check_image_size(self.model.name, self.data.image_size)
+        if self.data.hospital_dirs and len(self.data.hospital_dirs) != self.federation.hospitals:
+            raise ConfigError(
+                f"data.hospital-dirs lists {len(self.data.hospital_dirs)} folders but federation.hospitals "
+                f"is {self.federation.hospitals}; give one folder per hospital"
+            )
         if self.strategy.name is StrategyName.KRUM:
             f = self.strategy.num_malicious
             if self.federation.hospitals <= 2 * f + 2:
@@ -508,9 +523,11 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         return choose(value, annotation, where)
     if origin is tuple:
         items = json.loads(value) if isinstance(value, str) and value.startswith("[") else value
-        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-            raise ConfigError(f"{where} must be a list of strings; got {value!r}")
-        return tuple(items)
+        inner = args[0]
+        kind = "paths" if inner is Path else "strings"
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str | Path) for i in items):
+            raise ConfigError(f"{where} must be a list of {kind}; got {value!r}")
+        return tuple(_convert(item, inner, where) for item in items)
     raise ConfigError(f"{where}: unsupported setting type {annotation!r}")  # pragma: no cover
 
 
@@ -527,6 +544,10 @@ def _anchor_paths(nested: dict[str, Any], base: Path) -> None:
             is_path = Path in (hints[f.name], *typing.get_args(hints[f.name]))
             if is_path and isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
                 table[key] = str(base / value)
+            elif is_path and isinstance(value, list):
+                table[key] = [
+                    str(base / v) if isinstance(v, str) and not Path(v).expanduser().is_absolute() else v for v in value
+                ]
 
 
 def _to_plain(value: Any) -> Any:
@@ -535,7 +556,7 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):
-        return list(value)
+        return [str(v) if isinstance(v, Path) else v for v in value]
     return value
 
 

@@ -40,6 +40,9 @@ TRAIN_SECONDS = "train-seconds"
 TRAIN_EXAMPLES = "train-examples"
 VAL_EXAMPLES = "val-examples"
 EVAL_SECONDS = "eval-seconds"
+FILES_USED = "files-used"
+FILES_SKIPPED = "files-skipped"
+SKIPPED_PREFIX = "skipped-"  # + a fedward.common.data.dicom.Reason value
 
 IDENTITY_KEYS = frozenset({NUM_EXAMPLES})
 """Metric keys that are weights or counts, not averaged as quality metrics."""

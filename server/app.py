@@ -135,7 +135,7 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         raise
     finally:
         hospitals = [
-            HospitalEntry(s.name, s.train_examples, s.val_examples)
+            HospitalEntry(s.name, s.train_examples, s.val_examples, files_skipped=s.files_skipped)
             for s in sorted(directory.sites.values(), key=lambda s: s.name)
             if s.compatible
         ]

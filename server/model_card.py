@@ -32,12 +32,14 @@ class HospitalEntry:
         train_images: images it trained on.
         val_images: images in its local validation split.
         class_counts: training + validation images per class, if known (simulation).
+        files_skipped: image files the hospital could not use (image folders).
     """
 
     name: str
     train_images: int
     val_images: int
     class_counts: tuple[int, ...] | None = None
+    files_skipped: int = 0
 
 
 def _metrics_at(rows: Sequence[Mapping[str, Any]], server_round: int | None) -> dict[str, Any]:
@@ -195,8 +197,11 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     if data.get("test_images"):
         lines.append(f"- Test split evaluated by the server: {data['test_images']} images.")
     if card["hospitals"]:
-        lines += ["", "| hospital | training images | validation images |", "|---|---:|---:|"]
-        lines += [f"| {h['name']} | {h['train_images']} | {h['val_images']} |" for h in card["hospitals"]]
+        lines += ["", "| hospital | training images | validation images | files skipped |", "|---|---:|---:|---:|"]
+        lines += [
+            f"| {h['name']} | {h['train_images']} | {h['val_images']} | {h.get('files_skipped', 0)} |"
+            for h in card["hospitals"]
+        ]
     lines += [
         "",
         "## Training",

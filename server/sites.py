@@ -29,6 +29,7 @@ from flwr.supercore.run import Run
 
 from fedward.common.records import (
     CONFIG,
+    FILES_SKIPPED,
     SITE,
     SITE_DEVICE,
     SITE_NAME,
@@ -56,6 +57,7 @@ class SiteInfo:
         train_examples: training images it holds.
         val_examples: local validation images it holds.
         compatible: whether its major.minor version matches the coordinator's.
+        files_skipped: image files it could not use (image folders), by count only.
     """
 
     node_id: int
@@ -65,6 +67,7 @@ class SiteInfo:
     train_examples: int
     val_examples: int
     compatible: bool
+    files_skipped: int = 0
 
 
 class SiteDirectory:
@@ -116,13 +119,15 @@ class SiteDirectory:
             self.sites[node_id] = site
             if site.compatible:
                 log.info(
-                    "hospital %s enrolled (node %d, fedward %s, %s, %d training / %d validation images)",
+                    "hospital %s enrolled (node %d, fedward %s, %s, %d training / %d validation images, "
+                    "%d files skipped)",
                     site.name,
                     node_id,
                     site.version,
                     site.device,
                     site.train_examples,
                     site.val_examples,
+                    site.files_skipped,
                 )
             else:
                 log.warning(
@@ -154,6 +159,7 @@ def _parse(reply: Message, ours: str) -> SiteInfo | None:
         train_examples=int(metrics.get(TRAIN_EXAMPLES, 0)),  # type: ignore[arg-type]
         val_examples=int(metrics.get(VAL_EXAMPLES, 0)),  # type: ignore[arg-type]
         compatible=compatible(version, ours),
+        files_skipped=int(metrics.get(FILES_SKIPPED, 0)),  # type: ignore[arg-type]
     )
 
 

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedward.common.data.images import make_dataset
+from fedward.common.data.cache import default_cache_root
+from fedward.common.data.images import ImageDataset, concat_datasets, make_dataset
+from fedward.common.data.load import load_hospital_folder
 from fedward.common.models import build_model, load_initial_weights
 from fedward.common.runtime import derive_seed, resolve_device, seed_everything, set_cpu_threads
 from fedward.common.training import LocalTraining, evaluate, train_epochs
@@ -26,6 +28,39 @@ from fedward.server.records import RunRecorder
 from fedward.simulation.driver import PreparedRun
 
 log = logging.getLogger(__name__)
+
+
+def pooled_hospital_data(prepared: PreparedRun) -> tuple[ImageDataset, ImageDataset]:
+    """The union of the hospitals' training splits and of their validation splits.
+
+    Planned hospitals pool their partition indices; hospital folders are loaded (and
+    decoded, through the same cache) exactly as the simulated hospitals load them.
+    """
+    cfg, schema = prepared.cfg, prepared.resolved.schema
+    if prepared.plan is not None:
+        source = prepared.resolved.splits["train"]
+        train_idx = np.sort(np.concatenate([h.train for h in prepared.plan.hospitals]))
+        val_idx = np.sort(np.concatenate([h.val for h in prepared.plan.hospitals]))
+        return (
+            make_dataset(source.subset(train_idx), schema, cfg.data.image_size),
+            make_dataset(source.subset(val_idx), schema, cfg.data.image_size),
+        )
+    cache_root = (cfg.data.cache_dir or default_cache_root()) if cfg.data.cache else None
+    sites = [
+        load_hospital_folder(
+            folder,
+            cfg.data.dataset,
+            schema,
+            cfg.data.image_size,
+            frames=cfg.data.frames,
+            val_fraction=cfg.data.val_fraction,
+            seed=derive_seed(cfg.run.seed, "holdout"),
+            name=folder.name,
+            cache_root=cache_root,
+        )
+        for folder in cfg.data.hospital_dirs
+    ]
+    return concat_datasets([s.train for s in sites]), concat_datasets([s.val for s in sites])
 
 
 def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]], None] | None = None) -> RunRecorder:
@@ -38,14 +73,11 @@ def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]],
     Returns:
         The run's recorder (its directory holds metrics, weights and the model card).
     """
-    cfg, plan = prepared.cfg, prepared.plan
+    cfg = prepared.cfg
     schema = prepared.resolved.schema
+    train, val = pooled_hospital_data(prepared)
     splits = prepared.resolved.splits
-    train_idx = np.sort(np.concatenate([h.train for h in plan.hospitals]))
-    val_idx = np.sort(np.concatenate([h.val for h in plan.hospitals]))
-    train = make_dataset(splits["train"].subset(train_idx), schema, cfg.data.image_size)
-    val = make_dataset(splits["train"].subset(val_idx), schema, cfg.data.image_size)
-    test = make_dataset(splits["test"], schema, cfg.data.image_size) if len(splits["test"]) else None
+    test = make_dataset(splits["test"], schema, cfg.data.image_size) if len(splits.get("test", ())) else None
 
     seed_everything(cfg.run.seed)
     set_cpu_threads(cfg.train.threads)

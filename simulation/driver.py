@@ -29,7 +29,7 @@ from fedward.common.config import RunConfig
 from fedward.common.data.hospital import PLAN_FILE, PartitionPlan
 from fedward.common.data.locate import locate_dataset
 from fedward.common.data.npz import ArraySplit, DatasetSchema, infer_schema, read_npz
-from fedward.common.errors import SimulationError
+from fedward.common.errors import ConfigError, DataError, FedwardError, SimulationError
 from fedward.common.runtime import resolve_device
 from fedward.server.bundle import write_bundle
 from fedward.server.records import atomic_write, new_run_dir
@@ -48,14 +48,14 @@ class ResolvedData:
     """A run config resolved against its dataset file.
 
     Attributes:
-        cfg: the config with ``data.task/classes/channels`` and an absolute ``data.data-dir``.
-        path: the ``.npz`` file.
-        splits: its validated train/val/test arrays.
+        cfg: the config with ``data.task/classes/channels`` and absolute paths.
+        path: the ``.npz`` file (``None`` for hospital folders without one).
+        splits: its validated train/val/test arrays (empty without a file).
         schema: task, classes, channels.
     """
 
     cfg: RunConfig
-    path: Path
+    path: Path | None
     splits: dict[str, ArraySplit]
     schema: DatasetSchema
 
@@ -75,6 +75,36 @@ def resolve_data(cfg: RunConfig, *, download: bool = True) -> ResolvedData:
     return ResolvedData(cfg.replace(data=data), path.resolve(), splits, schema)
 
 
+def resolve_folders(cfg: RunConfig) -> ResolvedData:
+    """Resolve a simulation over hospital folders (``data.hospital-dirs``).
+
+    The schema comes from ``<data-dir>/<dataset>.npz`` when this machine has it (its test
+    split then scores the global model), else from ``data.classes``/``task``/``channels``.
+
+    Raises:
+        DataError: if a hospital folder does not exist.
+        ConfigError: if neither the dataset file nor the classes are given.
+    """
+    dirs = tuple(Path(d).expanduser().resolve() for d in cfg.data.hospital_dirs)
+    for folder in dirs:
+        if not folder.is_dir():
+            raise DataError(f"hospital folder {folder} does not exist")
+    data = dataclasses.replace(cfg.data, hospital_dirs=dirs)
+    try:
+        path = locate_dataset(cfg.data.dataset, cfg.data.image_size, cfg.data.data_dir, download=False)
+    except FedwardError:
+        if not cfg.data.resolved:
+            raise ConfigError(
+                "with data.hospital-dirs, set data.classes, data.task and data.channels, or give a "
+                f"data-dir holding {cfg.data.dataset}.npz"
+            ) from None
+        return ResolvedData(cfg.replace(data=data), None, {}, cfg.data.schema())
+    splits = read_npz(path)
+    schema = infer_schema(cfg.data.dataset, splits)
+    data = dataclasses.replace(data.with_schema(schema), data_dir=path.parent.resolve())
+    return ResolvedData(cfg.replace(data=data), path.resolve(), splits, schema)
+
+
 def plan_hospitals(resolved: ResolvedData) -> PartitionPlan:
     """Partition the training split across the configured hospitals.
 
@@ -82,6 +112,8 @@ def plan_hospitals(resolved: ResolvedData) -> PartitionPlan:
         ConfigError: if the partition settings cannot be met on this dataset.
     """
     cfg = resolved.cfg
+    if resolved.path is None:
+        raise ConfigError("hospitals can only be planned from a dataset file")
     return make_plan(
         cfg.data.dataset,
         resolved.path,
@@ -98,14 +130,16 @@ class PreparedRun:
 
     cfg: RunConfig
     run_dir: Path
-    plan: PartitionPlan
+    plan: PartitionPlan | None
     resolved: ResolvedData
 
 
 def prepare(cfg: RunConfig, *, download: bool = True) -> PreparedRun:
     """Resolve the data, plan the hospitals and create the run directory.
 
-    Every check that can fail on user input runs before the directory is created.
+    Every check that can fail on user input runs before the directory is created. With
+    ``data.hospital-dirs`` each simulated hospital reads its own folder and nothing is
+    partitioned.
 
     Raises:
         ConfigError, DataError, DownloadError: on unusable settings or data (see
@@ -113,8 +147,11 @@ def prepare(cfg: RunConfig, *, download: bool = True) -> PreparedRun:
             without a visible GPU.
     """
     resolve_device(cfg.train.device)  # all hospitals share this machine in simulation
-    resolved = resolve_data(cfg, download=download)
-    plan = plan_hospitals(resolved)
+    if cfg.data.hospital_dirs:
+        resolved, plan = resolve_folders(cfg), None
+    else:
+        resolved = resolve_data(cfg, download=download)
+        plan = plan_hospitals(resolved)
     cfg = resolved.cfg
     run_dir = new_run_dir(cfg)
     run = dataclasses.replace(cfg.run, dir=run_dir, output_dir=Path(cfg.run.output_dir).resolve())
@@ -122,7 +159,8 @@ def prepare(cfg: RunConfig, *, download: bool = True) -> PreparedRun:
     if model.init_weights is not None:
         model = dataclasses.replace(model, init_weights=Path(model.init_weights).resolve())
     cfg = cfg.replace(run=run, model=model)
-    plan.write(run_dir / PLAN_FILE)
+    if plan is not None:
+        plan.write(run_dir / PLAN_FILE)
     atomic_write(run_dir / "config.toml", cfg.to_toml())
     return PreparedRun(cfg, run_dir, plan, dataclasses.replace(resolved, cfg=cfg))
 

@@ -15,7 +15,7 @@ Two sources, one result (:class:`HospitalData`):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,12 +115,15 @@ class HospitalData:
         schema: task, classes, channels.
         train: local training images.
         val: local validation images (may be empty for very small hospitals).
+        inventory: counts for the coordinator (files used, files skipped by reason);
+            never names, paths or pixel values.
     """
 
     name: str
     schema: DatasetSchema
     train: ImageDataset
     val: ImageDataset
+    inventory: dict[str, int] = field(default_factory=dict)
 
 
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

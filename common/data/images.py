@@ -99,6 +99,22 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return np.bincount(self.labels[:, 0], minlength=self.num_classes).astype(np.int64)
 
 
+def concat_datasets(parts: list[ImageDataset]) -> ImageDataset:
+    """One dataset holding every image of ``parts`` in order (same task and classes).
+
+    Raises:
+        ValueError: if ``parts`` is empty or the parts disagree on task or class count.
+    """
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    first = parts[0]
+    if any(p.task is not first.task or p.num_classes != first.num_classes for p in parts):
+        raise ValueError("datasets of different tasks or class counts cannot be pooled")
+    images = torch.cat([p.images for p in parts if len(p)]) if any(len(p) for p in parts) else first.images
+    labels = np.concatenate([p.labels for p in parts])
+    return ImageDataset(images, labels, first.task, first.num_classes)
+
+
 def make_dataset(split: ArraySplit, schema: DatasetSchema, image_size: int) -> ImageDataset:
     """Build an :class:`ImageDataset` from arrays read from a file."""
     return ImageDataset(to_model_size(split.images, image_size), split.labels, schema.task, len(schema.classes))

@@ -27,31 +27,23 @@ def fedward_cli() -> str:
     return found
 
 
-def run_simulation(out: Path, data_dir: Path) -> Path:
-    result = subprocess.run(
-        [
-            fedward_cli(),
-            "simulate",
-            "--data-dir",
-            str(data_dir),
-            "--hospitals",
-            "3",
-            "--rounds",
-            "2",
-            "--partition",
-            "dirichlet",
-            "--alpha",
-            "1.0",
-            "--seed",
-            "0",
-            "--output-dir",
-            str(out),
-        ],
+SETTINGS = ["--hospitals", "3", "--partition", "dirichlet", "--alpha", "1.0", "--seed", "0"]
+
+
+def fedward(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [fedward_cli(), *args],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
         env={**os.environ, "COLUMNS": "120"},
+    )
+
+
+def run_simulation(out: Path, data_dir: Path, *extra: str) -> Path:
+    result = fedward(
+        "simulate", "--data-dir", str(data_dir), "--rounds", "2", *SETTINGS, "--output-dir", str(out), *extra
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = list(out.iterdir())
@@ -129,3 +121,42 @@ def test_the_global_model_beats_round_zero(two_runs: tuple[Path, Path]) -> None:
 
 def test_same_seed_same_per_round_metrics(two_runs: tuple[Path, Path]) -> None:
     assert server_rows(two_runs[0]) == server_rows(two_runs[1])
+
+
+@pytest.fixture(scope="module")
+def dicom_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Path:
+    """The same federation over DICOM folders exported from PneumoniaMNIST, with planted PHI."""
+    import pydicom
+    from fixtures.dicom_folders import PHI
+
+    exported = tmp_path_factory.mktemp("dicom")
+    result = fedward("data", "export", "--data-dir", str(real_data_dir), *SETTINGS, "--out", str(exported))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for path in sorted((exported / "hospital-0" / "images").iterdir()):
+        ds = pydicom.dcmread(path)
+        for keyword, value in PHI.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path, enforce_file_format=True)
+    folders = [str(exported / f"hospital-{i}") for i in range(3)]
+    cache = tmp_path_factory.mktemp("cache")
+    extra = [arg for folder in folders for arg in ("--hospital-dir", folder)]
+    return run_simulation(
+        tmp_path_factory.mktemp("dicom-run"), real_data_dir, *extra, "--set", f"data.cache-dir={cache}"
+    )
+
+
+def test_dicom_folders_reach_the_npz_test_auc(two_runs: tuple[Path, Path], dicom_run: Path) -> None:
+    npz, dicom = server_rows(two_runs[0]), server_rows(dicom_run)
+    assert abs(dicom[-1]["test-auc"] - npz[-1]["test-auc"]) <= 0.01  # type: ignore[operator]
+    card = json.loads((dicom_run / "model_card.json").read_text())
+    assert [h["name"] for h in card["hospitals"]] == ["hospital-0", "hospital-1", "hospital-2"]
+
+
+def test_no_patient_identifier_reached_the_server_or_a_log(dicom_run: Path) -> None:
+    from fixtures.dicom_folders import PHI
+
+    for path in dicom_run.rglob("*"):
+        if path.is_file() and path.suffix != ".safetensors":
+            text = path.read_text(errors="replace")
+            for value in PHI.values():
+                assert value not in text, f"{value} found in {path.relative_to(dicom_run)}"

@@ -86,7 +86,9 @@ def test_run_directory_contents_and_best_model(cfg: RunConfig) -> None:
     assert card["metrics"]["best"]["test-auc"] == pytest.approx(0.7)
     assert card["weights"]["best"]["sha256"] == sha256_of(run_dir / "models" / "best.safetensors")
     assert card["dataset"]["classes"] == ["normal", "pneumonia"]
-    assert card["hospitals"] == [{"name": "h-0", "train_images": 10, "val_images": 2, "class_counts": None}]
+    assert card["hospitals"] == [
+        {"name": "h-0", "train_images": 10, "val_images": 2, "class_counts": None, "files_skipped": 0}
+    ]
     assert {"flwr", "torch", "monai", "fedward", "python"} <= set(card["versions"])
     markdown = render_markdown(card)
     assert "Selected model: round 2 by val-auc" in markdown and card["weights"]["best"]["sha256"] in markdown

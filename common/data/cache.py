@@ -1,0 +1,105 @@
+"""On-disk cache of decoded images, so that only the first round decodes a hospital's files.
+
+An entry is the model input of one file (uint8, (F, C, S, S), ``.npy``) or the reason it
+is unusable (``.err``). Its key hashes the file's absolute path, size and modification
+time with the decoding settings and the decoder version: a file that changes, or a run
+at another image size, simply misses the cache. Entries are written atomically.
+
+The cache lives outside the data folder (which hospitals often mount read-only): by
+default ``~/.fedward/cache/decoded/<hash of the data folder>/``. It holds derived pixels,
+so it stays at the hospital like the images themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedward.common.data.dicom import Reason, UnusableFileError
+
+DECODER_VERSION = 1
+"""Bump when decoding changes, so old entries are not reused."""
+
+
+def default_cache_root() -> Path:
+    """``~/.fedward/cache/decoded``."""
+    return Path.home() / ".fedward" / "cache" / "decoded"
+
+
+class DecodeCache:
+    """Decoded model inputs of one hospital's folder.
+
+    Args:
+        root: cache root; ``None`` disables caching.
+        folder: the hospital's data folder (entries live under a hash of its path).
+        settings: decoding settings that change the result (size, channels, frames).
+    """
+
+    def __init__(self, root: Path | None, folder: Path, settings: tuple[object, ...]) -> None:
+        self.settings = (DECODER_VERSION, *settings)
+        self.dir: Path | None = None
+        if root is not None:
+            tag = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:16]
+            self.dir = Path(root).expanduser() / tag
+        self.hits = 0
+        self.misses = 0
+
+    def _key(self, path: Path) -> str | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        ident = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns, *map(str, self.settings)])
+        return hashlib.sha256(ident.encode()).hexdigest()
+
+    def get(self, path: Path) -> torch.Tensor | None:
+        """The cached model input of ``path``, ``None`` on a miss.
+
+        Raises:
+            UnusableFileError: if the file was found unusable before (and has not changed since).
+        """
+        key = self._key(path)
+        if self.dir is None or key is None:
+            self.misses += 1
+            return None
+        base = self.dir / key[:2] / key
+        try:
+            if base.with_suffix(".err").is_file():
+                info = json.loads(base.with_suffix(".err").read_text(encoding="utf-8"))
+                self.hits += 1
+                raise UnusableFileError(Reason(info["reason"]), info["message"])
+            array = np.load(base.with_suffix(".npy"), allow_pickle=False)
+        except (OSError, ValueError, KeyError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return torch.from_numpy(array)
+
+    def put(self, path: Path, value: torch.Tensor | UnusableFileError) -> None:
+        """Store a model input, or the reason the file is unusable (best effort)."""
+        key = self._key(path)
+        if self.dir is None or key is None:
+            return
+        base = self.dir / key[:2] / key
+        try:
+            base.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(value, UnusableFileError):
+                payload = json.dumps({"reason": value.reason.value, "message": str(value)}).encode()
+                _atomic(base.with_suffix(".err"), payload)
+            else:
+                tmp = base.with_name(f".{base.name}.{os.getpid()}.tmp.npy")
+                np.save(tmp, value.numpy(), allow_pickle=False)
+                os.replace(tmp, base.with_suffix(".npy"))
+        except OSError:
+            return  # a full or read-only disk only costs speed
+
+
+def _atomic(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)

@@ -1,0 +1,220 @@
+"""Load a hospital image folder (DICOM, PNG, JPEG) as training and validation data.
+
+Labels are checked against the federation's classes *before* any decoding: a hospital
+whose labels do not map onto them fails at once, naming the offending labels. Files that
+cannot be decoded are skipped and counted by reason; they never stop training. Decoded
+files are cached on disk (:class:`~fedward.common.data.cache.DecodeCache`), so rounds
+after the first, in new processes, do not decode again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedward.common.choices import FrameMode, Task
+from fedward.common.data.cache import DecodeCache
+from fedward.common.data.dicom import UnusableFileError
+from fedward.common.data.files import decode_file, to_model_input
+from fedward.common.data.folder import FolderScan, Problem, Sample, is_image_folder, label_index, multi_hot, scan_folder
+from fedward.common.data.hospital import HospitalData, holdout_split, hospital_from_folder
+from fedward.common.data.images import ImageDataset
+from fedward.common.data.npz import DatasetSchema
+from fedward.common.errors import DataError
+from fedward.common.records import FILES_SKIPPED, FILES_USED, SKIPPED_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """Model inputs of the usable files of a folder, and the problems met.
+
+    Attributes:
+        samples: the usable samples, in folder order.
+        images: one uint8 tensor (F, C, S, S) per usable sample.
+        problems: every file or row that was skipped, with its reason.
+    """
+
+    samples: list[Sample]
+    images: list[torch.Tensor]
+    problems: list[Problem]
+
+
+def unknown_labels(samples: Sequence[Sample], schema: DatasetSchema) -> Counter[str]:
+    """Labels (with their row counts) that are not among the federation's classes."""
+    bad: Counter[str] = Counter()
+    for sample in samples:
+        ok = (
+            multi_hot(sample.label, schema.classes) is not None
+            if schema.task is Task.MULTILABEL
+            else label_index(sample.label, schema.classes) is not None
+        )
+        if not ok:
+            bad[sample.label] += 1
+    return bad
+
+
+def decode_scan(
+    scan: FolderScan, schema: DatasetSchema, image_size: int, frames: FrameMode, cache: DecodeCache
+) -> Decoded:
+    """Decode (or fetch from the cache) every sample of a scan."""
+    samples, images, problems = [], [], list(scan.problems)
+    for sample in scan.samples:
+        path = scan.folder / sample.file
+        try:
+            tensor = cache.get(path)
+            if tensor is None:
+                try:
+                    tensor = to_model_input(decode_file(path, frames), schema.channels, image_size)
+                except UnusableFileError as err:
+                    cache.put(path, err)
+                    raise
+                cache.put(path, tensor)
+        except UnusableFileError as err:
+            problems.append(Problem(sample.file, err.reason, str(err)))
+            continue
+        samples.append(sample)
+        images.append(tensor)
+    return Decoded(samples, images, problems)
+
+
+def load_image_folder(
+    folder: Path,
+    schema: DatasetSchema,
+    image_size: int,
+    *,
+    frames: FrameMode,
+    val_fraction: float,
+    seed: int,
+    name: str,
+    cache_root: Path | None,
+) -> HospitalData:
+    """A hospital's training and validation data from an image folder.
+
+    Args:
+        folder: the hospital folder (manifest or class sub-folders).
+        schema: the federation's task, classes and channels.
+        image_size: model input side, pixels.
+        frames: which frames of multi-frame images become samples.
+        val_fraction: share held out for validation when the manifest gives no splits.
+        seed: seed of that hold-out draw.
+        name: hospital name.
+        cache_root: decode cache root (``None``: no cache).
+
+    Returns:
+        The data; ``inventory`` counts used and skipped files (by reason) for the server.
+
+    Raises:
+        DataError: if the folder or manifest is unusable, a label is not one of the
+            federation's classes (the message names them), or no training image decodes.
+    """
+    scan = scan_folder(folder)
+    bad = unknown_labels(scan.samples, schema)
+    if bad:
+        listed = ", ".join(
+            f"{label!r} ({count} file{'s' if count > 1 else ''})" for label, count in bad.most_common(10)
+        )
+        raise DataError(
+            f"{folder.name}: labels that are not the federation's classes ({', '.join(schema.classes)}): {listed}"
+        )
+    cache = DecodeCache(cache_root, folder, (image_size, schema.channels, frames.value))
+    decoded = decode_scan(scan, schema, image_size, frames, cache)
+    targets = [_target(s.label, schema) for s in decoded.samples]
+    train_rows = [i for i, s in enumerate(decoded.samples) if s.split in ("train", None)]
+    val_rows = [i for i, s in enumerate(decoded.samples) if s.split == "val"]
+    undrawn = [i for i in train_rows if decoded.samples[i].split is None]
+    if undrawn and not val_rows:
+        labels = np.array([targets[i] for i in undrawn], dtype=np.int64).reshape(len(undrawn), -1)
+        _, held = holdout_split(labels, val_fraction, seed)
+        val_rows = [undrawn[i] for i in held]
+        train_rows = sorted(set(train_rows) - set(val_rows))
+    if not train_rows:
+        raise DataError(f"{folder.name}: no usable training image ({len(decoded.problems)} files or rows skipped)")
+    skipped = Counter(p.reason.value for p in decoded.problems)
+    log.info(
+        "hospital %s: %d usable files (%d cache hits), %d skipped%s",
+        name,
+        len(decoded.samples),
+        cache.hits,
+        len(decoded.problems),
+        f" ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else "",
+    )
+    return HospitalData(
+        name=name,
+        schema=schema,
+        train=_dataset(decoded, targets, train_rows, schema, image_size),
+        val=_dataset(decoded, targets, val_rows, schema, image_size),
+        inventory={FILES_USED: len(decoded.samples), FILES_SKIPPED: len(decoded.problems)}
+        | {f"{SKIPPED_PREFIX}{reason}": count for reason, count in sorted(skipped.items())},
+    )
+
+
+def _target(label: str, schema: DatasetSchema) -> list[int]:
+    if schema.task is Task.MULTILABEL:
+        vector = multi_hot(label, schema.classes)
+        if vector is None:  # checked before decoding
+            raise DataError(f"label {label!r} is not a class")
+        return vector
+    index = label_index(label, schema.classes)
+    if index is None:
+        raise DataError(f"label {label!r} is not a class")
+    return [index]
+
+
+def _dataset(
+    decoded: Decoded, targets: list[list[int]], rows: list[int], schema: DatasetSchema, image_size: int
+) -> ImageDataset:
+    """Stack the chosen samples (every frame of each) into one dataset."""
+    images, labels = [], []
+    for i in rows:
+        frames = decoded.images[i]
+        images.append(frames)
+        labels.extend([targets[i]] * frames.shape[0])
+    width = len(schema.classes) if schema.task is Task.MULTILABEL else 1
+    if not images:
+        empty = torch.zeros((0, schema.channels, image_size, image_size), dtype=torch.uint8)
+        return ImageDataset(empty, np.zeros((0, width), np.int64), schema.task, len(schema.classes))
+    stacked = np.asarray(labels, dtype=np.int64).reshape(-1, width)
+    return ImageDataset(torch.cat(images), stacked, schema.task, len(schema.classes))
+
+
+def load_hospital_folder(
+    folder: Path,
+    dataset: str,
+    schema: DatasetSchema,
+    image_size: int,
+    *,
+    frames: FrameMode,
+    val_fraction: float,
+    seed: int,
+    name: str,
+    cache_root: Path | None,
+) -> HospitalData:
+    """A hospital folder of any supported layout: image folder, else MedMNIST ``.npz``.
+
+    Raises:
+        DataError: as :func:`load_image_folder` and
+            :func:`~fedward.common.data.hospital.hospital_from_folder`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"data directory {folder} does not exist")
+    if is_image_folder(folder):
+        return load_image_folder(
+            folder,
+            schema,
+            image_size,
+            frames=frames,
+            val_fraction=val_fraction,
+            seed=seed,
+            name=name,
+            cache_root=cache_root,
+        )
+    return hospital_from_folder(folder, dataset, schema, image_size, val_fraction, seed, name)
