@@ -24,7 +24,9 @@ from rich.text import Text
 from fedward.common.choices import FrameMode, Task
 from fedward.common.data.dicom import Reason, UnusableFileError
 from fedward.common.data.files import decode_file, probe
-from fedward.common.data.folder import Problem, label_index, multi_hot, scan_folder
+from fedward.common.data.folder import Problem, is_image_folder, label_index, multi_hot, scan_folder
+from fedward.common.data.npz import read_npz
+from fedward.common.errors import DataError
 
 BLOCKING = frozenset({Reason.LABEL_UNKNOWN, Reason.BAD_MANIFEST_ROW})
 """Problems that make a folder unusable (they need the site's staff to fix the manifest)."""
@@ -93,8 +95,11 @@ def check_folder(
 ) -> CheckReport:
     """Decode and label-check every image of a hospital folder.
 
+    A folder holding a MedMNIST-layout ``.npz`` (and no manifest or class sub-folders) is
+    checked by reading the file: its arrays, label range and split sizes.
+
     Args:
-        folder: the hospital folder (``labels.csv`` or class sub-folders).
+        folder: the hospital folder (``labels.csv``, class sub-folders or one ``.npz``).
         classes: the federation's classes; ``None`` accepts the labels found (sorted).
         task: ``multilabel`` reads ``|``-joined labels; any other task one label per image.
         frames: frames decoded for multi-frame images.
@@ -102,6 +107,9 @@ def check_folder(
     Raises:
         DataError: if the folder is missing or its manifest cannot be read at all.
     """
+    folder = Path(folder)
+    if folder.is_dir() and not is_image_folder(folder):
+        return _check_npz(folder, classes, task)
     scan = scan_folder(folder)
     if classes is None:
         found = (
@@ -134,6 +142,40 @@ def check_folder(
         report.sizes[f"{info.rows} x {info.columns}"] += 1
         report.modalities[info.modality or info.transfer_syntax] += 1
         report.transfer_syntaxes[info.transfer_syntax] += 1
+    return report
+
+
+def _check_npz(folder: Path, classes: Sequence[str] | None, task: Task) -> CheckReport:
+    files = sorted(folder.glob("*.npz"))
+    if len(files) != 1:
+        raise DataError(f"{folder} holds neither labels.csv, class sub-folders nor exactly one .npz file")
+    splits = read_npz(files[0], ["train", "val", "test"])
+    first = splits["train"]
+    width = first.labels.shape[1]
+    if classes is None:
+        top = max((int(a.labels.max()) for a in splits.values() if len(a)), default=0)
+        classes = [str(i) for i in range(max(width, top + 1) if width == 1 else width)]
+    report = CheckReport(folder, "npz", tuple(classes))
+    for split, arrays in splits.items():
+        if not len(arrays):
+            continue
+        counts: Counter[str] = Counter()
+        unknown = 0
+        for row in arrays.labels:
+            if task is Task.MULTILABEL or width > 1:
+                counts.update(name for name, on in zip(classes, row, strict=False) if on)
+            elif int(row[0]) < len(classes):
+                counts[classes[int(row[0])]] += 1
+            else:
+                unknown += 1
+        if unknown:
+            message = f"{unknown} labels are not among the {len(classes)} classes"
+            report.problems.append(Problem(f"{files[0].name}:{split}", Reason.LABEL_UNKNOWN, message))
+        report.counts[split] = counts
+        size = f"{arrays.images.shape[1]} x {arrays.images.shape[2]}"
+        report.sizes[size] += len(arrays)
+        report.modalities["npz"] += len(arrays)
+        report.transfer_syntaxes["MedMNIST .npz"] += len(arrays)
     return report
 
 

@@ -115,3 +115,12 @@ def test_corrupt_files_alone_do_not_block_training(tmp_path: Path) -> None:
 def test_missing_folder_is_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["client", "check-data", str(tmp_path / "none"), "--classes", "a,b"])
     assert result.exit_code == 2
+
+
+def test_npz_folder_is_checked_too(tmp_path: Path) -> None:
+    from fixtures.synthetic import write_npz
+
+    write_npz(tmp_path / "h" / "pneumoniamnist.npz", sizes=(30, 6, 0))
+    report = check_folder(tmp_path / "h", CLASSES)
+    assert report.usable and report.layout == "npz"
+    assert sum(report.counts["train"].values()) == 30 and report.sizes == {"28 x 28": 36}
