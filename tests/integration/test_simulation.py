@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.privacy import HOSPITAL_METRIC_KEYS, RECORD_COLUMNS
+from fixtures.processes import live_flower_processes, wait_until_gone
 
 pytestmark = pytest.mark.slow
 
@@ -55,21 +56,12 @@ def server_rows(run_dir: Path) -> list[dict[str, object]]:
     return [{k: v for k, v in row.items() if k not in VOLATILE} for row in rows]
 
 
-def flower_processes() -> set[str]:
-    result = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
-    return {
-        line.split()[0]
-        for line in result.stdout.splitlines()
-        if "flower-superlink" in line or "flwr-simulation" in line
-    }
-
-
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> tuple[Path, Path]:
-    before = flower_processes()
+    before = live_flower_processes()
     first = run_simulation(tmp_path_factory.mktemp("first"), real_data_dir)
     second = run_simulation(tmp_path_factory.mktemp("second"), real_data_dir)
-    assert flower_processes() <= before, "the simulation SuperLink and its workers are gone"
+    assert not wait_until_gone(before), "the simulation SuperLink and its workers are gone"
     return first, second
 
 
