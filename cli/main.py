@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fedward.cli import options as o
 from fedward.common.choices import Task
@@ -40,7 +41,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, split and export datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-client_app = typer.Typer(help="Hospital side: check the local data.", no_args_is_help=True)
+client_app = typer.Typer(help="Hospital side: check the local data, run the agent.", no_args_is_help=True)
 app.add_typer(client_app, name="client")
 
 console = Console()
@@ -56,7 +57,7 @@ def handle_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except FedwardError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -259,7 +260,7 @@ def client_check_data(
         mode = choose(frames or "middle", FrameMode, "--frames")
         report = check_folder(folder, names, task or Task.BINARY, mode)
     except FedwardError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
         console.print_json(json.dumps(report.to_json()))
@@ -288,6 +289,21 @@ def _federation_classes(
             raise ConfigError(f"unknown dataset {dataset!r}: pass --classes instead")
         return list(entry.classes), entry.task
     return None, None
+
+
+def _register_deployment_commands() -> None:
+    """``fedward certs|server|run`` and ``fedward client start``, with fedward's error handling."""
+    from fedward.cli import deploy
+
+    for sub, name in ((deploy.certs_app, "certs"), (deploy.server_app, "server"), (deploy.run_app, "run")):
+        for info in sub.registered_commands:
+            if info.callback is not None:
+                info.callback = handle_errors(info.callback)
+        app.add_typer(sub, name=name)
+    client_app.command("start")(handle_errors(deploy.client_start))
+
+
+_register_deployment_commands()
 
 
 @app.command()

@@ -23,7 +23,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedward.client.site import PARTITION_KEY, load_site
+from fedward.client.site import PARTITION_KEY, THREADS_KEY, load_site
 from fedward.common.choices import DeviceChoice
 from fedward.common.config import RunConfig
 from fedward.common.data.hospital import HospitalData
@@ -88,7 +88,8 @@ def _setup(context: Context) -> tuple[RunConfig, HospitalData, torch.device]:
     """Parse the run config, pick threads and device, load this hospital's data (cached)."""
     cfg = RunConfig.from_flower(context.run_config)
     simulated = PARTITION_KEY in context.node_config
-    set_cpu_threads(cfg.train.threads or (max(1, int(cfg.simulation.client_cpus)) if simulated else 0))
+    site_threads = int(context.node_config.get(THREADS_KEY, 0))  # the hospital's own limit wins
+    set_cpu_threads(site_threads or cfg.train.threads or (max(1, int(cfg.simulation.client_cpus)) if simulated else 0))
     choice = cfg.train.device
     if simulated and cfg.simulation.client_gpus == 0 and choice is DeviceChoice.AUTO:
         choice = DeviceChoice.CPU  # no GPU share from Ray: do not crowd a GPU the scheduler did not assign

@@ -40,6 +40,7 @@ DATA_DIR_KEY = "data-dir"
 NAME_KEY = "hospital-name"
 CACHE_KEY = "cache-dir"
 PARTITION_KEY = "partition-id"
+THREADS_KEY = "threads"
 
 
 @dataclass(frozen=True, slots=True)

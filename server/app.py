@@ -14,8 +14,11 @@ Component string for Flower: ``fedward.server.app:app``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +30,10 @@ from fedward.common.logs import configure_logging
 from fedward.common.models import build_model, load_initial_weights
 from fedward.common.records import NUM_EXAMPLES, arrays_to_state_dict, load_arrays, model_to_arrays
 from fedward.common.runtime import derive_seed, resolve_device, seed_everything
+from fedward.server.coordinator import RUNS_DIR_ENV, STATE_DIR_ENV, CoordinatorState
 from fedward.server.evaluation import TestEvaluator, load_test_split
 from fedward.server.guard import GuardedStrategy, RoundLog
+from fedward.server.hospitals import read_registered_names
 from fedward.server.model_card import HospitalEntry, finish_run
 from fedward.server.records import RunRecorder, new_run_dir
 from fedward.server.sites import OrderedGrid, SiteDirectory
@@ -44,6 +49,24 @@ def main(grid: Grid, context: Context) -> None:
     """Flower entry point: parse the run config once and run the federation."""
     cfg = RunConfig.from_flower(context.run_config)
     run_federation(grid, cfg, run_id=context.run_id)
+
+
+def coordinator_overrides(cfg: RunConfig) -> RunConfig:
+    """Where runs go on a coordinator: ``$FEDWARD_RUNS_DIR`` (set by ``fedward server start``)
+    replaces the submitter's ``run.output-dir``, which names a folder on another machine."""
+    runs = os.environ.get(RUNS_DIR_ENV)
+    if cfg.run.dir is not None or not runs:
+        return cfg
+    return cfg.replace(run=dataclasses.replace(cfg.run, output_dir=Path(runs)))
+
+
+def registered_hospitals() -> dict[int, str]:
+    """Node id -> name from the coordinator's registry (``$FEDWARD_STATE_DIR``), if any."""
+    state = os.environ.get(STATE_DIR_ENV)
+    if not state:
+        return {}
+    registry = CoordinatorState(Path(state)).hospitals_file
+    return read_registered_names(registry)
 
 
 def round_rows(entry: RoundLog) -> list[dict[str, Any]]:
@@ -77,6 +100,7 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
             records the failure.
     """
     schema = cfg.data.schema()
+    cfg = coordinator_overrides(cfg)
     run_dir = cfg.run.dir or new_run_dir(cfg, suffix=str(run_id) if run_id else "")
     configure_logging(file=run_dir / "logs" / "server.log")
     seed_everything(cfg.run.seed)  # Python's RNG drives Flower's node sampling
@@ -88,7 +112,7 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
     initial = model_to_arrays(model)
 
     recorder = RunRecorder(run_dir, cfg, mode="federated")
-    directory = SiteDirectory(timeout=cfg.federation.round_timeout)
+    directory = SiteDirectory(timeout=cfg.federation.round_timeout, registered=registered_hospitals())
     buffers = frozenset(name for name, _ in model.named_buffers())
     strategy = GuardedStrategy(
         build_strategy(cfg),

@@ -18,9 +18,10 @@ directory then:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -75,10 +76,13 @@ class SiteDirectory:
 
     Args:
         timeout: seconds to wait for enrolment replies.
+        registered: node id -> name from the coordinator's hospital registry. A registered
+            node is known by that name, whatever name its agent reports.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, registered: Mapping[int, str] | None = None) -> None:
         self.timeout = timeout
+        self.registered = dict(registered or {})
         self.sites: dict[int, SiteInfo] = {}
         self._failed_at: dict[int, float] = {}
 
@@ -116,6 +120,10 @@ class SiteDirectory:
                 log.warning("node %d did not enrol: %s", node_id, reason)
                 continue
             answered.add(node_id)
+            registered = self.registered.get(node_id)
+            if registered is not None and registered != site.name:
+                log.warning("node %d reports the name %s; registered as %s", node_id, site.name, registered)
+                site = dataclasses.replace(site, name=registered)
             self.sites[node_id] = site
             if site.compatible:
                 log.info(

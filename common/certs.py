@@ -1,0 +1,303 @@
+"""Certificates and keys for a federation, made with ``cryptography``.
+
+* A private **certificate authority** (ECDSA P-384, ``ca.crt`` / ``ca.key``) that signs
+* the **SuperLink's server certificate** (``server.crt`` / ``server.key``) whose Subject
+  Alternative Names carry every DNS name and IP address hospitals dial (RFC 5280 4.2.1.6;
+  TLS clients check the SAN, not the Common Name). Hospitals trust ``ca.crt`` only.
+* A **hospital key pair** for Flower's SuperNode authentication: ECDSA P-384, private key
+  in OpenSSH format, public key as an OpenSSH line (``ecdsa-sha2-nistp384 AAAA...``), the
+  format ``flower-supernode --auth-supernode-private-key`` and ``flwr supernode register``
+  read. The private key never leaves the hospital; only the ``.pub`` file travels.
+
+Private keys are written with mode 0600. Existing files are never overwritten unless
+asked to (``force``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedward.common.errors import ConfigError, FedwardError
+
+CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.crt", "server.key"
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class CertificateError(FedwardError):
+    """Certificates or keys cannot be written or read."""
+
+
+@dataclass(frozen=True, slots=True)
+class FederationCerts:
+    """Paths of a federation's TLS material (a ``fedward certs init`` folder).
+
+    Attributes:
+        ca_cert: PEM certificate of the private CA (give it to every hospital).
+        ca_key: PEM private key of the CA (keep it offline; 0600).
+        server_cert: PEM certificate of the SuperLink.
+        server_key: PEM private key of the SuperLink (0600).
+    """
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> FederationCerts:
+        """The standard file names inside ``folder``."""
+        folder = Path(folder)
+        return cls(folder / CA_CERT, folder / CA_KEY, folder / SERVER_CERT, folder / SERVER_KEY)
+
+    def missing_for_server(self) -> list[str]:
+        """Files the SuperLink needs that are absent (the CA key is not needed to serve)."""
+        return [p.name for p in (self.ca_cert, self.server_cert, self.server_key) if not p.is_file()]
+
+
+def check_name(name: str, what: str = "hospital name") -> str:
+    """Validate a name used in file names and registrations.
+
+    Raises:
+        ConfigError: unless it is 1-64 letters, digits, ``.``, ``_`` or ``-`` (not leading).
+    """
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"{what} {name!r} must be 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
+        )
+    return name
+
+
+def check_host(host: str) -> str:
+    """Validate a DNS name for a certificate's SAN (RFC 1123 labels, ``*.`` wildcard allowed).
+
+    Raises:
+        ConfigError: if it is not a DNS name (an IP address belongs in ``--ip``).
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(f"--host {host!r} is an IP address; pass it with --ip")
+    labels = host.removeprefix("*.").split(".")
+    if len(host) > 253 or not all(HOST_LABEL.match(label) for label in labels):
+        raise ConfigError(f"--host {host!r} is not a valid DNS name")
+    return host
+
+
+def _write(path: Path, data: bytes, private: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o600 if private else 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600 if private else 0o644)
+
+
+def _refuse_overwrite(paths: Sequence[Path], force: bool) -> None:
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not force:
+        raise CertificateError(f"{', '.join(existing)} already exist; pass --force to replace them")
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def init_federation(
+    out: Path,
+    hosts: Sequence[str] = ("localhost",),
+    ips: Sequence[str] = ("127.0.0.1",),
+    days: int = 825,
+    force: bool = False,
+) -> FederationCerts:
+    """Create a private CA and the SuperLink's server certificate.
+
+    Args:
+        out: folder for ``ca.crt``, ``ca.key``, ``server.crt``, ``server.key``.
+        hosts: DNS names hospitals use to reach the SuperLink (SAN dNSName).
+            ``localhost`` is always added.
+        ips: IP addresses hospitals use (SAN iPAddress). ``127.0.0.1`` is always added:
+            the SuperLink's own SuperExec (which starts ServerApps) dials it over TLS.
+        days: validity of both certificates, days (1..3650; the CA gets the same span).
+        force: replace existing files.
+
+    Returns:
+        The written paths.
+
+    Raises:
+        ConfigError: if a host or IP is malformed, or ``days`` is out of range.
+        CertificateError: if files exist and ``force`` is false.
+    """
+    if not 1 <= days <= 3650:
+        raise ConfigError(f"--days must be between 1 and 3650; got {days}")
+    try:
+        addresses = list(dict.fromkeys(ipaddress.ip_address(ip) for ip in [*ips, "127.0.0.1"]))
+    except ValueError as err:
+        raise ConfigError(f"--ip: {err}") from None
+    for host in hosts:
+        check_host(host)
+    hosts = list(dict.fromkeys([*hosts, "localhost"]))
+    files = FederationCerts.in_folder(out)
+    _refuse_overwrite([files.ca_cert, files.ca_key, files.server_cert, files.server_key], force)
+
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedward federation"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "fedward federation CA"),
+        ]
+    )
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts] + [x509.IPAddress(a) for a in addresses]
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    _write(files.ca_key, _pem_key(ca_key), private=True)
+    _write(files.server_key, _pem_key(server_key), private=True)
+    _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
+    _write(files.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return files
+
+
+@dataclass(frozen=True, slots=True)
+class NodeKeys:
+    """A hospital's SuperNode authentication key pair.
+
+    Attributes:
+        private_key: OpenSSH private key (stays at the hospital; 0600).
+        public_key: OpenSSH public key line (sent to the coordinator for registration).
+    """
+
+    private_key: Path
+    public_key: Path
+
+
+def create_node_keys(name: str, out: Path, force: bool = False) -> NodeKeys:
+    """Create a hospital's key pair ``<out>/<name>.key`` and ``<out>/<name>.pub``.
+
+    Raises:
+        ConfigError: if ``name`` is not a valid hospital name.
+        CertificateError: if the files exist and ``force`` is false.
+    """
+    check_name(name)
+    keys = NodeKeys(Path(out) / f"{name}.key", Path(out) / f"{name}.pub")
+    _refuse_overwrite([keys.private_key, keys.public_key], force)
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    _write(keys.private_key, private, private=True)
+    _write(keys.public_key, public + f" {name}\n".encode(), private=False)
+    return keys
+
+
+def read_public_key(path: Path) -> str:
+    """An OpenSSH public key line, checked to be an ECDSA key.
+
+    Raises:
+        CertificateError: if the file is missing or not an OpenSSH ECDSA public key.
+    """
+    try:
+        text = Path(path).read_text(encoding="ascii").strip()
+        key = serialization.load_ssh_public_key(text.encode())
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise CertificateError(f"{path} is not an OpenSSH public key ({type(err).__name__})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise CertificateError(f"{path} is not an ECDSA key; create hospital keys with 'fedward certs node'")
+    return text
+
+
+def certificate_summary(path: Path) -> dict[str, object]:
+    """Subject, issuer, SANs and validity of a PEM certificate (for ``fedward certs show``).
+
+    Raises:
+        CertificateError: if the file is not a PEM certificate.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError) as err:
+        raise CertificateError(f"{path} is not a PEM certificate ({type(err).__name__})") from None
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = [str(n.value) for n in names]
+    except x509.ExtensionNotFound:
+        sans = []
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "sans": sans,
+        "not_after": cert.not_valid_after_utc.isoformat(),
+    }
