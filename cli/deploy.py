@@ -67,10 +67,10 @@ def certs_init(
     table = Table("file", "what it is for", title=f"federation certificates in {out}")
     table.add_row(str(files.ca_cert), "CA certificate: give it to every hospital (--ca)")
     table.add_row(str(files.ca_key), "CA private key (0600): keep offline; only needed to re-issue certificates")
-    table.add_row(str(files.server_cert), f"coordinator certificate for {', '.join(map(str, summary['sans']))}")
+    table.add_row(str(files.server_cert), f"coordinator certificate for {', '.join(summary.sans)}")
     table.add_row(str(files.server_key), "coordinator private key (0600): stays on the coordinator")
     console.print(table)
-    console.print(f"valid until {summary['not_after']}")
+    console.print(f"valid until {summary.not_after}")
 
 
 @certs_app.command("node")
@@ -94,8 +94,11 @@ def certs_show(path: Annotated[Path, typer.Argument(help="A PEM certificate.")])
     """Print a certificate's subject, issuer, names and expiry."""
     from fedward.common.certs import certificate_summary
 
-    for key, value in certificate_summary(path).items():
-        console.print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    summary = certificate_summary(path)
+    console.print(f"subject: {summary.subject}")
+    console.print(f"issuer: {summary.issuer}")
+    console.print(f"names: {', '.join(summary.sans)}")
+    console.print(f"valid until: {summary.not_after}")
 
 
 # ---------------------------------------------------------------------------------- server

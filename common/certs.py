@@ -114,6 +114,21 @@ def _refuse_overwrite(paths: Sequence[Path], force: bool) -> None:
         raise CertificateError(f"{', '.join(existing)} already exist; pass --force to replace them")
 
 
+def _key_usage(ca: bool) -> x509.KeyUsage:
+    """RFC 5280 4.2.1.3: a CA signs certificates and CRLs; a TLS server signs and agrees keys (ECDHE)."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=not ca,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -176,20 +191,7 @@ def init_federation(
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(ca_ski, critical=False)
         .sign(ca_key, hashes.SHA384())
     )
@@ -204,20 +206,7 @@ def init_federation(
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
@@ -280,8 +269,25 @@ def read_public_key(path: Path) -> str:
     return text
 
 
-def certificate_summary(path: Path) -> dict[str, object]:
-    """Subject, issuer, SANs and validity of a PEM certificate (for ``fedward certs show``).
+@dataclass(frozen=True, slots=True)
+class CertificateSummary:
+    """What ``fedward certs show`` prints about a certificate.
+
+    Attributes:
+        subject: RFC 4514 subject.
+        issuer: RFC 4514 issuer.
+        sans: Subject Alternative Names (DNS names and IP addresses).
+        not_after: end of validity, ISO 8601 UTC.
+    """
+
+    subject: str
+    issuer: str
+    sans: tuple[str, ...]
+    not_after: str
+
+
+def certificate_summary(path: Path) -> CertificateSummary:
+    """Subject, issuer, SANs and validity of a PEM certificate.
 
     Raises:
         CertificateError: if the file is not a PEM certificate.
@@ -292,12 +298,12 @@ def certificate_summary(path: Path) -> dict[str, object]:
         raise CertificateError(f"{path} is not a PEM certificate ({type(err).__name__})") from None
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans = [str(n.value) for n in names]
+        sans = tuple(str(n.value) for n in names)
     except x509.ExtensionNotFound:
-        sans = []
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "sans": sans,
-        "not_after": cert.not_valid_after_utc.isoformat(),
-    }
+        sans = ()
+    return CertificateSummary(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        sans=sans,
+        not_after=cert.not_valid_after_utc.isoformat(),
+    )

@@ -1,11 +1,12 @@
 """The closed sets of choices a run configuration can name.
 
 Every free-text option in a run config (strategy, model, partition, ...) is one of these
-enums; :func:`choose` turns a string into a member MONAI-style
-(:func:`monai.utils.look_up_option`) and raises :class:`~fedward.common.errors.ConfigError`
+enums; :func:`choose` turns a string into a member in the style of MONAI's
+:func:`monai.utils.look_up_option` and raises :class:`~fedward.common.errors.ConfigError`
 naming the config field and the valid values, with a "did you mean" hint.
 
-This module has no heavy imports so that config parsing stays fast.
+This module has no heavy imports (not even MONAI, which imports torch) so that config
+parsing and every ``fedward`` command start fast.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import difflib
 from enum import StrEnum
 from typing import TypeVar
-
-from monai.utils import look_up_option
 
 from fedward.common.errors import ConfigError
 
@@ -126,7 +125,7 @@ def choose(value: str | StrEnum, options: type[E], field: str) -> E:
     if not isinstance(value, str):
         raise ConfigError(f"{field} must be a string, one of {_listing(options)}; got {value!r}")
     try:
-        return look_up_option(value.strip().lower(), options, print_all_options=False)  # type: ignore[no-any-return]
+        return options(value.strip().lower())
     except ValueError:
         close = difflib.get_close_matches(value.strip().lower(), [m.value for m in options], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -53,7 +53,8 @@ class HospitalStatus:
         hospital: the registry entry.
         status: Flower's node status (``online``, ``offline``, ``registered``, or
             ``unknown`` when the SuperLink no longer knows the node).
-        last_seen: ISO 8601 time it was last online (``now`` while online), or ``""``.
+        last_seen: time it was last online as Flower reports it (UTC), ``now`` while
+            online, ``never`` if it never connected.
     """
 
     hospital: Hospital
@@ -171,6 +172,8 @@ class HospitalRegistry:
         for hospital in sorted(self.entries().values(), key=lambda h: h.name):
             node = nodes.get(hospital.node_id, {})
             status = str(node.get("status", "unknown"))
-            last_seen = "now" if status == "online" else str(node.get("offline-at") or node.get("online-at") or "")
+            seen = [str(node.get(k) or "") for k in ("offline-at", "online-at")]
+            known = [t for t in seen if t and t != "N/A"]
+            last_seen = "now" if status == "online" else (known[0] if known else "never")
             rows.append(HospitalStatus(hospital, status, last_seen))
         return rows

@@ -1,0 +1,344 @@
+"""A real deployment on 127.0.0.1: every component a separate process, talking over TLS.
+
+One module-scoped scenario, through the installed ``fedward`` command only:
+``certs init`` -> ``server start`` -> three hospitals registered -> three ``client start``
+on DICOM folders made by ``data export`` -> ``run start`` with 2 rounds -> the run
+finishes and the coordinator's run directory holds both rounds from all three hospitals.
+Around it: a never-registered key is refused, an agent without TLS and an agent trusting
+another CA fail with clear messages, a coordinator without certificates refuses to start,
+plain connections to every port the coordinator listens on get no application data, the
+coordinator restarts and the agents reconnect. Every process started here is stopped in
+a ``finally``, pass or fail, and the test checks none is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fixtures.processes import live_flower_processes, wait_until_gone
+
+psutil = pytest.importorskip("psutil")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+HOSPITALS = ("h0", "h1", "h2")
+RUN_TIMEOUT_S = 300.0
+
+
+def fedward_cli() -> str:
+    found = shutil.which("fedward")
+    if found is None:
+        pytest.skip("the fedward console script is not installed")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+ENV = {**os.environ, "COLUMNS": "200", "FLWR_TELEMETRY_ENABLED": "0"}
+
+
+def fedward(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([fedward_cli(), *args], capture_output=True, text=True, timeout=timeout, check=False, env=ENV)
+
+
+@dataclass
+class Processes:
+    """Every long-lived process the test starts, each in its own process group."""
+
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, log: Path, *args: str) -> subprocess.Popen[bytes]:
+        handle = open(log, "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [fedward_cli(), *args], stdout=handle, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
+        )
+        self.started.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+        """SIGTERM like an operator's Ctrl+C / systemd stop; the process must exit by itself."""
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=timeout)
+
+    def kill_all(self) -> None:
+        for process in self.started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for process in self.started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def hospitals_status(state: Path) -> dict[str, dict[str, str]]:
+    result = fedward("server", "hospitals", "--state", str(state), "--json", timeout=60)
+    if result.returncode != 0:
+        return {}
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def listening_ports(root_pid: int) -> set[int]:
+    """TCP ports in LISTEN state held by ``root_pid`` or any of its descendants."""
+    try:
+        root = psutil.Process(root_pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return set()
+    ports = set()
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    ports.add(conn.laddr.port)
+    return ports
+
+
+def plain_reply(port: int) -> bytes:
+    """What a plain-text client gets back after sending HTTP/1.1 and HTTP/2 requests."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        chunks = []
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@dataclass
+class Outcome:
+    tmp: Path
+    state: Path
+    run_id: int
+    run_dir: Path
+    failed_agents: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (exit code, output)
+    chain_s: float = 0.0
+    no_certs: subprocess.CompletedProcess[str] | None = None
+    plain_replies: dict[int, bytes] = field(default_factory=dict)
+    registered_status: dict[str, dict[str, str]] = field(default_factory=dict)
+    after_restart: dict[str, dict[str, str]] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    left_behind: set[str] = field(default_factory=set)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Iterator[Outcome]:
+    tmp = tmp_path_factory.mktemp("deploy")
+    before = live_flower_processes()
+    processes = Processes()
+    started = time.monotonic()
+    try:
+        outcome = _scenario(tmp, real_data_dir, processes)
+        outcome.elapsed_s = time.monotonic() - started
+    finally:
+        processes.kill_all()
+    outcome.left_behind = wait_until_gone(before)
+    yield outcome
+
+
+def _scenario(tmp: Path, data_dir: Path, processes: Processes) -> Outcome:
+    certs, keys, state = tmp / "certs", tmp / "keys", tmp / "state"
+    port = free_port()
+    superlink = f"127.0.0.1:{port}"
+
+    exported = fedward(
+        "data", "export", "--out", str(tmp / "hospitals"), "--data-dir", str(data_dir),
+        "--hospitals", "3", "--partition", "iid", "--seed", "0",
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    chain_started = time.monotonic()  # certs init -> run finished: the acceptance's 5 minutes
+    assert fedward("certs", "init", "--out", str(certs)).returncode == 0
+    assert fedward("certs", "init", "--out", str(tmp / "other-ca")).returncode == 0
+    for name in (*HOSPITALS, "rogue"):
+        assert fedward("certs", "node", name, "--out", str(keys)).returncode == 0
+
+    no_certs = fedward("server", "start", "--state", str(tmp / "nostate"), "--port", str(free_port()), timeout=60)
+
+    server = processes.start(
+        tmp / "server.log", "server", "start", "--certs", str(certs), "--state", str(state),
+        "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
+    )  # fmt: skip
+    wait_for(lambda: (state / "coordinator.json").is_file() or server.poll() is not None, 90, "the coordinator")
+    assert server.poll() is None, (tmp / "server.log").read_text()
+
+    for name in HOSPITALS:
+        result = fedward("server", "register", name, str(keys / f"{name}.pub"), "--state", str(state), timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+    registered = hospitals_status(state)
+
+    agents = {}
+    for index, name in enumerate(HOSPITALS):
+        agents[name] = processes.start(
+            tmp / f"{name}.log", "client", "start", "--superlink", superlink, "--ca", str(certs / "ca.crt"),
+            "--key", str(keys / f"{name}.key"), "--data", str(tmp / "hospitals" / f"hospital-{index}"),
+            "--dataset", "pneumoniamnist", "--port", str(free_port()), "--threads", "1",
+            "--cache-dir", str(tmp / "cache" / name),
+        )  # fmt: skip
+    # Three agents that must fail, each with its own message, while the real ones connect.
+    rogue_data = str(tmp / "hospitals" / "hospital-0")
+    refused = {
+        "rogue": processes.start(
+            tmp / "rogue.log", "client", "start", "--superlink", superlink, "--ca", str(certs / "ca.crt"),
+            "--key", str(keys / "rogue.key"), "--data", rogue_data, "--port", str(free_port()),
+        ),
+        "insecure": processes.start(
+            tmp / "insecure.log", "client", "start", "--superlink", superlink, "--insecure", "--name", "h9",
+            "--data", rogue_data, "--port", str(free_port()),
+        ),
+        "wrong-ca": processes.start(
+            tmp / "wrong-ca.log", "client", "start", "--superlink", superlink,
+            "--ca", str(tmp / "other-ca" / "ca.crt"), "--key", str(keys / "h0.key"), "--data", rogue_data,
+            "--port", str(free_port()),
+        ),
+    }  # fmt: skip
+    plain = {p: plain_reply(p) for p in listening_ports(server.pid)}
+
+    wait_for(
+        lambda: all(h.get("status") == "online" for h in hospitals_status(state).values()),
+        180,
+        "three online hospitals",
+        interval=3,
+    )
+    started = fedward(
+        "run", "start", "--state", str(state), "--dataset", "pneumoniamnist", "--hospitals", "3",
+        "--rounds", "2", "--seed", "0", timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    run_id = int(started.stdout.split("run id:")[1].split()[0])
+
+    def finished() -> dict[str, str] | None:
+        result = fedward("run", "list", "--state", str(state), "--json", timeout=60)
+        rows = {int(r["run-id"]): r for r in json.loads(result.stdout)} if result.returncode == 0 else {}
+        row = rows.get(run_id)
+        return row if row and str(row.get("status", "")).startswith("finished") else None
+
+    row = wait_for(finished, RUN_TIMEOUT_S, f"run {run_id} to finish", interval=5)
+    chain_s = time.monotonic() - chain_started
+    assert row["status"] == "finished:completed", row
+    run_dir = Path(row["run-dir"])
+    failed_agents = {}
+    for name, process in refused.items():
+        code = process.wait(timeout=120)
+        failed_agents[name] = (code, (tmp / f"{name}.log").read_text(errors="replace"))
+
+    # The coordinator restarts on the same state folder; the agents reconnect by themselves.
+    exit_codes = {"server": processes.stop(server)}
+    server = processes.start(
+        tmp / "server-2.log", "server", "start", "--certs", str(certs), "--state", str(state),
+        "--host", "127.0.0.1", "--port", str(port),
+    )  # fmt: skip
+    after_restart = wait_for(
+        lambda: (s := hospitals_status(state)) and all(h.get("status") == "online" for h in s.values()) and s,
+        120,
+        "the agents to reconnect after the restart",
+        interval=3,
+    )
+    for name, agent in agents.items():
+        exit_codes[name] = processes.stop(agent)
+    exit_codes["server-2"] = processes.stop(server)
+    return Outcome(
+        tmp=tmp,
+        state=state,
+        run_id=run_id,
+        run_dir=run_dir,
+        failed_agents=failed_agents,
+        no_certs=no_certs,
+        chain_s=chain_s,
+        plain_replies=plain,
+        registered_status=registered,
+        after_restart=after_restart,
+        exit_codes=exit_codes,
+    )
+
+
+def test_run_finishes_with_both_rounds_from_all_hospitals(deployment: Outcome) -> None:
+    run_dir = deployment.run_dir
+    assert run_dir.parent == (deployment.state / "runs").resolve()
+    server_rows = [json.loads(line) for line in (run_dir / "metrics" / "server.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in server_rows] == [0, 1, 2]
+    hospital_rows = [json.loads(line) for line in (run_dir / "metrics" / "hospitals.jsonl").read_text().splitlines()]
+    seen = {(r["round"], r["phase"], r["hospital"]) for r in hospital_rows}
+    assert seen == {(r, p, h) for r in (1, 2) for p in ("train", "evaluate") for h in HOSPITALS}
+    card = json.loads((run_dir / "model_card.json").read_text())
+    assert card["run"]["status"] == "completed"
+    assert [h["name"] for h in card["hospitals"]] == list(HOSPITALS)
+    assert (run_dir / "models" / "best.safetensors").is_file()
+    assert deployment.chain_s < 300, f"certs init -> run finished took {deployment.chain_s:.0f} s"
+
+
+def test_unregistered_key_is_refused_and_left_out(deployment: Outcome) -> None:
+    code, output = deployment.failed_agents["rogue"]
+    assert code == 2
+    assert "refused this hospital's key" in output
+    assert "fedward server register rogue" in output
+    rows = (deployment.run_dir / "metrics" / "hospitals.jsonl").read_text()
+    assert "rogue" not in rows
+
+
+def test_agent_without_tls_fails_clearly(deployment: Outcome) -> None:
+    code, output = deployment.failed_agents["insecure"]
+    assert code == 2
+    assert "requires TLS" in output and "--ca" in output
+
+
+def test_agent_trusting_another_ca_fails_clearly(deployment: Outcome) -> None:
+    code, output = deployment.failed_agents["wrong-ca"]
+    assert code == 2
+    assert "does not vouch for" in output
+
+
+def test_coordinator_without_certificates_refuses_to_start(deployment: Outcome) -> None:
+    result = deployment.no_certs
+    assert result is not None and result.returncode == 2
+    assert "--certs" in result.stderr and "--insecure" in result.stderr
+
+
+def test_plain_connections_get_no_application_data(deployment: Outcome) -> None:
+    assert deployment.plain_replies, "the coordinator listens on no port"
+    for port, reply in deployment.plain_replies.items():
+        assert b"HTTP/" not in reply and b"{" not in reply, (port, reply[:200])
+        # nothing, or a TLS alert record (content type 21)
+        assert reply == b"" or reply[0] == 0x15, (port, reply[:50])
+
+
+def test_registration_persists_and_agents_reconnect_after_a_restart(deployment: Outcome) -> None:
+    assert set(deployment.registered_status) == set(HOSPITALS)
+    assert {h["status"] for h in deployment.registered_status.values()} == {"registered"}
+    assert set(deployment.after_restart) == set(HOSPITALS)
+    assert all(h["status"] == "online" and h["last-seen"] == "now" for h in deployment.after_restart.values())
+
+
+def test_every_process_stops_cleanly(deployment: Outcome) -> None:
+    assert deployment.exit_codes == {"server": 0, "h0": 0, "h1": 0, "h2": 0, "server-2": 0}
+    assert not deployment.left_behind
