@@ -371,7 +371,8 @@ def client_start(
     try:
         code = HospitalAgent(settings).run()
     except UnusableDataError as err:
-        console.print(render(err.report))
+        if err.report is not None:
+            console.print(render(err.report))
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

@@ -37,7 +37,7 @@ from fedward.client.check import CheckReport, check_folder
 from fedward.client.site import CACHE_KEY, DATA_DIR_KEY, NAME_KEY, THREADS_KEY
 from fedward.common.certs import check_name
 from fedward.common.choices import FrameMode, Task
-from fedward.common.errors import ConfigError, FedwardError
+from fedward.common.errors import ConfigError, DataError, FedwardError
 from fedward.common.processes import quiet_environment, stop_group, tool
 from fedward.common.tls import Address, SuperLinkUnreachableError, probe
 
@@ -55,10 +55,12 @@ class AgentError(FedwardError):
 
 
 class UnusableDataError(AgentError):
-    """The data folder failed ``check-data``; :attr:`report` says why."""
+    """The data folder failed ``check-data``; :attr:`report` says why (``None`` when the
+    folder could not be read at all, then the message does)."""
 
-    def __init__(self, report: CheckReport) -> None:
-        super().__init__(f"{report.folder} is not usable for training; fix it before joining the federation")
+    def __init__(self, folder: Path, report: CheckReport | None = None, reason: str = "") -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"{folder} is not usable for training{detail}; fix it before joining the federation")
         self.report = report
 
 
@@ -109,6 +111,8 @@ class AgentSettings:
             )
         if not 1 <= self.runtime_port <= 65535:
             raise ConfigError(f"--port must be in 1..65535; got {self.runtime_port}")
+        if any('"' in str(p) for p in (self.data_dir, self.cache_dir) if p is not None):
+            raise ConfigError("data and cache folder paths cannot contain '\"': Flower's node config cannot carry it")
         if self.threads < 0:
             raise ConfigError(f"--threads must be >= 0; got {self.threads}")
         if self.max_backoff_s <= 0:
@@ -191,9 +195,12 @@ class HospitalAgent:
             UnusableDataError: if training could not use it.
         """
         s = self.settings
-        report = check_folder(s.data_dir, list(s.classes) if s.classes else None, s.task, s.frames)
+        try:
+            report = check_folder(s.data_dir, list(s.classes) if s.classes else None, s.task, s.frames)
+        except DataError as err:
+            raise UnusableDataError(s.data_dir, reason=str(err)) from None
         if not report.usable:
-            raise UnusableDataError(report)
+            raise UnusableDataError(s.data_dir, report)
         return report
 
     def wait_for_coordinator(self) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -72,7 +73,7 @@ def check_name(name: str, what: str = "hospital name") -> str:
     Raises:
         ConfigError: unless it is 1-64 letters, digits, ``.``, ``_`` or ``-`` (not leading).
     """
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(
             f"{what} {name!r} must be 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit)"
         )
@@ -92,7 +93,7 @@ def check_host(host: str) -> str:
     else:
         raise ConfigError(f"--host {host!r} is an IP address; pass it with --ip")
     labels = host.removeprefix("*.").split(".")
-    if len(host) > 253 or not all(HOST_LABEL.match(label) for label in labels):
+    if len(host) > 253 or not all(HOST_LABEL.fullmatch(label) for label in labels):
         raise ConfigError(f"--host {host!r} is not a valid DNS name")
     return host
 
@@ -262,7 +263,7 @@ def read_public_key(path: Path) -> str:
     try:
         text = Path(path).read_text(encoding="ascii").strip()
         key = serialization.load_ssh_public_key(text.encode())
-    except (OSError, ValueError, UnicodeDecodeError) as err:
+    except (OSError, ValueError, UnicodeDecodeError, UnsupportedAlgorithm) as err:
         raise CertificateError(f"{path} is not an OpenSSH public key ({type(err).__name__})") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise CertificateError(f"{path} is not an ECDSA key; create hospital keys with 'fedward certs node'")

@@ -116,7 +116,11 @@ def probe(address: Address, ca_cert: Path | None, *, timeout_s: float = 10.0) ->
                 f"({err.verify_message}); get the federation's ca.crt from the coordinator, and make sure "
                 f"{address.host!r} is among the certificate's --host/--ip names"
             ) from None
-        except (ssl.SSLError, ConnectionError, TimeoutError) as err:
+        except TimeoutError:
+            raise SuperLinkUnreachableError(
+                f"{address} accepted the connection but did not complete a TLS handshake within {timeout_s:g} s"
+            ) from None
+        except (ssl.SSLError, ConnectionError) as err:
             raise TransportMismatchError(
                 f"the server at {address} did not complete a TLS handshake ({type(err).__name__}); "
                 "it may be an insecure SuperLink or not a SuperLink at all"

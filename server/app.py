@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.exit import add_exit_handler
 
 from fedward.common.config import RunConfig
 from fedward.common.logs import configure_logging
@@ -142,22 +143,14 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         _log_round(server_round, cfg.federation.rounds, metrics)
         return MetricRecord(test) if test else None  # type: ignore[arg-type]
 
-    status, reason = "completed", ""
-    try:
-        strategy.start(
-            grid=OrderedGrid(grid, directory),
-            initial_arrays=initial,
-            num_rounds=cfg.federation.rounds,
-            timeout=cfg.federation.round_timeout,
-            train_config=ConfigRecord(),
-            evaluate_config=ConfigRecord(),
-            evaluate_fn=after_round,
-        )
-    except BaseException as err:
-        status, reason = "failed", f"{type(err).__name__}: {err}"
-        log.error("run failed after round %d: %s", recorder.last_round, reason)
-        raise
-    finally:
+    closed = False
+
+    def close(status: str, reason: str = "") -> None:
+        """Write the final status, plots and model card, once."""
+        nonlocal closed
+        if closed:
+            return
+        closed = True
         hospitals = [
             HospitalEntry(s.name, s.train_examples, s.val_examples, files_skipped=s.files_skipped)
             for s in sorted(directory.sites.values(), key=lambda s: s.name)
@@ -173,6 +166,29 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
             test_images=len(test_split) if test_split is not None else None,
         )
         log.info("run %s %s; model card: %s", run_id or "-", status, run_dir / "model_card.md")
+
+    # `flwr stop` / `fedward run stop` ends the ServerApp process through Flower's exit
+    # path (SIGINT, then a forced exit 5 s later); close the run directory before that.
+    add_exit_handler(
+        lambda: close("stopped", f"stopped by the coordinator after round {recorder.last_round}"),
+        run_before_force_exit=True,
+    )
+    try:
+        strategy.start(
+            grid=OrderedGrid(grid, directory),
+            initial_arrays=initial,
+            num_rounds=cfg.federation.rounds,
+            timeout=cfg.federation.round_timeout,
+            train_config=ConfigRecord(),
+            evaluate_config=ConfigRecord(),
+            evaluate_fn=after_round,
+        )
+    except BaseException as err:
+        reason = f"{type(err).__name__}: {err}"
+        log.error("run failed after round %d: %s", recorder.last_round, reason)
+        close("failed", reason)
+        raise
+    close("completed")
 
 
 def _log_round(server_round: int, rounds: int, metrics: dict[str, float]) -> None:

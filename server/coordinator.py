@@ -99,13 +99,13 @@ class CoordinatorState:
         """
         try:
             endpoint = json.loads(self.endpoint_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            address, ca = str(endpoint["address"]), endpoint.get("ca")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise CoordinatorError(
                 f"{self.endpoint_file} not found: start the coordinator first "
                 f"(fedward server start --state {self.root})"
             ) from None
-        ca = endpoint.get("ca")
-        return Connection(CONNECTION, str(endpoint["address"]), Path(ca) if ca else None, insecure=not ca)
+        return Connection(CONNECTION, address, Path(ca) if ca else None, insecure=not ca)
 
     def flwr(self) -> FlwrCli:
         """The ``flwr`` CLI bound to this coordinator's SuperLink."""

@@ -77,7 +77,9 @@ def read_entries(path: Path) -> dict[str, Hospital]:
     if not Path(path).is_file():
         return {}
     try:
-        raw: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw: Any = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or not all(isinstance(entry, dict) for entry in raw.values()):
+            raise TypeError("not an object of hospital entries")
         return {name: Hospital(**entry) for name, entry in raw.items()}
     except (ValueError, TypeError) as err:
         raise RegistryError(f"{path} is corrupt ({err}); restore it from a backup") from None

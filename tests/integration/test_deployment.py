@@ -143,6 +143,7 @@ class Outcome:
     run_dir: Path
     failed_agents: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (exit code, output)
     chain_s: float = 0.0
+    stopped_status: dict[str, object] = field(default_factory=dict)
     no_certs: subprocess.CompletedProcess[str] | None = None
     plain_replies: dict[int, bytes] = field(default_factory=dict)
     registered_status: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -252,6 +253,23 @@ def _scenario(tmp: Path, data_dir: Path, processes: Processes) -> Outcome:
         code = process.wait(timeout=120)
         failed_agents[name] = (code, (tmp / f"{name}.log").read_text(errors="replace"))
 
+    # A second run is stopped as soon as its ServerApp has written its run directory.
+    second = fedward("run", "start", "--state", str(state), "--hospitals", "3", "--rounds", "3", timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    stopped_id = int(second.stdout.split("run id:")[1].split()[0])
+    wait_for(lambda: list((state / "runs").glob(f"*-{stopped_id}/status.json")), 120, "the second run to start")
+    stop = fedward("run", "stop", str(stopped_id), "--state", str(state), timeout=60)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    stopped_status = wait_for(
+        lambda: [
+            status
+            for path in (state / "runs").glob(f"*-{stopped_id}/status.json")
+            if (status := json.loads(path.read_text()))["state"] != "running"
+        ],
+        60,
+        "the stopped run's directory to say so",
+    )[0]
+
     # The coordinator restarts on the same state folder; the agents reconnect by themselves.
     exit_codes = {"server": processes.stop(server)}
     server = processes.start(
@@ -275,6 +293,7 @@ def _scenario(tmp: Path, data_dir: Path, processes: Processes) -> Outcome:
         failed_agents=failed_agents,
         no_certs=no_certs,
         chain_s=chain_s,
+        stopped_status=stopped_status,
         plain_replies=plain,
         registered_status=registered,
         after_restart=after_restart,
@@ -330,6 +349,11 @@ def test_plain_connections_get_no_application_data(deployment: Outcome) -> None:
         assert b"HTTP/" not in reply and b"{" not in reply, (port, reply[:200])
         # nothing, or a TLS alert record (content type 21)
         assert reply == b"" or reply[0] == 0x15, (port, reply[:50])
+
+
+def test_a_stopped_run_says_so_in_its_run_directory(deployment: Outcome) -> None:
+    assert deployment.stopped_status["state"] == "stopped"
+    assert "stopped by the coordinator" in str(deployment.stopped_status["reason"])
 
 
 def test_registration_persists_and_agents_reconnect_after_a_restart(deployment: Outcome) -> None:
