@@ -89,6 +89,25 @@ def test_query_enrols_with_counts_only(hospital: tuple[RunConfig, Context]) -> N
     assert_only_weights_and_numbers(reply)
 
 
+def test_a_coordinator_on_another_version_is_reported_at_the_hospital(
+    hospital: tuple[RunConfig, Context], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, context = hospital
+    query = Message(
+        content=RecordDict({"config": ConfigRecord({"fedward-version": "99.7.0"})}),
+        dst_node_id=7,
+        message_type=MessageType.QUERY,
+    )
+    logger = logging.getLogger("fedward")  # does not propagate to the root logger caplog listens on
+    logger.addHandler(caplog.handler)
+    try:
+        client_app(query, context)
+    finally:
+        logger.removeHandler(caplog.handler)
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "99.7.0" in warning and "same major.minor version" in warning
+
+
 def test_missing_data_fails_with_fedwards_message(hospital: tuple[RunConfig, Context], tmp_path: Path) -> None:
     # Flower's runtime turns the exception into the error reply the server sees.
     _, context = hospital
