@@ -23,6 +23,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedward.client.privacy import client_clipping_mod
 from fedward.client.site import PARTITION_KEY, THREADS_KEY, load_site
 from fedward.common.choices import DeviceChoice
 from fedward.common.config import RunConfig
@@ -30,9 +31,11 @@ from fedward.common.data.hospital import HospitalData
 from fedward.common.errors import FedwardError
 from fedward.common.logs import configure_logging
 from fedward.common.models import build_model
+from fedward.common.privacy import DpSgd
 from fedward.common.records import (
     ARRAYS,
     CONFIG,
+    DPSGD_EPSILON,
     EVAL_SECONDS,
     METRICS,
     NUM_EXAMPLES,
@@ -126,14 +129,14 @@ def query(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.train()
+@app.train(mods=[client_clipping_mod])
 @_safe
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on local data; reply with weights and counts."""
     cfg, site, device = _setup(context)
     config = msg.content[CONFIG]
     server_round = int(config.get(SERVER_ROUND, 1))  # type: ignore[arg-type]
-    model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs)
+    model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs, private=cfg.privacy.enabled)
     load_arrays(model, msg.content.array_records[ARRAYS])
     epochs = cfg.train.local_epochs
     plan = LocalTraining(
@@ -143,7 +146,9 @@ def train(msg: Message, context: Context) -> Message:
         proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),  # type: ignore[arg-type]
         seed=derive_seed(cfg.run.seed, "train", site.name, server_round),
     )
-    result = train_epochs(model, site.train, cfg.train, plan, device, augment=cfg.data.augment)
+    dpsgd = _dpsgd(cfg, len(site.train))
+    result = train_epochs(model, site.train, cfg.train, plan, device, augment=cfg.data.augment, dpsgd=dpsgd)
+    privacy = {DPSGD_EPSILON: dpsgd.epsilon(server_round)} if dpsgd is not None else {}
     log.info(
         "round %d: trained on %d images in %.1f s (loss %.4f)",
         server_round,
@@ -155,12 +160,34 @@ def train(msg: Message, context: Context) -> Message:
         {
             ARRAYS: model_to_arrays(model),
             METRICS: MetricRecord(
-                {NUM_EXAMPLES: result.num_examples, TRAIN_LOSS: result.loss, TRAIN_SECONDS: result.seconds}
+                {
+                    NUM_EXAMPLES: result.num_examples,
+                    TRAIN_LOSS: result.loss,
+                    TRAIN_SECONDS: result.seconds,
+                    **privacy,
+                }
             ),
             SITE: _site_record(site, device.type),
         }
     )
     return Message(content=content, reply_to=msg)
+
+
+def _dpsgd(cfg: RunConfig, images: int) -> DpSgd | None:
+    """This hospital's DP-SGD settings (noise from the target epsilon over all planned rounds)."""
+    p = cfg.privacy
+    if not p.dpsgd:
+        return None
+    return DpSgd.plan(
+        images=images,
+        batch_size=cfg.train.batch_size,
+        local_epochs=cfg.train.local_epochs,
+        rounds=cfg.federation.rounds,
+        clipping_norm=p.dpsgd_clipping_norm,
+        delta=p.dpsgd_delta,
+        noise_multiplier=p.dpsgd_noise_multiplier,
+        target_epsilon=p.dpsgd_target_epsilon,
+    )
 
 
 @app.evaluate()
@@ -170,7 +197,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     cfg, site, device = _setup(context)
     metrics: dict[str, float | int] = {NUM_EXAMPLES: len(site.val)}
     if len(site.val) > 0:
-        model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs)
+        model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs, private=cfg.privacy.enabled)
         load_arrays(model, msg.content.array_records[ARRAYS])
         started = time.perf_counter()
         result = evaluate(model, site.val, device)

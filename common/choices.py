@@ -53,6 +53,22 @@ class StrategyName(StrEnum):
     KRUM = "krum"
 
 
+class ClientDp(StrEnum):
+    """Client-level differential privacy: Flower's DP strategy wrappers.
+
+    ``server-*`` clips each hospital's update at the coordinator, ``client-*`` at the
+    hospital (a ClientApp mod) so that the coordinator never sees an unclipped update;
+    ``*-fixed`` uses a fixed clipping norm (McMahan et al., 2018), ``*-adaptive`` adapts
+    it to a quantile of update norms (Andrew et al., 2021).
+    """
+
+    NONE = "none"
+    SERVER_FIXED = "server-fixed"
+    CLIENT_FIXED = "client-fixed"
+    SERVER_ADAPTIVE = "server-adaptive"
+    CLIENT_ADAPTIVE = "client-adaptive"
+
+
 class ModelName(StrEnum):
     """Networks in the model registry (:mod:`fedward.common.models`)."""
 

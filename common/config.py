@@ -45,6 +45,7 @@ import tomli_w
 
 from fedward.common.choices import (
     ClassWeighting,
+    ClientDp,
     DeviceChoice,
     FrameMode,
     ModelName,
@@ -310,6 +311,84 @@ class SimulationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    """Differential privacy: client-level (a hospital's contribution) and/or DP-SGD (an image).
+
+    Attributes:
+        client_dp: client-level DP mode (see :class:`~fedward.common.choices.ClientDp`).
+        clipping_norm: L2 norm each hospital's model update is clipped to (initial norm for
+            adaptive clipping), > 0.
+        noise_multiplier: Gaussian noise standard deviation on the sum of clipped updates
+            divided by the clipping norm, >= 0; set it or ``target_epsilon``.
+        target_epsilon: client-level epsilon at ``delta`` after all rounds, > 0; the noise
+            multiplier is computed from it.
+        delta: client-level delta, in (0, 1 / federation.hospitals).
+        max_epsilon: client-level budget, > 0: the run stops after the last round that fits.
+        target_clipped_quantile: adaptive clipping's target quantile of update norms, [0, 1].
+        clip_norm_lr: adaptive clipping's learning rate of the clipping norm, > 0.
+        dpsgd: sample-level DP-SGD at every hospital (Opacus; Abadi et al., 2016).
+        dpsgd_clipping_norm: per-sample gradient clipping norm, > 0.
+        dpsgd_noise_multiplier: per-step noise multiplier, >= 0; set it or ``dpsgd_target_epsilon``.
+        dpsgd_target_epsilon: each hospital's epsilon at ``dpsgd_delta`` over all planned
+            rounds x local epochs, > 0.
+        dpsgd_delta: record-level delta, in (0, 1); each hospital checks it is below 1 / its images.
+    """
+
+    client_dp: ClientDp = ClientDp.NONE
+    clipping_norm: float = 1.0
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    max_epsilon: float | None = None
+    target_clipped_quantile: float = 0.5
+    clip_norm_lr: float = 0.2
+    dpsgd: bool = False
+    dpsgd_clipping_norm: float = 1.0
+    dpsgd_noise_multiplier: float | None = None
+    dpsgd_target_epsilon: float | None = None
+    dpsgd_delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _check_range("privacy.clipping-norm", self.clipping_norm, low=0.0, high=1e6, low_open=True)
+        _check_range("privacy.dpsgd-clipping-norm", self.dpsgd_clipping_norm, low=0.0, high=1e6, low_open=True)
+        for key, value in (("privacy.noise-multiplier", self.noise_multiplier),
+                           ("privacy.dpsgd-noise-multiplier", self.dpsgd_noise_multiplier)):  # fmt: skip
+            if value is not None:
+                _check_range(key, value, low=0.0, high=1e3)
+        for key, value in (("privacy.target-epsilon", self.target_epsilon),
+                           ("privacy.max-epsilon", self.max_epsilon),
+                           ("privacy.dpsgd-target-epsilon", self.dpsgd_target_epsilon)):  # fmt: skip
+            if value is not None:
+                _check_range(key, value, low=0.0, high=1e4, low_open=True)
+        _check_range("privacy.delta", self.delta, low=0.0, high=1.0, low_open=True, high_open=True)
+        _check_range("privacy.dpsgd-delta", self.dpsgd_delta, low=0.0, high=1.0, low_open=True, high_open=True)
+        _check_range("privacy.target-clipped-quantile", self.target_clipped_quantile, low=0.0, high=1.0)
+        _check_range("privacy.clip-norm-lr", self.clip_norm_lr, low=0.0, high=10.0, low_open=True)
+        if self.client_dp is ClientDp.NONE:
+            if self.noise_multiplier is not None or self.target_epsilon is not None or self.max_epsilon is not None:
+                raise ConfigError(
+                    "privacy.noise-multiplier, target-epsilon and max-epsilon need privacy.client-dp "
+                    "(server-fixed, client-fixed, server-adaptive or client-adaptive)"
+                )
+        elif (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ConfigError(
+                f"privacy.client-dp {self.client_dp.value}: set privacy.noise-multiplier or target-epsilon"
+            )
+        elif self.noise_multiplier == 0 and self.max_epsilon is not None:
+            raise ConfigError("privacy.max-epsilon cannot be accounted with privacy.noise-multiplier = 0 (no noise)")
+        if self.dpsgd:
+            if (self.dpsgd_noise_multiplier is None) == (self.dpsgd_target_epsilon is None):
+                raise ConfigError("privacy.dpsgd: set privacy.dpsgd-noise-multiplier or dpsgd-target-epsilon")
+        elif self.dpsgd_noise_multiplier is not None or self.dpsgd_target_epsilon is not None:
+            raise ConfigError("privacy.dpsgd-noise-multiplier and dpsgd-target-epsilon need privacy.dpsgd = true")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any differential privacy is on."""
+        return self.client_dp is not ClientDp.NONE or self.dpsgd
+
+
+@dataclass(frozen=True, slots=True)
 class RunOptions:
     """Reproducibility and where results go.
 
@@ -342,6 +421,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunOptions = field(default_factory=RunOptions)
 
     def __post_init__(self) -> None:
@@ -353,6 +433,24 @@ class RunConfig:
             raise ConfigError(
                 f"data.hospital-dirs lists {len(self.data.hospital_dirs)} folders but federation.hospitals "
                 f"is {self.federation.hospitals}; give one folder per hospital"
+            )
+        privacy = self.privacy
+        if privacy.client_dp is not ClientDp.NONE:
+            if privacy.delta >= 1 / self.federation.hospitals:
+                raise ConfigError(
+                    f"privacy.delta ({privacy.delta:g}) must be below 1 / federation.hospitals "
+                    f"({1 / self.federation.hospitals:g}): a larger delta can release a whole hospital"
+                )
+            if self.strategy.name in (StrategyName.FEDMEDIAN, StrategyName.FEDTRIMMEDAVG, StrategyName.KRUM):
+                raise ConfigError(
+                    f"privacy.client-dp with strategy {self.strategy.name.value}: the noise is calibrated to the "
+                    "mean of clipped updates, which this strategy does not compute; use fedavg, fedprox, "
+                    "fedadam, fedyogi or fedavgm"
+                )
+        if privacy.dpsgd and self.strategy.name is StrategyName.FEDPROX:
+            raise ConfigError(
+                "privacy.dpsgd with strategy fedprox: Opacus clips per-sample gradients of the loss only, "
+                "the proximal term would escape clipping; use another strategy"
             )
         if self.strategy.name is StrategyName.KRUM:
             f = self.strategy.num_malicious
@@ -459,6 +557,7 @@ _SECTIONS: dict[str, type] = {
     "federation": FederationConfig,
     "strategy": StrategyConfig,
     "simulation": SimulationConfig,
+    "privacy": PrivacyConfig,
     "run": RunOptions,
 }
 

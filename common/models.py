@@ -142,7 +142,7 @@ def check_image_size(name: ModelName, image_size: int) -> None:
         )
 
 
-def build_model(name: ModelName, in_channels: int, num_outputs: int) -> nn.Module:
+def build_model(name: ModelName, in_channels: int, num_outputs: int, *, private: bool = False) -> nn.Module:
     """Build a freshly initialised network from the registry.
 
     Seed PyTorch first (``torch.manual_seed``) for reproducible initial weights.
@@ -152,6 +152,11 @@ def build_model(name: ModelName, in_channels: int, num_outputs: int) -> nn.Modul
         in_channels: image channels C, 1 or 3.
         num_outputs: number of logits K (classes, or labels for multi-label), >= 2 for
             single-label tasks and >= 1 for multi-label.
+        private: make the network differential-privacy compatible with Opacus'
+            ``ModuleValidator.fix``: BatchNorm becomes GroupNorm (BatchNorm mixes samples
+            of a batch, so per-sample gradients and clipped updates would not bound one
+            image's or one hospital's influence; its running statistics are not trained
+            weights either). Every run with differential privacy builds its model so.
 
     Returns:
         The module in training mode, on the CPU, float32.
@@ -163,7 +168,12 @@ def build_model(name: ModelName, in_channels: int, num_outputs: int) -> nn.Modul
         raise ModelError(f"models take 1 or 3 image channels; got {in_channels}")
     if num_outputs < 1:
         raise ModelError(f"a model needs at least one output; got {num_outputs}")
-    return REGISTRY[name].build(in_channels, num_outputs)
+    model = REGISTRY[name].build(in_channels, num_outputs)
+    if private:
+        from opacus.validators import ModuleValidator
+
+        model = ModuleValidator.fix(model)
+    return model
 
 
 @dataclass(frozen=True, slots=True)

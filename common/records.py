@@ -36,6 +36,7 @@ PROXIMAL_MU = "proximal-mu"  # injected by FedProx
 # Metric keys.
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
+DPSGD_EPSILON = "dpsgd-epsilon"  # the hospital's record-level epsilon so far (DP-SGD)
 TRAIN_SECONDS = "train-seconds"
 TRAIN_EXAMPLES = "train-examples"
 VAL_EXAMPLES = "val-examples"

@@ -16,17 +16,23 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+if TYPE_CHECKING:
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
 from fedward.common.choices import ClassWeighting, OptimizerName, Schedule, Task
 from fedward.common.config import TrainConfig
 from fedward.common.data.images import BatchPipeline, ImageDataset
 from fedward.common.errors import DataError
 from fedward.common.metrics import ClassificationMetrics, classification_metrics
+from fedward.common.privacy import DpSgd
 from fedward.common.runtime import derive_seed
 
 log = logging.getLogger(__name__)
@@ -166,6 +172,7 @@ def train_epochs(
     device: torch.device,
     *,
     augment: bool,
+    dpsgd: DpSgd | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``plan.epochs`` epochs on ``dataset``.
 
@@ -180,6 +187,11 @@ def train_epochs(
         plan: epochs, schedule position, FedProx mu, seed.
         device: training device.
         augment: random flip / rotation / zoom per image.
+        dpsgd: train with DP-SGD through Opacus: Poisson-sampled batches, per-sample
+            gradients clipped to ``dpsgd.clipping_norm``, Gaussian noise of std
+            ``noise_multiplier * clipping_norm`` on their sum (Abadi et al., 2016). The
+            model must be Opacus-compatible (``build_model(..., private=True)``); AMP and
+            the FedProx term are not used with it.
 
     Returns:
         Loss of the last epoch, examples, steps and wall time.
@@ -191,7 +203,7 @@ def train_epochs(
         raise DataError("no training images: the hospital's training split is empty")
     started = time.perf_counter()
     torch.manual_seed(plan.seed)  # dropout and any other global-RNG layer
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = cfg.amp and device.type == "cuda" and dpsgd is None
     model.to(device).train()
     pipeline = BatchPipeline(augment=augment).train()
     weights = None
@@ -199,8 +211,11 @@ def train_epochs(
         weights = class_weights(dataset.task, dataset.class_counts(), len(dataset)).to(device)
     criterion = make_loss(dataset.task, weights)
     optimizer = make_optimizer(model, cfg)
+    private = _make_private(model, optimizer, dpsgd, len(dataset), cfg.batch_size, plan.seed) if dpsgd else None
+    if private is not None:
+        model, optimizer = private
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    reference = [p.detach().clone() for p in model.parameters()] if plan.proximal_mu > 0 else None
+    reference = [p.detach().clone() for p in model.parameters()] if plan.proximal_mu > 0 and not dpsgd else None
     aug_generator = torch.Generator().manual_seed(derive_seed(plan.seed, "augment"))
     steps = 0
     epoch_loss = float("nan")
@@ -211,8 +226,12 @@ def train_epochs(
         loader = make_loader(
             dataset, cfg.batch_size, device, shuffle=True, seed=derive_seed(plan.seed, "epoch", offset)
         )
+        if dpsgd is not None:
+            loader = _poisson_loader(loader, derive_seed(plan.seed, "poisson", offset))
         total, seen = 0.0, 0
         for images, targets in loader:
+            if images.shape[0] == 0:  # Poisson sampling: an empty batch (probability (1 - B/N)^N)
+                continue
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             inputs = pipeline(images, aug_generator)
@@ -230,7 +249,35 @@ def train_epochs(
             total += float(loss.detach()) * images.shape[0]
             seen += images.shape[0]
         epoch_loss = total / max(seen, 1)
+    if private is not None:
+        private[0].remove_hooks()  # the wrapped network keeps the trained weights
     return TrainResult(epoch_loss, len(dataset), steps, time.perf_counter() - started)
+
+
+def _make_private(
+    model: nn.Module, optimizer: torch.optim.Optimizer, dpsgd: DpSgd, images: int, batch_size: int, seed: int
+) -> tuple[GradSampleModule, DPOptimizer]:
+    """Opacus' per-sample-gradient module and DP optimizer around ``model`` and ``optimizer``."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    wrapped = GradSampleModule(model)
+    private = DPOptimizer(
+        optimizer,
+        noise_multiplier=dpsgd.noise_multiplier,
+        max_grad_norm=dpsgd.clipping_norm,
+        expected_batch_size=batch_size,
+        generator=torch.Generator(device=next(model.parameters()).device).manual_seed(derive_seed(seed, "dp-noise")),
+    )
+    return wrapped, private
+
+
+def _poisson_loader(loader: DataLoader[Any], seed: int) -> DataLoader[Any]:
+    """The same dataset with Poisson sampling: each image joins each batch with probability B / N."""
+    from opacus.data_loader import DPDataLoader
+
+    poisson: DataLoader[Any] = DPDataLoader.from_data_loader(loader, generator=torch.Generator().manual_seed(seed))
+    return poisson
 
 
 @torch.no_grad()

@@ -26,16 +26,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.exit import add_exit_handler
 
+from fedward.common.choices import ClientDp
 from fedward.common.config import RunConfig
 from fedward.common.logs import configure_logging
 from fedward.common.models import build_model, load_initial_weights
-from fedward.common.records import NUM_EXAMPLES, arrays_to_state_dict, load_arrays, model_to_arrays
+from fedward.common.records import DPSGD_EPSILON, NUM_EXAMPLES, arrays_to_state_dict, load_arrays, model_to_arrays
 from fedward.common.runtime import derive_seed, resolve_device, seed_everything
 from fedward.server.coordinator import RUNS_DIR_ENV, STATE_DIR_ENV, CoordinatorState
 from fedward.server.evaluation import TestEvaluator, load_test_split
 from fedward.server.guard import GuardedStrategy, RoundLog
 from fedward.server.hospitals import read_registered_names
 from fedward.server.model_card import HospitalEntry, finish_run
+from fedward.server.privacy import EPSILON_KEY, PrivacyPlan
 from fedward.server.records import RunRecorder, new_run_dir
 from fedward.server.sites import OrderedGrid, SiteDirectory
 from fedward.server.strategies import EXTRAPOLATING, build_strategy
@@ -106,7 +108,7 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
     configure_logging(file=run_dir / "logs" / "server.log")
     seed_everything(cfg.run.seed)  # Python's RNG drives Flower's node sampling
     torch.manual_seed(derive_seed(cfg.run.seed, "initial-model"))
-    model = build_model(cfg.model.name, schema.channels, schema.num_outputs)
+    model = build_model(cfg.model.name, schema.channels, schema.num_outputs, private=cfg.privacy.enabled)
     if cfg.model.init_weights is not None:
         load_initial_weights(model, cfg.model.init_weights)
     parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -115,10 +117,12 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
     recorder = RunRecorder(run_dir, cfg, mode="federated")
     directory = SiteDirectory(timeout=cfg.federation.round_timeout, registered=registered_hospitals())
     buffers = frozenset(name for name, _ in model.named_buffers())
+    privacy = PrivacyPlan.from_config(cfg)
     strategy = GuardedStrategy(
-        build_strategy(cfg),
+        privacy.wrap(build_strategy(cfg), cfg),
         names=directory.name,
         averaged_buffers=buffers if cfg.strategy.name in EXTRAPOLATING else frozenset(),
+        reject_unchanged=privacy.mode in (ClientDp.SERVER_FIXED, ClientDp.SERVER_ADAPTIVE),
     )
     test_split = load_test_split(cfg, schema)
     tester = TestEvaluator(test_split, resolve_device(cfg.train.device)) if test_split is not None else None
@@ -133,10 +137,17 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         run_dir,
     )
 
+    dpsgd_epsilon = [0.0]  # largest record-level epsilon any hospital reported so far
+
     def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         load_arrays(model, arrays)
         entry = strategy.rounds.get(server_round, RoundLog())
         metrics = round_metrics(entry) if server_round > 0 else {}
+        if privacy.mechanism is not None:
+            metrics[EPSILON_KEY] = privacy.epsilon(server_round)
+        reported = [r.metrics[DPSGD_EPSILON] for r in entry.train if DPSGD_EPSILON in r.metrics]
+        if reported:  # the run's record-level guarantee is its weakest hospital's
+            metrics[DPSGD_EPSILON] = dpsgd_epsilon[0] = max(max(reported), dpsgd_epsilon[0])
         test = tester(model) if tester is not None else {}
         metrics.update(test)
         recorder.record_round(server_round, arrays_to_state_dict(arrays), metrics, round_rows(entry))
@@ -164,6 +175,10 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
             hospitals=hospitals,
             parameters=parameters,
             test_images=len(test_split) if test_split is not None else None,
+            privacy=privacy.card(
+                max(recorder.last_round, 0),
+                dpsgd=(dpsgd_epsilon[0], cfg.privacy.dpsgd_delta) if cfg.privacy.dpsgd else None,
+            ),
         )
         log.info("run %s %s; model card: %s", run_id or "-", status, run_dir / "model_card.md")
 
@@ -177,7 +192,7 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         strategy.start(
             grid=OrderedGrid(grid, directory),
             initial_arrays=initial,
-            num_rounds=cfg.federation.rounds,
+            num_rounds=privacy.rounds,
             timeout=cfg.federation.round_timeout,
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
@@ -188,7 +203,15 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         log.error("run failed after round %d: %s", recorder.last_round, reason)
         close("failed", reason)
         raise
-    close("completed")
+    if privacy.stopped_by_budget:
+        epsilon = privacy.epsilon(privacy.rounds)
+        close(
+            "completed",
+            f"privacy budget: stopped after round {privacy.rounds} of {privacy.planned_rounds} at epsilon "
+            f"{epsilon:.3g} (delta {privacy.delta:g}); one more round would exceed max-epsilon {privacy.max_epsilon:g}",
+        )
+    else:
+        close("completed")
 
 
 def _log_round(server_round: int, rounds: int, metrics: dict[str, float]) -> None:

@@ -69,6 +69,11 @@ class RoundLog:
     evaluate_metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _unchanged(message: Message, reference: ArrayRecord) -> bool:
+    arrays = next(iter(message.content.array_records.values()))
+    return all(np.array_equal(arrays[k].numpy(), reference[k].numpy()) for k in reference)
+
+
 def site_name(message: Message, fallback: Callable[[int], str]) -> str:
     """The hospital name a reply carries, else the directory's name for its node."""
     if not message.has_error():
@@ -92,6 +97,9 @@ class GuardedStrategy(Strategy):
             ``inner`` does. Server optimizers (FedAvgM, FedAdam, FedYogi) extrapolate, which
             is right for weights but can drive BatchNorm's running variance negative and
             the model to NaN; its statistics are averaged instead.
+        reject_unchanged: reject an update identical to the global model. Flower's
+            server-side clipping divides by the update's norm, so one such update would
+            fail the whole round's aggregation.
     """
 
     def __init__(
@@ -99,8 +107,10 @@ class GuardedStrategy(Strategy):
         inner: Strategy,
         names: Callable[[int], str] | None = None,
         averaged_buffers: frozenset[str] = frozenset(),
+        reject_unchanged: bool = False,
     ) -> None:
         self.inner = inner
+        self.reject_unchanged = reject_unchanged
         self.names = names or (lambda node_id: f"node-{node_id}")
         self.averaged_buffers = averaged_buffers
         self.rounds: dict[int, RoundLog] = {}
@@ -137,6 +147,9 @@ class GuardedStrategy(Strategy):
                 )
                 continue
             problem = update_problem(message.content, self._reference) if self._reference is not None else None
+            reference = self._reference
+            if problem is None and self.reject_unchanged and reference is not None and _unchanged(message, reference):
+                problem = "the update leaves the model unchanged (nothing to clip)"
             if problem is not None:
                 entry.rejected.append(Exclusion(name, node_id, problem))
                 log.warning(

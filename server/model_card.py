@@ -64,6 +64,7 @@ def build_model_card(
     hospitals: Sequence[HospitalEntry] = (),
     parameters: int | None = None,
     test_images: int | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the model card of a finished (or stopped) run.
 
@@ -75,6 +76,8 @@ def build_model_card(
         hospitals: the participating hospitals and their sizes.
         parameters: trainable parameter count of the model.
         test_images: size of the server-side test split, if evaluated.
+        privacy: the privacy section (:meth:`fedward.server.privacy.PrivacyPlan.card`);
+            ``None`` means no differential privacy.
 
     Returns:
         A JSON-serialisable dict (see ``CARD_FORMAT``).
@@ -156,10 +159,13 @@ def build_model_card(
             "note": "the best round is chosen on validation data; test metrics never choose a model",
         },
         "metrics": {"best": _metrics_at(rows, best_round), "final": _metrics_at(rows, recorder.last_round)},
-        "privacy": {
+        "privacy": dict(privacy)
+        if privacy is not None
+        else {
             "differential_privacy": "none",
             "statement": "Model updates were not noised; no formal (epsilon, delta) guarantee holds. "
             "Images never left the hospitals.",
+            "guarantees": [],
         },
         "weights": weights,
         "versions": library_versions(),
@@ -257,6 +263,7 @@ def finish_run(
     hospitals: Sequence[HospitalEntry] = (),
     parameters: int | None = None,
     test_images: int | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Close a run: final status and plots, then the model card (JSON and Markdown).
 
@@ -271,6 +278,7 @@ def finish_run(
         hospitals=hospitals,
         parameters=parameters,
         test_images=test_images,
+        privacy=privacy,
     )
     write_model_card(recorder.run_dir, card)
     return card

@@ -83,7 +83,7 @@ def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]],
     set_cpu_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     torch.manual_seed(derive_seed(cfg.run.seed, "initial-model"))  # same start as the federation
-    model = build_model(cfg.model.name, schema.channels, schema.num_outputs)
+    model = build_model(cfg.model.name, schema.channels, schema.num_outputs, private=cfg.privacy.enabled)
     if cfg.model.init_weights is not None:
         load_initial_weights(model, cfg.model.init_weights)
     parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)

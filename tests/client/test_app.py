@@ -17,6 +17,7 @@ from fedward.common.choices import ModelName, Task
 from fedward.common.config import RunConfig
 from fedward.common.data.npz import DatasetSchema
 from fedward.common.models import build_model
+from fedward.common.privacy import RecordLevelGaussian
 from fedward.common.records import model_to_arrays
 
 
@@ -106,6 +107,38 @@ def test_a_coordinator_on_another_version_is_reported_at_the_hospital(
         logger.removeHandler(caplog.handler)
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "99.7.0" in warning and "same major.minor version" in warning
+
+
+def private_context(context: Context, cfg: RunConfig, **privacy: object) -> Context:
+    mapping = cfg.to_mapping()
+    mapping["privacy"] = dict(privacy)
+    private = RunConfig.from_mapping(mapping)
+    return Context(
+        run_id=1, node_id=7, node_config=context.node_config, state=RecordDict(), run_config=private.to_flower()
+    )
+
+
+def test_dpsgd_reports_the_hospitals_epsilon(hospital: tuple[RunConfig, Context]) -> None:
+    cfg, context = hospital
+    context = private_context(context, cfg, **{"dpsgd": True, "dpsgd-noise-multiplier": 1.0, "dpsgd-delta": 1e-3})
+    model = build_model(ModelName.SMALL_CNN, 1, 2, private=True)
+    content = RecordDict({"arrays": model_to_arrays(model), "config": ConfigRecord({"server-round": 2})})
+    reply = client_app(Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN), context)
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    metrics = reply.content["metrics"]
+    expected = RecordLevelGaussian(1.0, min(1.0, cfg.train.batch_size / 64), 1).epsilon(2, 1e-3)
+    assert metrics["dpsgd-epsilon"] == pytest.approx(expected)
+    assert np.isfinite(metrics["train-loss"])
+    assert set(reply.content["arrays"]) == set(model.state_dict())  # GroupNorm, no BatchNorm buffers
+
+
+def test_dpsgd_refuses_a_delta_that_could_release_an_image(hospital: tuple[RunConfig, Context]) -> None:
+    cfg, context = hospital
+    context = private_context(context, cfg, **{"dpsgd": True, "dpsgd-noise-multiplier": 1.0, "dpsgd-delta": 0.1})
+    model = build_model(ModelName.SMALL_CNN, 1, 2, private=True)
+    content = RecordDict({"arrays": model_to_arrays(model), "config": ConfigRecord({"server-round": 1})})
+    with pytest.raises(HospitalError, match="dpsgd-delta"):
+        client_app(Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN), context)
 
 
 def test_missing_data_fails_with_fedwards_message(hospital: tuple[RunConfig, Context], tmp_path: Path) -> None:

@@ -1,0 +1,187 @@
+"""Client-level differential privacy at the coordinator: Flower's DP wrappers plus accounting.
+
+:class:`PrivacyPlan` is decided once when the ServerApp starts, from the run config:
+
+* the noise multiplier (given, or the smallest one whose epsilon after all planned
+  rounds stays within ``privacy.target-epsilon``, :func:`fedward.common.privacy.calibrate_noise`);
+* how many rounds fit ``privacy.max-epsilon``: the run trains exactly those and stops
+  cleanly, keeping the model of the last round within the budget;
+* the Flower wrapper around the strategy: ``DifferentialPrivacy{Server,Client}Side
+  {Fixed,Adaptive}Clipping`` (client-side modes clip at the hospital with Flower's
+  ``fixedclipping_mod``/``adaptiveclipping_mod``, see :mod:`fedward.client.privacy`).
+
+Every round, the client-level epsilon spent so far is recorded in the metrics; the model
+card states unit, (epsilon, delta), accountant, noise multiplier, clipping norm, rounds
+and sampling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideAdaptiveClipping,
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideAdaptiveClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+    Strategy,
+)
+
+from fedward.common.choices import ClientDp
+from fedward.common.config import RunConfig
+from fedward.common.errors import ConfigError
+from fedward.common.privacy import ClientLevelGaussian, calibrate_noise, rounds_within_budget
+
+log = logging.getLogger(__name__)
+
+ACCOUNTANT = "Rényi DP (dp-accounting RdpAccountant; Mironov 2017)"
+EPSILON_KEY = "epsilon"
+
+
+def sampled_per_round(cfg: RunConfig) -> int:
+    """Hospitals a Flower strategy samples for training each round (its ``sample_size``)."""
+    fed = cfg.federation
+    minimum = max(1, math.floor(fed.fraction_train * fed.required_hospitals))
+    return max(math.floor(fed.fraction_train * fed.hospitals), minimum)
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyPlan:
+    """The client-level DP decisions of one run.
+
+    Attributes:
+        mode: the client-level DP mode.
+        noise_multiplier: the (effective) noise multiplier used.
+        clipping_norm: the clipping norm (initial one for adaptive modes).
+        delta: the client-level delta.
+        mechanism: the accounted mechanism.
+        rounds: rounds the run trains (planned rounds, or fewer under ``max-epsilon``).
+        planned_rounds: rounds the config asks for.
+        max_epsilon: the budget, if any.
+    """
+
+    mode: ClientDp
+    noise_multiplier: float
+    clipping_norm: float
+    delta: float
+    mechanism: ClientLevelGaussian | None
+    rounds: int
+    planned_rounds: int
+    max_epsilon: float | None
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> PrivacyPlan:
+        """Decide noise, accounting and rounds.
+
+        Raises:
+            ConfigError: if the target epsilon cannot be reached, or not even one round
+                fits ``max-epsilon``.
+        """
+        p = cfg.privacy
+        rounds = cfg.federation.rounds
+        if p.client_dp is ClientDp.NONE:
+            return cls(p.client_dp, 0.0, p.clipping_norm, p.delta, None, rounds, rounds, None)
+        hospitals, sampled = cfg.federation.hospitals, sampled_per_round(cfg)
+        if p.noise_multiplier is not None:
+            noise = p.noise_multiplier
+        else:
+            target = float(p.target_epsilon or 0.0)
+            noise = calibrate_noise(lambda z: ClientLevelGaussian(z, hospitals, sampled), rounds, target, p.delta)
+        mechanism = ClientLevelGaussian(noise, hospitals, sampled) if noise > 0 else None
+        allowed = rounds
+        if p.max_epsilon is not None and mechanism is not None:
+            allowed = rounds_within_budget(mechanism, p.max_epsilon, p.delta, rounds)
+            if allowed == 0:
+                raise ConfigError(
+                    f"privacy.max-epsilon {p.max_epsilon:g}: one round already spends epsilon "
+                    f"{mechanism.epsilon(1, p.delta):.3g} at delta {p.delta:g}; raise the noise or the budget"
+                )
+        return cls(p.client_dp, noise, p.clipping_norm, p.delta, mechanism, allowed, rounds, p.max_epsilon)
+
+    @property
+    def stopped_by_budget(self) -> bool:
+        """Whether ``max-epsilon`` cut the run short."""
+        return self.rounds < self.planned_rounds
+
+    def epsilon(self, rounds: int) -> float:
+        """Client-level epsilon at :attr:`delta` after ``rounds`` rounds (``inf`` without noise)."""
+        if self.mode is ClientDp.NONE:
+            return math.inf
+        return self.mechanism.epsilon(rounds, self.delta) if self.mechanism is not None else math.inf
+
+    def wrap(self, strategy: Strategy, cfg: RunConfig) -> Strategy:
+        """Wrap ``strategy`` with the Flower DP wrapper of :attr:`mode` (unchanged for ``none``)."""
+        if self.mode is ClientDp.NONE:
+            return strategy
+        sampled = sampled_per_round(cfg)
+        p = cfg.privacy
+        if self.mode is ClientDp.SERVER_FIXED:
+            return DifferentialPrivacyServerSideFixedClipping(strategy, self.noise_multiplier, p.clipping_norm, sampled)
+        if self.mode is ClientDp.CLIENT_FIXED:
+            return DifferentialPrivacyClientSideFixedClipping(strategy, self.noise_multiplier, p.clipping_norm, sampled)
+        adaptive: dict[str, Any] = {
+            "noise_multiplier": self.noise_multiplier,
+            "num_sampled_clients": sampled,
+            "initial_clipping_norm": p.clipping_norm,
+            "target_clipped_quantile": p.target_clipped_quantile,
+            "clip_norm_lr": p.clip_norm_lr,
+        }
+        if self.mode is ClientDp.SERVER_ADAPTIVE:
+            return DifferentialPrivacyServerSideAdaptiveClipping(strategy, **adaptive)
+        return DifferentialPrivacyClientSideAdaptiveClipping(strategy, **adaptive)
+
+    def card(self, rounds_done: int, dpsgd: tuple[float, float] | None = None) -> dict[str, Any]:
+        """The model card's ``privacy`` section after ``rounds_done`` rounds.
+
+        Args:
+            rounds_done: rounds whose updates were released.
+            dpsgd: (largest record-level epsilon a hospital reported, its delta) when DP-SGD ran.
+        """
+        guarantees: list[dict[str, Any]] = []
+        statements: list[str] = []
+        if self.mode is not ClientDp.NONE:
+            epsilon = self.epsilon(rounds_done)
+            guarantees.append(
+                {
+                    "unit": "hospital",
+                    "mechanism": f"{self.mode.value} clipping + Gaussian noise on the aggregate (Flower DP wrapper)",
+                    "epsilon": epsilon,
+                    "delta": self.delta,
+                    "accountant": ACCOUNTANT,
+                    "noise_multiplier": self.noise_multiplier,
+                    "clipping_norm": self.clipping_norm,
+                    "clipping": "adaptive (initial norm)" if "adaptive" in self.mode.value else "fixed",
+                    "rounds": rounds_done,
+                    "sampling": "bound assumes every hospital in every round (no amplification by sampling claimed)",
+                    "neighbouring": "add/remove one hospital",
+                }
+            )
+            statements.append(f"({epsilon:.3g}, {self.delta:g})-DP for each hospital's whole contribution")
+        if dpsgd is not None:
+            epsilon, delta = dpsgd
+            guarantees.append(
+                {"unit": "image", "mechanism": "DP-SGD (Opacus)", "epsilon": epsilon, "delta": delta,
+                 "accountant": ACCOUNTANT, "rounds": rounds_done, "neighbouring": "add/remove one image"}
+            )  # fmt: skip
+            statements.append(f"({epsilon:.3g}, {delta:g})-DP for each image (largest over hospitals)")
+        if not guarantees:
+            return {
+                "differential_privacy": "none",
+                "statement": "Model updates were not noised; no formal (epsilon, delta) guarantee holds. "
+                "Images never left the hospitals.",
+                "guarantees": [],
+            }
+        statement = "; ".join(statements) + "."
+        if self.stopped_by_budget:
+            statement += (
+                f" The run stopped after round {self.rounds} of {self.planned_rounds}: "
+                f"one more round would exceed max-epsilon {self.max_epsilon:g}."
+            )
+        return {
+            "differential_privacy": " + ".join(f"{g['unit']}-level" for g in guarantees),
+            "statement": statement,
+            "guarantees": guarantees,
+        }

@@ -1,0 +1,130 @@
+"""Client-level DP at the coordinator: clipping bounds, noise scale, DP off, plans and model cards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fixtures.flower import reply
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+
+from fedward.client.privacy import client_clipping_mod
+from fedward.common.config import RunConfig
+from fedward.common.errors import ConfigError
+from fedward.server.guard import GuardedStrategy
+from fedward.server.privacy import PrivacyPlan, sampled_per_round
+
+SHAPE = (200, 100)  # 20,000 parameters: enough draws for the noise's standard deviation
+
+
+def config(hospitals: int = 4, **privacy: object) -> RunConfig:
+    return RunConfig.from_mapping({"federation": {"hospitals": hospitals, "rounds": 10}, "privacy": privacy})
+
+
+def zeros() -> ArrayRecord:
+    return ArrayRecord({"w": Array(np.zeros(SHAPE, np.float32))})
+
+
+def wrapped(cfg: RunConfig):  # type: ignore[no-untyped-def]
+    plan = PrivacyPlan.from_config(cfg)
+    strategy = plan.wrap(FedAvg(min_available_nodes=1, min_train_nodes=1), cfg)
+    strategy.current_arrays = zeros()  # as configure_train sets it
+    return plan, strategy
+
+
+def updates(values: list[float]) -> list[Message]:
+    return [reply(i + 1, {"w": np.full(SHAPE, v, np.float32)}, {"num-examples": 10}) for i, v in enumerate(values)]
+
+
+def test_server_side_noise_has_the_configured_standard_deviation() -> None:
+    cfg = config(**{"client-dp": "server-fixed", "noise-multiplier": 1.0, "clipping-norm": 2.0})
+    plan, strategy = wrapped(cfg)
+    arrays, _ = strategy.aggregate_train(1, updates([1e-3] * 4))  # tiny updates, clipped to themselves
+    noise = arrays["w"].numpy() - 1e-3
+    expected = plan.noise_multiplier * plan.clipping_norm / sampled_per_round(cfg)  # on the mean of 4 updates
+    assert abs(float(noise.mean())) < 5 * expected / np.sqrt(noise.size)
+    assert float(noise.std()) == pytest.approx(expected, rel=0.03)
+
+
+def test_server_side_clipping_bounds_every_update() -> None:
+    cfg = config(**{"client-dp": "server-fixed", "noise-multiplier": 0.0, "clipping-norm": 1.5})
+    _, strategy = wrapped(cfg)
+    arrays, _ = strategy.aggregate_train(1, updates([3.0, -7.0, 0.5, 100.0]))
+    # Each clipped update has norm <= 1.5, so their mean does too (no noise here).
+    assert float(np.linalg.norm(arrays["w"].numpy())) <= 1.5 + 1e-4
+
+
+def test_client_side_clipping_bounds_the_update_that_leaves_the_hospital() -> None:
+    start = ArrayRecord({"w": Array(np.zeros(SHAPE, np.float32)), "b": Array(np.ones(3, np.float32))})
+    message = Message(
+        content=RecordDict({"arrays": start, "config": ConfigRecord({KEY_CLIPPING_NORM: 0.75})}),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+    )
+    cfg = config(**{"client-dp": "client-fixed", "noise-multiplier": 1.0, "clipping-norm": 0.75})
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg.to_flower())
+
+    def train(msg: Message, ctx: Context) -> Message:
+        trained = ArrayRecord({"w": Array(np.full(SHAPE, 5.0, np.float32)), "b": Array(np.full(3, -4.0, np.float32))})
+        content = RecordDict({"arrays": trained, "metrics": MetricRecord({"num-examples": 10})})
+        return Message(content=content, reply_to=msg)
+
+    out = client_clipping_mod(message, context, train)
+    sent = out.content["arrays"]
+    delta = np.concatenate([sent["w"].numpy().ravel(), sent["b"].numpy().ravel() - 1.0])
+    assert float(np.linalg.norm(delta)) <= 0.75 + 1e-4
+
+
+def test_without_client_dp_the_mod_and_the_strategy_leave_updates_untouched() -> None:
+    cfg = config()
+    inner = FedAvg(min_available_nodes=1, min_train_nodes=1)
+    assert PrivacyPlan.from_config(cfg).wrap(inner, cfg) is inner
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg.to_flower())
+    message = Message(content=RecordDict({"arrays": zeros()}), dst_node_id=1, message_type=MessageType.TRAIN)
+    big = ArrayRecord({"w": Array(np.full(SHAPE, 9.0, np.float32))})
+
+    def train(msg: Message, ctx: Context) -> Message:
+        return Message(content=RecordDict({"arrays": big}), reply_to=msg)
+
+    out = client_clipping_mod(message, context, train)
+    np.testing.assert_array_equal(out.content["arrays"]["w"].numpy(), np.full(SHAPE, 9.0, np.float32))
+
+
+def test_target_epsilon_sets_the_noise_and_the_card_states_the_guarantee() -> None:
+    cfg = config(hospitals=5, **{"client-dp": "server-fixed", "target-epsilon": 5.0, "delta": 1e-3})
+    plan = PrivacyPlan.from_config(cfg)
+    assert plan.noise_multiplier > 0 and plan.rounds == 10
+    assert plan.epsilon(10) == pytest.approx(5.0, rel=0.01) and plan.epsilon(10) <= 5.0 + 1e-6
+    card = plan.card(10)
+    (guarantee,) = card["guarantees"]
+    assert guarantee["unit"] == "hospital" and guarantee["delta"] == 1e-3
+    assert guarantee["noise_multiplier"] == plan.noise_multiplier and guarantee["clipping_norm"] == 1.0
+    assert guarantee["rounds"] == 10 and "no amplification" in guarantee["sampling"]
+    assert "(5, 0.001)-DP" in card["statement"]
+
+
+def test_an_unchanged_update_is_rejected_before_server_side_clipping() -> None:
+    cfg = config(**{"client-dp": "server-fixed", "noise-multiplier": 0.0, "clipping-norm": 1.0})
+    _, inner = wrapped(cfg)
+    guard = GuardedStrategy(inner, reject_unchanged=True)
+    guard._reference = zeros()
+    arrays, _ = guard.aggregate_train(1, updates([0.0, 0.5]))
+    assert arrays is not None  # the round still aggregates the other hospital
+    assert [x.reason for x in guard.rounds[1].rejected] == ["the update leaves the model unchanged (nothing to clip)"]
+
+
+def test_max_epsilon_keeps_the_rounds_that_fit() -> None:
+    cfg = config(hospitals=3, **{"client-dp": "server-fixed", "noise-multiplier": 1.0, "delta": 1e-3})
+    per_round = [PrivacyPlan.from_config(cfg).epsilon(r) for r in (1, 2, 3)]
+    budget = (per_round[1] + per_round[2]) / 2
+    capped = config(
+        hospitals=3, **{"client-dp": "server-fixed", "noise-multiplier": 1.0, "delta": 1e-3, "max-epsilon": budget}
+    )
+    plan = PrivacyPlan.from_config(capped)
+    assert plan.rounds == 2 and plan.stopped_by_budget
+    assert "stopped after round 2 of 10" in plan.card(2)["statement"]
+    with pytest.raises(ConfigError, match="one round already spends"):
+        PrivacyPlan.from_config(
+            config(hospitals=3, **{"client-dp": "server-fixed", "noise-multiplier": 1.0, "max-epsilon": 0.01})
+        )
