@@ -14,62 +14,19 @@ Any ``section.key=value`` after ``--set`` overrides the config (e.g. ``--set str
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import time
-from pathlib import Path
-from typing import Any
 
+from bench_config import build_config, parser, selected
 from rich.console import Console
 from rich.table import Table
 
-from fedward.common.config import RunConfig
 from fedward.simulation.centralized import run_centralized
 from fedward.simulation.driver import prepare, simulate
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="TOML run config")
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--dataset", default="pneumoniamnist")
-    parser.add_argument("--hospitals", type=int, default=5)
-    parser.add_argument("--partition", default="dirichlet")
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", type=Path, default=Path("runs/benchmarks"))
-    parser.add_argument("--set", dest="sets", action="append", default=[], help="section.key=value override")
-    return parser.parse_args()
-
-
-def build_config(args: argparse.Namespace) -> RunConfig:
-    overrides: dict[str, Any] = {
-        "data.dataset": args.dataset,
-        "data.data-dir": str(args.data_dir),
-        "federation.hospitals": args.hospitals,
-        "federation.partition": args.partition,
-        "federation.alpha": args.alpha,
-        "federation.rounds": args.rounds,
-        "run.seed": args.seed,
-        "run.output-dir": str(args.output_dir),
-    }
-    for item in args.sets:
-        key, _, value = item.partition("=")
-        overrides[key] = value
-    if args.config:
-        return RunConfig.from_toml(args.config, overrides)
-    return RunConfig.from_mapping(overrides)
-
-
-def selected(run_dir: Path) -> dict[str, Any]:
-    card = json.loads((run_dir / "model_card.json").read_text(encoding="utf-8"))
-    return {"round": card["selection"]["round"], **card["metrics"]["best"]}
-
-
 def main() -> None:
-    args = parse_args()
+    args = parser(__doc__).parse_args()
     console = Console()
     cfg = build_config(args)
 

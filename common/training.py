@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -261,6 +262,9 @@ def _make_private(
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
+    # Opacus' hooks fire on the first layer, whose input (the images) needs no gradient;
+    # PyTorch warns about that on every step. The per-sample gradients are unaffected.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     wrapped = GradSampleModule(model)
     private = DPOptimizer(
         optimizer,
