@@ -23,6 +23,7 @@ from fedward.common.data.npz import DatasetSchema, infer_schema, read_npz
 from fedward.common.errors import ConfigError, FedwardError
 from fedward.common.flwr_cli import FlwrCli
 from fedward.server.bundle import write_bundle
+from fedward.server.privacy import PrivacyPlan
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def deployment_config(cfg: RunConfig) -> RunConfig:
             "start the run there (fedward run start on the coordinator)"
         )
     cfg = resolve_schema(cfg)
+    PrivacyPlan.from_config(cfg)  # refuse an unreachable privacy target or budget before submitting
     data = dataclasses.replace(cfg.data, hospital_dirs=())
     return cfg.replace(data=data)
 

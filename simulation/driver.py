@@ -32,6 +32,7 @@ from fedward.common.data.npz import ArraySplit, DatasetSchema, infer_schema, rea
 from fedward.common.errors import ConfigError, DataError, FedwardError, SimulationError
 from fedward.common.runtime import resolve_device
 from fedward.server.bundle import write_bundle
+from fedward.server.privacy import PrivacyPlan
 from fedward.server.records import atomic_write, new_run_dir
 from fedward.simulation.partition import make_plan
 from fedward.simulation.superlink import LocalSimulationLink
@@ -144,9 +145,10 @@ def prepare(cfg: RunConfig, *, download: bool = True) -> PreparedRun:
     Raises:
         ConfigError, DataError, DownloadError: on unusable settings or data (see
             :func:`resolve_data`, :func:`plan_hospitals`); ``train.device = "cuda"``
-            without a visible GPU.
+            without a visible GPU; a privacy target or budget no noise can meet.
     """
     resolve_device(cfg.train.device)  # all hospitals share this machine in simulation
+    PrivacyPlan.from_config(cfg)  # an unreachable target epsilon or budget fails here, not in the ServerApp
     if cfg.data.hospital_dirs:
         resolved, plan = resolve_folders(cfg), None
     else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fixtures.cli import ENV, fedward, fedward_cli
 from fixtures.processes import live_flower_processes, wait_until_gone
 
 psutil = pytest.importorskip("psutil")
@@ -36,24 +36,10 @@ HOSPITALS = ("h0", "h1", "h2")
 RUN_TIMEOUT_S = 300.0
 
 
-def fedward_cli() -> str:
-    found = shutil.which("fedward")
-    if found is None:
-        pytest.skip("the fedward console script is not installed")
-    return found
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-ENV = {**os.environ, "COLUMNS": "200", "FLWR_TELEMETRY_ENABLED": "0"}
-
-
-def fedward(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([fedward_cli(), *args], capture_output=True, text=True, timeout=timeout, check=False, env=ENV)
 
 
 @dataclass

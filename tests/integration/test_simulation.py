@@ -7,12 +7,10 @@ ServerApp/ClientApp as deployment: 3 hospitals x 2 rounds, twice with the same s
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures.cli import fedward
 from fixtures.privacy import HOSPITAL_METRIC_KEYS, RECORD_COLUMNS
 from fixtures.processes import live_flower_processes, wait_until_gone
 
@@ -21,25 +19,7 @@ pytestmark = pytest.mark.slow
 VOLATILE = ("time", "elapsed-s", "train-seconds", "eval-seconds")
 
 
-def fedward_cli() -> str:
-    found = shutil.which("fedward")
-    if found is None:
-        pytest.skip("the fedward console script is not installed")
-    return found
-
-
 SETTINGS = ["--hospitals", "3", "--partition", "dirichlet", "--alpha", "1.0", "--seed", "0"]
-
-
-def fedward(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [fedward_cli(), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, "COLUMNS": "120"},
-    )
 
 
 def run_simulation(out: Path, data_dir: Path, *extra: str) -> Path:

@@ -128,3 +128,13 @@ def test_max_epsilon_keeps_the_rounds_that_fit() -> None:
         PrivacyPlan.from_config(
             config(hospitals=3, **{"client-dp": "server-fixed", "noise-multiplier": 1.0, "max-epsilon": 0.01})
         )
+
+
+@pytest.mark.parametrize("mode", ["server-adaptive", "client-adaptive"])
+def test_adaptive_clipping_works_with_few_hospitals(mode: str) -> None:
+    # Flower's default clipped-count noise (hospitals / 20) cannot carry noise 1.0 with 5 hospitals.
+    cfg = config(hospitals=5, **{"client-dp": mode, "noise-multiplier": 1.0, "delta": 1e-3})
+    plan = PrivacyPlan.from_config(cfg)
+    strategy = plan.wrap(FedAvg(min_available_nodes=1, min_train_nodes=1), cfg)
+    assert strategy.clipped_count_stddev == pytest.approx(1.0)
+    assert strategy.noise_multiplier == pytest.approx(1.0 / np.sqrt(1 - 0.25))
