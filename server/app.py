@@ -37,7 +37,7 @@ from fedward.server.evaluation import TestEvaluator, load_test_split
 from fedward.server.guard import GuardedStrategy, RoundLog
 from fedward.server.hospitals import read_registered_names
 from fedward.server.model_card import HospitalEntry, finish_run
-from fedward.server.privacy import EPSILON_KEY, PrivacyPlan
+from fedward.server.privacy import EPSILON_KEY, DpSgdSummary, PrivacyPlan
 from fedward.server.records import RunRecorder, new_run_dir
 from fedward.server.sites import OrderedGrid, SiteDirectory
 from fedward.server.strategies import EXTRAPOLATING, build_strategy
@@ -177,7 +177,7 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
             test_images=len(test_split) if test_split is not None else None,
             privacy=privacy.card(
                 max(recorder.last_round, 0),
-                dpsgd=(dpsgd_epsilon[0], cfg.privacy.dpsgd_delta) if cfg.privacy.dpsgd else None,
+                dpsgd=DpSgdSummary.of(cfg, dpsgd_epsilon[0]) if cfg.privacy.dpsgd else None,
             ),
         )
         log.info("run %s %s; model card: %s", run_id or "-", status, run_dir / "model_card.md")

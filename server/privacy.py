@@ -48,6 +48,44 @@ def sampled_per_round(cfg: RunConfig) -> int:
     return max(math.floor(fed.fraction_train * fed.hospitals), minimum)
 
 
+@dataclass(frozen=True, slots=True)
+class DpSgdSummary:
+    """What DP-SGD did at the hospitals, for the model card.
+
+    Attributes:
+        epsilon: the largest record-level epsilon a hospital reported.
+        delta: record-level delta.
+        clipping_norm: per-sample clipping norm.
+        noise_multiplier: the configured noise multiplier, or ``None`` when each hospital
+            computed its own from ``target_epsilon``.
+        target_epsilon: the configured target, if any.
+        local_epochs: local epochs per round.
+        batch_size: expected batch size (Poisson sampling).
+    """
+
+    epsilon: float
+    delta: float
+    clipping_norm: float
+    noise_multiplier: float | None
+    target_epsilon: float | None
+    local_epochs: int
+    batch_size: int
+
+    @classmethod
+    def of(cls, cfg: RunConfig, epsilon: float) -> DpSgdSummary:
+        """The summary of ``cfg``'s DP-SGD settings with the largest reported ``epsilon``."""
+        p = cfg.privacy
+        return cls(
+            epsilon,
+            p.dpsgd_delta,
+            p.dpsgd_clipping_norm,
+            p.dpsgd_noise_multiplier,
+            p.dpsgd_target_epsilon,
+            cfg.train.local_epochs,
+            cfg.train.batch_size,
+        )
+
+
 def clipped_count_stddev(noise_multiplier: float, sampled: int) -> float:
     """Noise std of the clipped-count release of adaptive clipping (Andrew et al., 2021).
 
@@ -147,12 +185,12 @@ class PrivacyPlan:
             return DifferentialPrivacyServerSideAdaptiveClipping(strategy, **adaptive)
         return DifferentialPrivacyClientSideAdaptiveClipping(strategy, **adaptive)
 
-    def card(self, rounds_done: int, dpsgd: tuple[float, float] | None = None) -> dict[str, Any]:
+    def card(self, rounds_done: int, dpsgd: DpSgdSummary | None = None) -> dict[str, Any]:
         """The model card's ``privacy`` section after ``rounds_done`` rounds.
 
         Args:
             rounds_done: rounds whose updates were released.
-            dpsgd: (largest record-level epsilon a hospital reported, its delta) when DP-SGD ran.
+            dpsgd: what DP-SGD did at the hospitals, when it ran.
         """
         guarantees: list[dict[str, Any]] = []
         statements: list[str] = []
@@ -175,12 +213,25 @@ class PrivacyPlan:
             )
             statements.append(f"({epsilon:.3g}, {self.delta:g})-DP for each hospital's whole contribution")
         if dpsgd is not None:
-            epsilon, delta = dpsgd
             guarantees.append(
-                {"unit": "image", "mechanism": "DP-SGD (Opacus)", "epsilon": epsilon, "delta": delta,
-                 "accountant": ACCOUNTANT, "rounds": rounds_done, "neighbouring": "add/remove one image"}
-            )  # fmt: skip
-            statements.append(f"({epsilon:.3g}, {delta:g})-DP for each image (largest over hospitals)")
+                {
+                    "unit": "image",
+                    "mechanism": "DP-SGD at every hospital (Opacus): per-sample clipping + Gaussian noise",
+                    "epsilon": dpsgd.epsilon,
+                    "delta": dpsgd.delta,
+                    "accountant": ACCOUNTANT,
+                    "noise_multiplier": dpsgd.noise_multiplier
+                    if dpsgd.noise_multiplier is not None
+                    else f"per hospital, from target epsilon {dpsgd.target_epsilon:g} over the planned rounds",
+                    "clipping_norm": dpsgd.clipping_norm,
+                    "rounds": rounds_done,
+                    "local_epochs": dpsgd.local_epochs,
+                    "sampling": f"Poisson, rate batch size {dpsgd.batch_size} / the hospital's training images",
+                    "neighbouring": "add/remove one image",
+                    "reported": "the largest epsilon any hospital reached",
+                }
+            )
+            statements.append(f"({dpsgd.epsilon:.3g}, {dpsgd.delta:g})-DP for each image (largest over hospitals)")
         if not guarantees:
             return {
                 "differential_privacy": "none",

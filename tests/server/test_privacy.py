@@ -13,7 +13,7 @@ from fedward.client.privacy import client_clipping_mod
 from fedward.common.config import RunConfig
 from fedward.common.errors import ConfigError
 from fedward.server.guard import GuardedStrategy
-from fedward.server.privacy import PrivacyPlan, sampled_per_round
+from fedward.server.privacy import DpSgdSummary, PrivacyPlan, sampled_per_round
 
 SHAPE = (200, 100)  # 20,000 parameters: enough draws for the noise's standard deviation
 
@@ -138,3 +138,13 @@ def test_adaptive_clipping_works_with_few_hospitals(mode: str) -> None:
     strategy = plan.wrap(FedAvg(min_available_nodes=1, min_train_nodes=1), cfg)
     assert strategy.clipped_count_stddev == pytest.approx(1.0)
     assert strategy.noise_multiplier == pytest.approx(1.0 / np.sqrt(1 - 0.25))
+
+
+def test_the_card_states_the_dpsgd_guarantee() -> None:
+    privacy = {"dpsgd": True, "dpsgd-noise-multiplier": 1.2, "dpsgd-clipping-norm": 0.5}
+    cfg = RunConfig.from_mapping({"privacy": privacy})
+    card = PrivacyPlan.from_config(cfg).card(7, DpSgdSummary.of(cfg, 3.25))
+    (image,) = card["guarantees"]
+    assert image["unit"] == "image" and image["epsilon"] == 3.25 and image["delta"] == 1e-5
+    assert image["noise_multiplier"] == 1.2 and image["clipping_norm"] == 0.5 and image["rounds"] == 7
+    assert card["differential_privacy"] == "image-level" and "(3.25, 1e-05)-DP for each image" in card["statement"]
