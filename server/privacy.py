@@ -194,7 +194,11 @@ class PrivacyPlan:
         """
         guarantees: list[dict[str, Any]] = []
         statements: list[str] = []
-        if self.mode is not ClientDp.NONE:
+        if self.mode is not ClientDp.NONE and self.mechanism is None:
+            statements.append(
+                f"hospital updates clipped to norm {self.clipping_norm:g} but not noised: no formal guarantee"
+            )
+        elif self.mode is not ClientDp.NONE:
             epsilon = self.epsilon(rounds_done)
             guarantees.append(
                 {
@@ -233,10 +237,10 @@ class PrivacyPlan:
             )
             statements.append(f"({dpsgd.epsilon:.3g}, {dpsgd.delta:g})-DP for each image (largest over hospitals)")
         if not guarantees:
+            unnoised = "Model updates were not noised; no formal (epsilon, delta) guarantee holds"
             return {
                 "differential_privacy": "none",
-                "statement": "Model updates were not noised; no formal (epsilon, delta) guarantee holds. "
-                "Images never left the hospitals.",
+                "statement": f"{statements[0] if statements else unnoised}. Images never left the hospitals.",
                 "guarantees": [],
             }
         statement = "; ".join(statements) + "."

@@ -148,3 +148,10 @@ def test_the_card_states_the_dpsgd_guarantee() -> None:
     assert image["unit"] == "image" and image["epsilon"] == 3.25 and image["delta"] == 1e-5
     assert image["noise_multiplier"] == 1.2 and image["clipping_norm"] == 0.5 and image["rounds"] == 7
     assert card["differential_privacy"] == "image-level" and "(3.25, 1e-05)-DP for each image" in card["statement"]
+
+
+def test_clipping_without_noise_claims_no_guarantee() -> None:
+    cfg = config(**{"client-dp": "server-fixed", "noise-multiplier": 0.0})
+    card = PrivacyPlan.from_config(cfg).card(3)
+    assert card["guarantees"] == [] or all(g["unit"] != "hospital" for g in card["guarantees"])
+    assert "no formal guarantee" in card["statement"]
