@@ -306,6 +306,27 @@ def _register_deployment_commands() -> None:
 _register_deployment_commands()
 
 
+def _register_evaluator_commands() -> None:
+    """``fedward model ...``, ``fedward predict`` and ``fedward registry ...``, with fedward's error handling."""
+    from fedward.cli import model_commands, pull  # noqa: F401  (their commands register on model_app)
+    from fedward.cli.models import model_app
+    from fedward.cli.registry import registry_app
+
+    for sub, name in ((model_app, "model"), (registry_app, "registry")):
+        groups = [group.typer_instance for group in sub.registered_groups if group.typer_instance is not None]
+        for info in [c for typer_app in (sub, *groups) for c in typer_app.registered_commands]:
+            if info.callback is not None:
+                info.callback = handle_errors(info.callback)
+        if sub.registered_commands or sub.registered_groups:
+            app.add_typer(sub, name=name)
+    predict = getattr(model_commands, "predict", None)
+    if predict is not None:
+        app.command("predict")(handle_errors(predict))
+
+
+_register_evaluator_commands()
+
+
 @app.command()
 def version() -> None:
     """Print fedward's version and the versions of the libraries it runs on."""
