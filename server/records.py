@@ -12,6 +12,7 @@
       metrics/hospitals.csv
       models/round-000.safetensors ... global model after every round (round 0 = initial)
       models/best.safetensors  the round with the best validation AUC (+ best.json)
+      models/manifest.json     sha256 and size of every weight file, recorded when it was written
       model_card.json / .md    what was trained on what, how well, with what guarantees
       plots/learning_curves.png
 
@@ -82,6 +83,26 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "fedward-models/1"
+
+
+def read_manifest(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Weight file name -> ``{"round", "sha256", "bytes"}`` from ``models/manifest.json``.
+
+    The hashes were computed when the files were written, so a weight file changed
+    afterwards no longer matches its entry. A run without a manifest gives ``{}``.
+
+    Raises:
+        ValueError: if the manifest exists but is not valid JSON.
+    """
+    path = Path(run_dir) / "models" / MANIFEST
+    if not path.is_file():
+        return {}
+    files = json.loads(path.read_text(encoding="utf-8")).get("files", {})
+    return {str(name): dict(entry) for name, entry in files.items()}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -161,15 +182,11 @@ class RunRecorder:
         meta = {"round": str(server_round), "run": self.run_dir.name, "model": self.cfg.model.name.value}
         round_file = self.models_dir / f"round-{server_round:03d}.safetensors"
         save_weights(round_file, state, meta)
+        self._manifest_add(round_file, server_round)
         value = metrics.get(SELECTION_METRIC)
         if value is not None and math.isfinite(value) and value > self.best_value:
             self.best_value, self.best_round = float(value), server_round
-            shutil.copyfile(round_file, self.models_dir / ".best.tmp")
-            os.replace(self.models_dir / ".best.tmp", self.models_dir / "best.safetensors")
-            atomic_write(
-                self.models_dir / "best.json",
-                json.dumps({"round": server_round, "metric": SELECTION_METRIC, "value": value}, indent=2),
-            )
+            self._set_best(server_round, value)
         self.last_round = server_round
         self._write_status("running", latest=row)
 
@@ -179,14 +196,7 @@ class RunRecorder:
 
         if self.best_round is None and self.last_round >= 0:
             # No validation AUC ever reported: the last model stands in as "best".
-            shutil.copyfile(
-                self.models_dir / f"round-{self.last_round:03d}.safetensors",
-                self.models_dir / "best.safetensors",
-            )
-            atomic_write(
-                self.models_dir / "best.json",
-                json.dumps({"round": self.last_round, "metric": None, "value": None}),
-            )
+            self._set_best(self.last_round, None)
         try:
             plot_learning_curves(self.server_rows, self.hospital_rows, self.run_dir / "plots" / "learning_curves.png")
         except Exception as err:
@@ -207,6 +217,24 @@ class RunRecorder:
         return time.monotonic() - self._t0
 
     # ------------------------------------------------------------------ internals
+    def _set_best(self, server_round: int, value: float | None) -> None:
+        """Copy round ``server_round``'s weights to ``best.safetensors`` (atomically) and describe it."""
+        shutil.copyfile(self.round_file(server_round), self.models_dir / ".best.tmp")
+        os.replace(self.models_dir / ".best.tmp", self.best_file)
+        self._manifest_add(self.best_file, server_round)
+        metric = SELECTION_METRIC if value is not None else None
+        atomic_write(
+            self.models_dir / "best.json",
+            json.dumps({"round": server_round, "metric": metric, "value": value}, indent=2),
+        )
+
+    def _manifest_add(self, path: Path, server_round: int) -> None:
+        """Record the sha256 and size of a weight file just written."""
+        files = read_manifest(self.run_dir)
+        files[path.name] = {"round": server_round, "sha256": sha256_of(path), "bytes": path.stat().st_size}
+        ordered = dict(sorted(files.items()))
+        atomic_write(self.models_dir / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "files": ordered}, indent=2))
+
     def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
