@@ -35,3 +35,7 @@ class ModelError(FedwardError):
 
 class SimulationError(FedwardError):
     """The simulation runtime (a local Flower SuperLink) failed to start or the run failed."""
+
+
+class IntegrityError(FedwardError):
+    """A downloaded or stored file does not match the SHA-256 recorded for it."""
