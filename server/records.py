@@ -272,6 +272,9 @@ class RunRecorder:
         if reason:
             status["reason"] = reason
         atomic_write(status_path, json.dumps(status, indent=2))
+        from fedward.server.runstore import index_run  # the runs folder's index (never raises)
+
+        index_run(self.run_dir)
 
 
 def _clean(value: Any) -> Any:
