@@ -425,6 +425,25 @@ def run_stop(
     console.print(f"run {run_id} stopped")
 
 
+@run_app.command("resume")
+def run_resume(
+    run: Annotated[str, typer.Argument(help="The run id, or the run directory's name or path, on this coordinator.")],
+    state: StateDir = DEFAULT_STATE,
+    follow: Annotated[bool, typer.Option("--follow", help="Stream the run's log until it ends.")] = False,
+) -> None:
+    """Continue an interrupted run from its checkpoint (run on the coordinator); print the new run id."""
+    from fedward.server.coordinator import CoordinatorState
+    from fedward.server.launch import locate_run, resume_run
+
+    coordinator = CoordinatorState(state.resolve())
+    run_dir = locate_run(coordinator.runs, run)
+    flwr = coordinator.flwr()
+    run_id = resume_run(flwr, run_dir)
+    console.print(f"run id: {run_id} (resumes {run_dir.name})")
+    if follow:
+        raise typer.Exit(flwr.log_process(run_id, follow=True).wait())
+
+
 # ---------------------------------------------------------------------------------- client
 def client_start(
     superlink: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the coordinator.")],

@@ -20,7 +20,7 @@ from rich.markup import escape
 from fedward.cli import options as o
 from fedward.common.choices import Task
 from fedward.common.config import RunConfig
-from fedward.common.errors import FedwardError
+from fedward.common.errors import ConfigError, FedwardError
 
 # Before Flower, Ray or Hugging Face are imported anywhere: no telemetry, no hub access.
 for _key, _value in (
@@ -92,6 +92,18 @@ def _run_simulation(cfg: RunConfig) -> None:
     console.print(f"model card: {outcome.run_dir / 'model_card.md'}")
 
 
+def _resume_simulation(run_dir: Path) -> None:
+    from fedward.cli.display import RoundProgress, summary_table
+    from fedward.simulation.driver import prepare_resume, simulate
+
+    prepared = prepare_resume(run_dir)
+    console.print(f"resuming run directory: [bold]{prepared.run_dir}[/]")
+    with RoundProgress(console, prepared.cfg.federation.rounds, "federated") as progress:
+        outcome = simulate(prepared, progress.update)
+    console.print(summary_table(outcome.run_dir))
+    console.print(f"model card: {outcome.run_dir / 'model_card.md'}")
+
+
 def _run_centralized(cfg: RunConfig) -> None:
     from fedward.cli.display import RoundProgress, summary_table
     from fedward.simulation.centralized import run_centralized
@@ -141,11 +153,22 @@ def _register_run_command(name: str, runner: Callable[[RunConfig], None], help_t
         seed: o.Seed = None,
         name: o.Name = None,
         output_dir: o.OutputDir = None,
+        resume: o.Resume = None,
         verbose: o.Verbose = False,
     ) -> None:
         _setup_logging(verbose)
+        if resume is not None:
+            flags = locals()
+            given = [k for k in (*o.FLAG_KEYS, "config", "sets", "hospital_dirs") if flags.get(k) not in (None, [])]
+            if name_ != "simulate":
+                raise ConfigError("--resume continues a federated run: use fedward simulate --resume RUN_DIR")
+            if given:
+                raise ConfigError(f"--resume continues with the run's own config.toml; drop {', '.join(sorted(given))}")
+            _resume_simulation(resume)
+            return
         runner(o.load_config(config, o.overrides_from(locals(), sets)))
 
+    name_ = name
     command.__doc__ = help_text
     command.__name__ = name
     app.command(name)(handle_errors(command))

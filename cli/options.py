@@ -153,6 +153,15 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.",
 OutputDir = Annotated[
     Path | None, typer.Option(help="Parent folder of run directories (default ./runs).", rich_help_panel=RUN)
 ]
+Resume = Annotated[
+    Path | None,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run from its checkpoint (simulate only; its own config.toml applies).",
+        rich_help_panel=RUN,
+        file_okay=False,
+    ),
+]
 
 
 def overrides_from(flags: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:

@@ -398,17 +398,22 @@ class RunOptions:
         name: run name used in the run directory's name; empty means the dataset name.
         output_dir: parent folder of run directories.
         dir: the run directory itself, set when the run starts.
+        resume: continue the run in ``dir`` from its checkpoint (``fedward simulate --resume``,
+            ``fedward run resume``) instead of starting at round 1.
     """
 
     seed: int = 0
     name: str = ""
     output_dir: Path = Path("runs")
     dir: Path | None = None
+    resume: bool = False
 
     def __post_init__(self) -> None:
         _check_range("run.seed", self.seed, low=0, high=2**32 - 1)
         if any(c in self.name for c in "/\\\0"):
             raise ConfigError(f"run.name must not contain path separators; got {self.name!r}")
+        if self.resume and self.dir is None:
+            raise ConfigError("run.resume needs run.dir, the run directory to continue")
 
 
 @dataclass(frozen=True, slots=True)

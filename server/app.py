@@ -7,7 +7,11 @@ The same ServerApp runs in simulation (Flower's simulation runtime) and in deplo
     replies --validate--> accepted updates --strategy--> new global model
     new global model --evaluate--> hospitals' local validation metrics (weighted mean)
     new global model --> server test split (when this machine has it)
-    --> run directory: metrics, weights, best model, status
+    --> run directory: metrics, weights, best model, status, checkpoint
+
+With ``run.resume`` the ServerApp continues the run directory ``run.dir`` from its
+checkpoint (global model, strategy state, RNG state) at the round after the last one
+completed; on a CPU the result is the same, bit for bit, as an uninterrupted run.
 
 Component string for Flower: ``fedward.server.app:app``.
 """
@@ -28,10 +32,20 @@ from flwr.supercore.exit import add_exit_handler
 
 from fedward.common.choices import ClientDp
 from fedward.common.config import RunConfig
+from fedward.common.errors import ConfigError
 from fedward.common.logs import configure_logging
 from fedward.common.models import build_model, load_initial_weights
 from fedward.common.records import DPSGD_EPSILON, NUM_EXAMPLES, arrays_to_state_dict, load_arrays, model_to_arrays
 from fedward.common.runtime import derive_seed, resolve_device, seed_everything
+from fedward.server.checkpoint import (
+    Checkpoint,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    restore_strategy_state,
+    save_checkpoint,
+    strategy_state,
+)
 from fedward.server.coordinator import RUNS_DIR_ENV, STATE_DIR_ENV, CoordinatorState
 from fedward.server.evaluation import TestEvaluator, load_test_split
 from fedward.server.guard import GuardedStrategy, RoundLog
@@ -39,6 +53,7 @@ from fedward.server.hospitals import read_registered_names
 from fedward.server.model_card import HospitalEntry, finish_run
 from fedward.server.privacy import EPSILON_KEY, DpSgdSummary, PrivacyPlan
 from fedward.server.records import RunRecorder, new_run_dir
+from fedward.server.rounds import run_rounds
 from fedward.server.sites import OrderedGrid, SiteDirectory
 from fedward.server.strategies import EXTRAPOLATING, build_strategy
 
@@ -56,9 +71,18 @@ def main(grid: Grid, context: Context) -> None:
 
 def coordinator_overrides(cfg: RunConfig) -> RunConfig:
     """Where runs go on a coordinator: ``$FEDWARD_RUNS_DIR`` (set by ``fedward server start``)
-    replaces the submitter's ``run.output-dir``, which names a folder on another machine."""
+    replaces the submitter's ``run.output-dir``, which names a folder on another machine.
+
+    Raises:
+        ConfigError: if a submitted ``run.dir`` (a run to resume) is not a run directory
+            directly inside the coordinator's runs folder.
+    """
     runs = os.environ.get(RUNS_DIR_ENV)
-    if cfg.run.dir is not None or not runs:
+    if not runs:
+        return cfg
+    if cfg.run.dir is not None:
+        if Path(cfg.run.dir).resolve().parent != Path(runs).resolve():
+            raise ConfigError(f"run.dir {cfg.run.dir} is not a run directory of this coordinator ({runs})")
         return cfg
     return cfg.replace(run=dataclasses.replace(cfg.run, output_dir=Path(runs)))
 
@@ -109,12 +133,17 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
     seed_everything(cfg.run.seed)  # Python's RNG drives Flower's node sampling
     torch.manual_seed(derive_seed(cfg.run.seed, "initial-model"))
     model = build_model(cfg.model.name, schema.channels, schema.num_outputs, private=cfg.privacy.enabled)
-    if cfg.model.init_weights is not None:
+    checkpoint = load_checkpoint(run_dir) if cfg.run.resume else None
+    if checkpoint is not None:
+        load_arrays(model, checkpoint.model_arrays())
+    elif cfg.model.init_weights is not None:
         load_initial_weights(model, cfg.model.init_weights)
     parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     initial = model_to_arrays(model)
 
     recorder = RunRecorder(run_dir, cfg, mode="federated")
+    if checkpoint is not None:
+        recorder.resume(checkpoint.server_round)
     directory = SiteDirectory(timeout=cfg.federation.round_timeout, registered=registered_hospitals())
     buffers = frozenset(name for name, _ in model.named_buffers())
     privacy = PrivacyPlan.from_config(cfg)
@@ -124,6 +153,8 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         averaged_buffers=buffers if cfg.strategy.name in EXTRAPOLATING else frozenset(),
         reject_unchanged=privacy.mode in (ClientDp.SERVER_FIXED, ClientDp.SERVER_ADAPTIVE),
     )
+    if checkpoint is not None:
+        restore_strategy_state(strategy, checkpoint.strategy)
     test_split = load_test_split(cfg, schema)
     tester = TestEvaluator(test_split, resolve_device(cfg.train.device)) if test_split is not None else None
     log.info(
@@ -137,7 +168,8 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         run_dir,
     )
 
-    dpsgd_epsilon = [0.0]  # largest record-level epsilon any hospital reported so far
+    # largest record-level epsilon any hospital reported so far
+    dpsgd_epsilon = [float(checkpoint.extra.get(DPSGD_EPSILON, 0.0)) if checkpoint else 0.0]
 
     def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         load_arrays(model, arrays)
@@ -151,6 +183,16 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         test = tester(model) if tester is not None else {}
         metrics.update(test)
         recorder.record_round(server_round, arrays_to_state_dict(arrays), metrics, round_rows(entry))
+        save_checkpoint(
+            run_dir,
+            Checkpoint(
+                server_round,
+                {k: a.numpy() for k, a in arrays.items()},
+                strategy_state(strategy),
+                capture_rng(),
+                {DPSGD_EPSILON: dpsgd_epsilon[0]},
+            ),
+        )
         _log_round(server_round, cfg.federation.rounds, metrics)
         return MetricRecord(test) if test else None  # type: ignore[arg-type]
 
@@ -188,15 +230,22 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
         lambda: close("stopped", f"stopped by the coordinator after round {recorder.last_round}"),
         run_before_force_exit=True,
     )
+    first_round = 1
+    if checkpoint is not None:
+        first_round = checkpoint.server_round + 1
+        log.info("resuming after round %d of %d from %s", checkpoint.server_round, privacy.rounds, run_dir)
+        restore_rng(checkpoint.rng)  # the generators as they were when that round ended
     try:
-        strategy.start(
-            grid=OrderedGrid(grid, directory),
-            initial_arrays=initial,
+        run_rounds(
+            strategy,
+            OrderedGrid(grid, directory),
+            initial,
+            first_round=first_round,
             num_rounds=privacy.rounds,
             timeout=cfg.federation.round_timeout,
+            evaluate_fn=after_round,
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
-            evaluate_fn=after_round,
         )
     except BaseException as err:
         reason = f"{type(err).__name__}: {err}"

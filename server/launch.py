@@ -104,3 +104,51 @@ def run_rows(flwr: FlwrCli, runs_root: Path | None) -> list[dict[str, Any]]:
         run_dir = find_run_dir(runs_root, run_id) if runs_root is not None else None
         rows.append({**run, "run-dir": str(run_dir) if run_dir else ""})
     return sorted(rows, key=lambda r: int(r["run-id"]))
+
+
+def locate_run(runs_root: Path, run: str) -> Path:
+    """The run directory ``run`` names on this coordinator.
+
+    Args:
+        runs_root: the coordinator's runs folder.
+        run: a Flower run id (the directory ends in ``-<id>``), a run directory's name, or
+            a path to a run directory inside ``runs_root``.
+
+    Raises:
+        ConfigError: if no such run directory exists here.
+    """
+    root = Path(runs_root).resolve()
+    if run.isdigit():
+        found = find_run_dir(root, int(run))
+        if found is not None:
+            return found
+    candidate = Path(run).expanduser()
+    candidate = candidate.resolve() if candidate.is_absolute() or len(candidate.parts) > 1 else root / run
+    if candidate.parent != root or not (candidate / "config.toml").is_file():
+        raise ConfigError(f"no run {run!r} in {root}: give a run id, a run directory name or its path")
+    return candidate
+
+
+def resume_run(flwr: FlwrCli, run_dir: Path) -> int:
+    """Submit a run that continues ``run_dir`` from its checkpoint; return the new Flower run id.
+
+    The run keeps its configuration (``config.toml``) and its directory; the ServerApp
+    loads the checkpoint and continues at the round after the last one completed. The
+    hospitals need nothing: they receive the same run config as before.
+
+    Raises:
+        ConfigError: if the run directory has no checkpoint or already completed all rounds.
+        FlowerCliError: if the SuperLink does not accept the run.
+    """
+    from fedward.server.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise ConfigError(f"{run_dir.name} has no {CHECKPOINT_FILE}: it never completed a round to resume from")
+    done = load_checkpoint(run_dir).server_round
+    cfg = RunConfig.from_toml(run_dir / "config.toml")
+    if done >= cfg.federation.rounds:
+        raise ConfigError(f"{run_dir.name} already completed all {cfg.federation.rounds} rounds; nothing to resume")
+    cfg = cfg.replace(run=dataclasses.replace(cfg.run, dir=run_dir, resume=True))
+    run_id = start_run(flwr, cfg)
+    log.info("run %d resumes %s after round %d", run_id, run_dir.name, done)
+    return run_id

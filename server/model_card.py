@@ -114,6 +114,7 @@ def build_model_card(
             "rounds_completed": max(recorder.last_round, 0),
             "rounds_planned": fed.rounds,
             "seed": cfg.run.seed,
+            "resumed_after_rounds": [int(r["after-round"]) for r in recorder.resumed],
         },
         "dataset": {
             "name": cfg.data.dataset,
@@ -189,7 +190,14 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         f"**Status:** {run['status']}"
         + (f" ({run['stop_reason']})" if run["stop_reason"] else "")
         + f" after {run['rounds_completed']} of {run['rounds_planned']} rounds, "
-        f"{run['wall_time_s']} s ({run['mode']}).",
+        f"{run['wall_time_s']} s ({run['mode']})."
+        + (
+            " Resumed from its checkpoint after round(s) "
+            + ", ".join(str(r) for r in run["resumed_after_rounds"])
+            + " (on a CPU, resuming gives the same model, bit for bit, as an uninterrupted run with the seed)."
+            if run.get("resumed_after_rounds")
+            else ""
+        ),
         "",
         "## Data",
         f"- Dataset: **{data['name']}** ({data['task']}, classes: {', '.join(data['classes'])}), "

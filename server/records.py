@@ -139,11 +139,13 @@ class RunRecorder:
         self.mode = mode
         self.metrics_dir = self.run_dir / "metrics"
         self.models_dir = self.run_dir / "models"
-        self.started = now_iso()
+        earlier = _read_json(self.run_dir / "status.json")  # a resumed run keeps its start time
+        self.started = str(earlier.get("started") or now_iso())
         self._t0 = time.monotonic()
         self.best_round: int | None = None
         self.best_value = -math.inf
         self.last_round = -1
+        self.resumed: list[dict[str, Any]] = list(earlier.get("resumed", []))
         for folder in (self.metrics_dir, self.models_dir, self.run_dir / "plots"):
             folder.mkdir(parents=True, exist_ok=True)
         if not (self.run_dir / "config.toml").exists():
@@ -189,6 +191,40 @@ class RunRecorder:
             self._set_best(server_round, value)
         self.last_round = server_round
         self._write_status("running", latest=row)
+
+    def resume(self, server_round: int) -> None:
+        """Continue this run directory after its checkpointed round ``server_round``.
+
+        A crash can land between a round's metrics and its checkpoint: rows, weight files
+        and manifest entries of later rounds are dropped (they will be written again), a
+        half-written last line is discarded, and the best model is chosen again among the
+        kept rounds. The original start time is kept; the resumption is recorded in
+        ``status.json`` and the model card.
+        """
+        for name in ("server", "hospitals"):
+            path = self.metrics_dir / f"{name}.jsonl"
+            rows = [r for r in _read_jsonl_tolerant(path) if int(r.get("round", -1)) <= server_round]
+            atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+            first = ("round",) if name == "server" else ("round", "hospital", "phase")
+            atomic_write(self.metrics_dir / f"{name}.csv", rows_to_csv(rows, first) if rows else "")
+        files = read_manifest(self.run_dir)
+        for weights in self.models_dir.glob("round-*.safetensors"):
+            number = weights.stem.removeprefix("round-")
+            if number.isdigit() and int(number) > server_round:
+                weights.unlink()
+                files.pop(weights.name, None)
+        atomic_write(self.models_dir / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=2))
+        self.resumed = [*self.resumed, {"after-round": server_round, "time": now_iso()}]
+        self.best_round, self.best_value = None, -math.inf
+        for row in self.server_rows:
+            value = row.get(SELECTION_METRIC)
+            if isinstance(value, int | float) and math.isfinite(value) and value > self.best_value:
+                self.best_round, self.best_value = int(row["round"]), float(value)
+        if self.best_round is not None:
+            self._set_best(self.best_round, self.best_value)
+        self.last_round = server_round
+        self._write_status("running", latest=self.server_rows[-1] if self.server_rows else None)
+        log.info("resuming %s after round %d", self.run_dir.name, server_round)
 
     def finish(self, state: str, reason: str = "") -> None:
         """Mark the run ``completed``, ``failed`` or ``stopped``; plots are drawn here."""
@@ -271,10 +307,35 @@ class RunRecorder:
         }
         if reason:
             status["reason"] = reason
+        if self.resumed:
+            status["resumed"] = self.resumed
         atomic_write(status_path, json.dumps(status, indent=2))
         from fedward.server.runstore import index_run  # the runs folder's index (never raises)
 
         index_run(self.run_dir)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _read_jsonl_tolerant(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file, skipping a line a crash left half-written."""
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            log.warning("%s line %d is incomplete (interrupted write); dropped", path.name, number)
+    return rows
 
 
 def _clean(value: Any) -> Any:

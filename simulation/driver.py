@@ -167,6 +167,43 @@ def prepare(cfg: RunConfig, *, download: bool = True) -> PreparedRun:
     return PreparedRun(cfg, run_dir, plan, dataclasses.replace(resolved, cfg=cfg))
 
 
+def prepare_resume(run_dir: Path) -> PreparedRun:
+    """Prepare to continue an interrupted simulation from its checkpoint.
+
+    The run continues in the same directory with the configuration it was started with
+    (``config.toml``) and the same hospital partitions (``partitions.json``); nothing in
+    the directory is overwritten until the ServerApp resumes after the checkpointed round.
+
+    Args:
+        run_dir: a run directory written by ``fedward simulate``.
+
+    Raises:
+        ConfigError: if ``run_dir`` is not a simulation run directory, has no checkpoint,
+            or already completed all its rounds.
+        DataError: if the dataset it was trained on is no longer where it was.
+    """
+    from fedward.server.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    config_file = run_dir / "config.toml"
+    if not config_file.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.toml)")
+    status = read_status(run_dir)
+    if status.get("mode", "federated") != "federated":
+        raise ConfigError(f"{run_dir} is a {status.get('mode')} run; only federated runs resume")
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise ConfigError(f"{run_dir} has no {CHECKPOINT_FILE}: the run never completed a round to resume from")
+    done = load_checkpoint(run_dir).server_round
+    cfg = RunConfig.from_toml(config_file)
+    if status.get("state") == "completed" and done >= cfg.federation.rounds:
+        raise ConfigError(f"{run_dir.name} already completed all {cfg.federation.rounds} rounds; nothing to resume")
+    resolved = resolve_folders(cfg) if cfg.data.hospital_dirs else resolve_data(cfg, download=False)
+    plan = None if cfg.data.hospital_dirs else PartitionPlan.read(run_dir / PLAN_FILE)
+    cfg = cfg.replace(run=dataclasses.replace(cfg.run, dir=run_dir, resume=True))
+    log.info("resuming %s after round %d of %d", run_dir.name, done, cfg.federation.rounds)
+    return PreparedRun(cfg, run_dir, plan, dataclasses.replace(resolved, cfg=cfg))
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How a simulation ended.

@@ -6,8 +6,11 @@ on DICOM folders made by ``data export`` -> ``run start`` with 2 rounds -> the r
 finishes and the coordinator's run directory holds both rounds from all three hospitals.
 Around it: a never-registered key is refused, an agent without TLS and an agent trusting
 another CA fail with clear messages, a coordinator without certificates refuses to start,
-plain connections to every port the coordinator listens on get no application data, the
-coordinator restarts and the agents reconnect. Every process started here is stopped in
+plain connections to every port the coordinator listens on get no application data; a
+third run (the first one's settings) is killed with SIGKILL with the whole coordinator in
+round 2, the coordinator restarts, the agents reconnect by themselves, ``fedward run
+resume`` continues the run from its checkpoint and it ends with exactly the first run's
+model. Every process started here is stopped in
 a ``finally``, pass or fail, and the test checks none is left.
 """
 
@@ -26,7 +29,8 @@ from pathlib import Path
 
 import pytest
 from fixtures.cli import ENV, fedward, fedward_cli
-from fixtures.processes import live_flower_processes, wait_until_gone
+from fixtures.processes import kill_tree, live_flower_processes, wait_until_gone
+from fixtures.weights import weights_digest
 
 psutil = pytest.importorskip("psutil")
 
@@ -121,6 +125,15 @@ def plain_reply(port: int) -> bytes:
         return b"".join(chunks)
 
 
+def checkpointed_round(run_dir: Path) -> int:
+    from fedward.server.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(run_dir).server_round
+    except Exception:
+        return -1
+
+
 @dataclass
 class Outcome:
     tmp: Path
@@ -134,6 +147,9 @@ class Outcome:
     plain_replies: dict[int, bytes] = field(default_factory=dict)
     registered_status: dict[str, dict[str, str]] = field(default_factory=dict)
     after_restart: dict[str, dict[str, str]] = field(default_factory=dict)
+    killed_round: int = -1
+    resumed_dir: Path | None = None
+    resumed_id: int = 0
     exit_codes: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     left_behind: set[str] = field(default_factory=set)
@@ -226,14 +242,15 @@ def _scenario(tmp: Path, data_dir: Path, processes: Processes) -> Outcome:
 
     def finished() -> dict[str, str] | None:
         result = fedward("run", "list", "--state", str(state), "--json", timeout=60)
-        rows = {int(r["run-id"]): r for r in json.loads(result.stdout)} if result.returncode == 0 else {}
+        listed = json.loads(result.stdout) if result.returncode == 0 else []
+        rows = {int(r["flower-run-id"]): r for r in listed if r.get("flower-run-id") is not None}
         row = rows.get(run_id)
-        return row if row and str(row.get("status", "")).startswith("finished") else None
+        return row if row and str(row.get("flower-status", "")).startswith("finished") else None
 
     row = wait_for(finished, RUN_TIMEOUT_S, f"run {run_id} to finish", interval=5)
     chain_s = time.monotonic() - chain_started
-    assert row["status"] == "finished:completed", row
-    run_dir = Path(row["run-dir"])
+    assert row["flower-status"] == "finished:completed" and row["status"] == "completed", row
+    run_dir = Path(row["path"])
     failed_agents = {}
     for name, process in refused.items():
         code = process.wait(timeout=120)
@@ -256,8 +273,23 @@ def _scenario(tmp: Path, data_dir: Path, processes: Processes) -> Outcome:
         "the stopped run's directory to say so",
     )[0]
 
+    # A third run with the first one's settings; the whole coordinator dies (SIGKILL) in round 2.
+    third = fedward(
+        "run", "start", "--state", str(state), "--dataset", "pneumoniamnist", "--hospitals", "3",
+        "--rounds", "2", "--seed", "0", timeout=120,
+    )  # fmt: skip
+    assert third.returncode == 0, third.stdout + third.stderr
+    third_id = int(third.stdout.split("run id:")[1].split()[0])
+    third_dir = wait_for(
+        lambda: [p.parent for p in (state / "runs").glob(f"*-{third_id}/checkpoint.safetensors")
+                 if checkpointed_round(p.parent) >= 1],
+        RUN_TIMEOUT_S, "the third run to checkpoint round 1", interval=0.3,
+    )[0]  # fmt: skip
+    kill_tree(server.pid)
+    killed_round = checkpointed_round(third_dir)
+
     # The coordinator restarts on the same state folder; the agents reconnect by themselves.
-    exit_codes = {"server": processes.stop(server)}
+    exit_codes = {}
     server = processes.start(
         tmp / "server-2.log", "server", "start", "--certs", str(certs), "--state", str(state),
         "--host", "127.0.0.1", "--port", str(port),
@@ -267,6 +299,15 @@ def _scenario(tmp: Path, data_dir: Path, processes: Processes) -> Outcome:
         120,
         "the agents to reconnect after the restart",
         interval=3,
+    )
+    resumed = fedward("run", "resume", str(third_id), "--state", str(state), timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resumed_id = int(resumed.stdout.split("run id:")[1].split()[0])
+    wait_for(
+        lambda: json.loads((third_dir / "status.json").read_text())["state"] != "running",
+        RUN_TIMEOUT_S,
+        "the resumed run to finish",
+        interval=2,
     )
     for name, agent in agents.items():
         exit_codes[name] = processes.stop(agent)
@@ -284,6 +325,9 @@ def _scenario(tmp: Path, data_dir: Path, processes: Processes) -> Outcome:
         registered_status=registered,
         after_restart=after_restart,
         exit_codes=exit_codes,
+        killed_round=killed_round,
+        resumed_dir=third_dir,
+        resumed_id=resumed_id,
     )
 
 
@@ -349,6 +393,20 @@ def test_registration_persists_and_agents_reconnect_after_a_restart(deployment: 
     assert all(h["status"] == "online" and h["last-seen"] == "now" for h in deployment.after_restart.values())
 
 
+def test_sigkill_mid_run_and_resume_ends_with_the_uninterrupted_model(deployment: Outcome) -> None:
+    resumed = deployment.resumed_dir
+    assert resumed is not None and deployment.killed_round == 1, "killed in round 2, after round 1's checkpoint"
+    status = json.loads((resumed / "status.json").read_text())
+    assert status["state"] == "completed" and [r["after-round"] for r in status["resumed"]] == [1]
+    for name in ("round-001.safetensors", "round-002.safetensors"):
+        assert weights_digest(resumed / "models" / name) == weights_digest(deployment.run_dir / "models" / name), name
+    rows = [json.loads(line)["round"] for line in (resumed / "metrics" / "server.jsonl").read_text().splitlines()]
+    assert rows == [0, 1, 2]
+    card = json.loads((resumed / "model_card.json").read_text())
+    assert card["run"]["resumed_after_rounds"] == [1]
+    assert [h["name"] for h in card["hospitals"]] == list(HOSPITALS)
+
+
 def test_every_process_stops_cleanly(deployment: Outcome) -> None:
-    assert deployment.exit_codes == {"server": 0, "h0": 0, "h1": 0, "h2": 0, "server-2": 0}
+    assert deployment.exit_codes == {"h0": 0, "h1": 0, "h2": 0, "server-2": 0}
     assert not deployment.left_behind

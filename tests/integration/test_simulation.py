@@ -2,17 +2,23 @@
 
 Flower's simulation runtime (a SuperLink in simulation mode, Ray) runs the same
 ServerApp/ClientApp as deployment: 3 hospitals x 2 rounds, twice with the same seed.
+The second run is killed with SIGKILL in round 2 (the whole process tree: CLI,
+SuperLink, simulation runtime, Ray) and resumed with ``fedward simulate --resume``; it
+must end exactly where the uninterrupted first run ended.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from fixtures.cli import fedward
+from fixtures.cli import ENV, fedward, fedward_cli
 from fixtures.privacy import HOSPITAL_METRIC_KEYS, RECORD_COLUMNS
-from fixtures.processes import live_flower_processes, wait_until_gone
+from fixtures.processes import kill_tree, live_flower_processes, wait_until_gone
+from fixtures.weights import weights_digest
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +42,48 @@ def server_rows(run_dir: Path) -> list[dict[str, object]]:
     return [{k: v for k, v in row.items() if k not in VOLATILE} for row in rows]
 
 
+def checkpointed_round(run_dir: Path) -> int:
+    from fedward.server.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+    return load_checkpoint(run_dir).server_round if (run_dir / CHECKPOINT_FILE).is_file() else -1
+
+
+def killed_and_resumed(out: Path, data_dir: Path) -> Path:
+    """Start the same simulation, SIGKILL it once round 1 is checkpointed, resume it."""
+    command = [fedward_cli(), "simulate", "--data-dir", str(data_dir), "--rounds", "2", *SETTINGS]
+    process = subprocess.Popen(
+        [*command, "--output-dir", str(out)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    run_dir = None
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            dirs = [p for p in out.iterdir() if p.is_dir()]
+            if dirs and checkpointed_round(dirs[0]) >= 1:
+                run_dir = dirs[0]
+                break
+            time.sleep(0.2)
+    finally:
+        kill_tree(process.pid)
+        process.wait(timeout=30)
+    assert run_dir is not None, "round 1 was never checkpointed"
+    assert checkpointed_round(run_dir) == 1, "the kill came too late: the run had finished round 2"
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "running"  # nothing closed it
+    result = fedward("simulate", "--resume", str(run_dir))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> tuple[Path, Path]:
+    """An uninterrupted run, and the same run killed with SIGKILL in round 2 and resumed."""
     before = live_flower_processes()
     first = run_simulation(tmp_path_factory.mktemp("first"), real_data_dir)
-    second = run_simulation(tmp_path_factory.mktemp("second"), real_data_dir)
+    second = killed_and_resumed(tmp_path_factory.mktemp("second"), real_data_dir)
     assert not wait_until_gone(before), "the simulation SuperLink and its workers are gone"
     return first, second
 
@@ -92,7 +135,20 @@ def test_the_global_model_beats_round_zero(two_runs: tuple[Path, Path]) -> None:
 
 
 def test_same_seed_same_per_round_metrics(two_runs: tuple[Path, Path]) -> None:
+    """Same seed, same metrics in every round, even across a SIGKILL and a resume."""
     assert server_rows(two_runs[0]) == server_rows(two_runs[1])
+
+
+def test_sigkill_and_resume_ends_with_the_identical_model(two_runs: tuple[Path, Path]) -> None:
+    straight, resumed = two_runs
+    for name in ("round-001.safetensors", "round-002.safetensors", "best.safetensors"):
+        assert weights_digest(resumed / "models" / name) == weights_digest(straight / "models" / name), name
+    status = json.loads((resumed / "status.json").read_text())
+    assert status["state"] == "completed" and [r["after-round"] for r in status["resumed"]] == [1]
+    card = json.loads((resumed / "model_card.json").read_text())
+    assert card["run"]["resumed_after_rounds"] == [1] and card["run"]["rounds_completed"] == 2
+    hospitals = [json.loads(line) for line in (resumed / "metrics" / "hospitals.jsonl").read_text().splitlines()]
+    assert len(hospitals) == 12, "no round's hospital rows are doubled by the resume"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,264 @@
+"""Checkpoint and resume of the ServerApp, in process, against a scripted grid of hospitals.
+
+The grid answers like fedward's ClientApp would (enrolment, training updates, evaluation
+metrics) with updates that depend only on (round, hospital, global model), so the
+server side is the only state: strategy moments, adaptive clipping norm, Python's and
+NumPy's generators (hospital sampling, DP noise). A run that crashes and is resumed
+from its checkpoint must end with exactly the bytes of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fixtures.weights import weights_digest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAdam
+
+from fedward.common.config import RunConfig
+from fedward.common.errors import ConfigError
+from fedward.common.records import (
+    NUM_EXAMPLES,
+    SITE,
+    SITE_DEVICE,
+    SITE_NAME,
+    SITE_VERSION,
+    TRAIN_EXAMPLES,
+    VAL_EXAMPLES,
+)
+from fedward.common.version import fedward_version
+from fedward.server.app import coordinator_overrides, run_federation
+from fedward.server.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    restore_strategy_state,
+    save_checkpoint,
+    strategy_state,
+)
+from fedward.server.records import read_manifest, sha256_of
+
+HOSPITALS = {11: "alpha", 22: "bravo", 33: "charlie"}
+
+
+class CrashError(RuntimeError):
+    """The coordinator dies in the middle of a round."""
+
+
+class ScriptedGrid(Grid):
+    """Hospitals that train deterministically; optionally the server 'dies' in round ``crash_in``."""
+
+    def __init__(self, crash_in: int | None = None) -> None:
+        self.crash_in = crash_in
+        self.trained: list[tuple[int, str]] = []
+
+    def set_run(self, run: Any) -> None:
+        pass
+
+    @property
+    def run(self) -> Any:
+        raise NotImplementedError
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(HOSPITALS)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        raise NotImplementedError
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return [self._answer(m) for m in messages]
+
+    def _answer(self, message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        name = HOSPITALS[node]
+        kind = message.metadata.message_type
+        if kind == MessageType.QUERY:
+            site = ConfigRecord({SITE_NAME: name, SITE_VERSION: fedward_version(), SITE_DEVICE: "cpu"})
+            counts = MetricRecord({TRAIN_EXAMPLES: 100 + node, VAL_EXAMPLES: 20})
+            return Message(RecordDict({SITE: site, "metrics": counts}), reply_to=message)
+        server_round = int(message.content["config"]["server-round"])  # type: ignore[arg-type]
+        if kind == MessageType.TRAIN:
+            if server_round == self.crash_in:
+                raise CrashError(f"coordinator killed in round {server_round}")
+            self.trained.append((server_round, name))
+            generator = np.random.default_rng([server_round, node])  # independent of the server's generators
+            arrays = message.content["arrays"]
+            update = ArrayRecord(
+                {
+                    k: Array((a.numpy() + generator.normal(0, 0.05, a.shape)).astype(a.numpy().dtype))
+                    if a.numpy().dtype.kind == "f"
+                    else Array(a.numpy())
+                    for k, a in arrays.items()  # type: ignore[union-attr]
+                }
+            )
+            metrics = MetricRecord({NUM_EXAMPLES: 100 + node, "train-loss": 1.0 / server_round})
+            content = RecordDict({"arrays": update, "metrics": metrics, SITE: ConfigRecord({SITE_NAME: name})})
+            return Message(content, reply_to=message)
+        auc = 0.5 + 0.1 * server_round + 0.001 * node
+        metrics = MetricRecord({NUM_EXAMPLES: 20, "val-auc": auc})
+        return Message(RecordDict({"metrics": metrics, SITE: ConfigRecord({SITE_NAME: name})}), reply_to=message)
+
+
+def make_config(out: Path, **sections: dict[str, Any]) -> RunConfig:
+    raw: dict[str, dict[str, Any]] = {
+        "data": {"dataset": "pneumoniamnist", "data-dir": str(out / "no-data"), "task": "binary"},
+        "federation": {"hospitals": 3, "rounds": 4, "round-timeout": 30.0},
+        "run": {"seed": 7, "output-dir": str(out)},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    cfg = RunConfig.from_mapping(raw)
+    data = dataclasses.replace(cfg.data, classes=("normal", "pneumonia"), channels=1)
+    return cfg.replace(data=data)
+
+
+def run_dir_of(out: Path) -> Path:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and p.name != "no-data"]
+    return run_dir
+
+
+SCENARIOS = {
+    "fedadam+server-adaptive-dp+sampling": {
+        "strategy": {"name": "fedadam", "server-lr": 0.05},
+        "federation": {"fraction-train": 0.67},
+        "privacy": {"client-dp": "server-adaptive", "noise-multiplier": 0.5, "clipping-norm": 5.0, "delta": 1e-3},
+    },
+    "fedavgm": {"strategy": {"name": "fedavgm", "server-momentum": 0.9}},
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path: Path, scenario: str) -> None:
+    sections = SCENARIOS[scenario]
+    straight = make_config(tmp_path / "straight", **sections)
+    run_federation(ScriptedGrid(), straight)
+    reference = run_dir_of(tmp_path / "straight")
+
+    crashed = make_config(tmp_path / "crashed", **sections)
+    with pytest.raises(CrashError):
+        run_federation(ScriptedGrid(crash_in=3), crashed)
+    run_dir = run_dir_of(tmp_path / "crashed")
+    assert load_checkpoint(run_dir).server_round == 2
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+
+    # Whatever else happened in the process meanwhile, the checkpoint restores the generators.
+    random.seed(12345)
+    np.random.seed(54321)
+    resumed_grid = ScriptedGrid()
+    resumed = crashed.replace(run=dataclasses.replace(crashed.run, dir=run_dir, resume=True))
+    run_federation(resumed_grid, resumed)
+
+    assert sorted({r for r, _ in resumed_grid.trained}) == [3, 4], "rounds 1-2 are not trained again"
+    for round_number in range(5):
+        name = f"round-{round_number:03d}.safetensors"
+        assert weights_digest(run_dir / "models" / name) == weights_digest(reference / "models" / name), name
+    assert weights_digest(run_dir / "models" / "best.safetensors") == weights_digest(
+        reference / "models" / "best.safetensors"
+    )
+    volatile = {"time", "elapsed-s"}
+    rows = [
+        {k: v for k, v in json.loads(line).items() if k not in volatile}
+        for line in (run_dir / "metrics/server.jsonl").read_text().splitlines()
+    ]
+    expected = [
+        {k: v for k, v in json.loads(line).items() if k not in volatile}
+        for line in (reference / "metrics/server.jsonl").read_text().splitlines()
+    ]
+    assert rows == expected  # one row per round, none doubled, same metrics (epsilon included)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "completed" and status["round"] == 4
+    assert [r["after-round"] for r in status["resumed"]] == [2]
+    card = json.loads((run_dir / "model_card.json").read_text())
+    assert card["run"]["resumed_after_rounds"] == [2]
+    assert "Resumed from its checkpoint after round(s) 2" in (run_dir / "model_card.md").read_text()
+    manifest = read_manifest(run_dir)
+    assert manifest["round-004.safetensors"]["sha256"] == sha256_of(run_dir / "models" / "round-004.safetensors")
+
+
+def test_a_crash_between_metrics_and_checkpoint_leaves_no_duplicate_round(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    with pytest.raises(CrashError):
+        run_federation(ScriptedGrid(crash_in=3), cfg)
+    run_dir = run_dir_of(tmp_path)
+    # Simulate a kill after round 3's metrics and weights were written but before its checkpoint:
+    with open(run_dir / "metrics" / "server.jsonl", "a") as handle:
+        handle.write(json.dumps({"round": 3, "val-auc": 0.99}) + "\n" + '{"round": 4, "val-a')
+    (run_dir / "models" / "round-003.safetensors").write_bytes(b"partial")
+    resumed = cfg.replace(run=dataclasses.replace(cfg.run, dir=run_dir, resume=True))
+    run_federation(ScriptedGrid(), resumed)
+    rounds = [json.loads(line)["round"] for line in (run_dir / "metrics" / "server.jsonl").read_text().splitlines()]
+    assert rounds == [0, 1, 2, 3, 4]
+    assert json.loads((run_dir / "models" / "best.json").read_text())["round"] == 4
+
+
+def test_checkpoint_round_trips_strategy_and_generators(tmp_path: Path) -> None:
+    strategy = FedAdam()
+    strategy.m_t = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    strategy.v_t = {"w": np.full((2, 3), 0.25, np.float32)}
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    rng = capture_rng()
+    expected = (random.random(), np.random.normal(), torch.rand(1).item())
+    model = {"layer.weight": np.ones((2, 2), np.float32), "layer.num_batches_tracked": np.array(4, np.int64)}
+    save_checkpoint(tmp_path, Checkpoint(5, model, strategy_state(strategy), rng, {"dpsgd-epsilon": 1.5}))
+
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.server_round == 5 and loaded.extra == {"dpsgd-epsilon": 1.5}
+    assert list(loaded.model) == list(model)
+    assert loaded.model["layer.num_batches_tracked"].dtype == np.int64
+    fresh = FedAdam()
+    restore_strategy_state(fresh, loaded.strategy)
+    assert fresh.m_t is not None and fresh.v_t is not None
+    np.testing.assert_array_equal(fresh.m_t["w"], strategy.m_t["w"])
+    np.testing.assert_array_equal(fresh.v_t["w"], strategy.v_t["w"])
+    random.seed(99)
+    restore_rng(loaded.rng)
+    assert (random.random(), np.random.normal(), torch.rand(1).item()) == expected
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file is left behind"
+
+
+def test_resume_without_or_with_a_broken_checkpoint_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"has no checkpoint\.safetensors"):
+        load_checkpoint(tmp_path)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"\x00" * 20)
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_for_another_strategy_is_refused(tmp_path: Path) -> None:
+    strategy = FedAdam()
+    strategy.m_t = {"w": np.zeros(2, np.float32)}
+    state = {f"root.strategy.{k.split('.', 1)[1]}": v for k, v in strategy_state(strategy).items()}
+    with pytest.raises(CheckpointError, match="does not have"):
+        restore_strategy_state(FedAdam(), state)
+
+
+def test_a_coordinator_resumes_only_its_own_run_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = tmp_path / "runs"
+    (runs / "20260101-000000-x-1").mkdir(parents=True)
+    monkeypatch.setenv("FEDWARD_RUNS_DIR", str(runs))
+    cfg = make_config(tmp_path)
+    inside = cfg.replace(run=dataclasses.replace(cfg.run, dir=runs / "20260101-000000-x-1", resume=True))
+    assert coordinator_overrides(inside).run.dir == runs / "20260101-000000-x-1"
+    outside = cfg.replace(run=dataclasses.replace(cfg.run, dir=tmp_path / "elsewhere", resume=True))
+    with pytest.raises(ConfigError, match="not a run directory of this coordinator"):
+        coordinator_overrides(outside)
