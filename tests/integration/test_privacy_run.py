@@ -40,7 +40,7 @@ def private_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -
         "--rounds", "4", "--output-dir", str(out), *sets,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = list(out.iterdir())
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]  # beside it: the runs index (runs.sqlite)
     return run_dir
 
 

@@ -33,7 +33,7 @@ def run_simulation(out: Path, data_dir: Path, *extra: str) -> Path:
         "simulate", "--data-dir", str(data_dir), "--rounds", "2", *SETTINGS, "--output-dir", str(out), *extra
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = list(out.iterdir())
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]  # beside it: the runs index (runs.sqlite)
     return run_dir
 
 
