@@ -350,6 +350,20 @@ def _register_evaluator_commands() -> None:
 _register_evaluator_commands()
 
 
+def _register_container_commands() -> None:
+    """``fedward server|registry|client health`` and ``fedward certs copy`` (containers), with error handling."""
+    from fedward.cli import container, deploy
+    from fedward.cli.registry import registry_app
+
+    deploy.server_app.command("health")(handle_errors(container.server_health))
+    registry_app.command("health")(handle_errors(container.registry_health))
+    client_app.command("health")(handle_errors(container.client_health))
+    deploy.certs_app.command("copy")(handle_errors(container.certs_copy))
+
+
+_register_container_commands()
+
+
 @app.command()
 def version() -> None:
     """Print fedward's version and the versions of the libraries it runs on."""
