@@ -8,7 +8,9 @@
 # Mounts: /certs (from `fedward certs init`, read-only), /state (read-write: Flower's database,
 # hospital registry, run directories), /data (optional, read-only: the dataset's .npz for
 # server-side test evaluation). Runs as UID 10001, so /certs and /state must be readable by it.
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+# CPython 3.11 like the constraints; the minor tag follows Debian's security updates (pin a
+# digest here for bit-identical rebuilds).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu

@@ -8,7 +8,9 @@
 # (read-only; the key readable by UID 10001 only), /cache (read-write: decoded images).
 # The default command shows the shape; give the coordinator's address and the hospital's
 # key name when running it (see deploy/README.md).
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+# CPython 3.11 like the constraints; the minor tag follows Debian's security updates (pin a
+# digest here for bit-identical rebuilds).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
