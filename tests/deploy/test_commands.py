@@ -188,9 +188,9 @@ def test_every_subcommand_the_containers_run_answers_help_from_the_installed_scr
 
 
 # ------------------------------------------------------------------------------ same as the integration tests
-def integration_options() -> dict[tuple[str, str], set[str]]:
+def integration_options() -> dict[tuple[str, ...], set[str]]:
     """Subcommand -> the option names the deployment integration tests give it."""
-    found: dict[tuple[str, str], set[str]] = {}
+    found: dict[tuple[str, ...], set[str]] = {}
     for path in INTEGRATION_TESTS:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             items = node.args if isinstance(node, ast.Call) else node.elts if isinstance(node, ast.List) else []

@@ -71,7 +71,7 @@ def _last(path: Path, keyword: str) -> str:
 
 
 def _env(path: Path) -> dict[str, str]:
-    env = {}
+    env: dict[str, str] = {}
     for key, rest in final_stage(path):
         if key == "ENV":
             env.update(re.findall(r"(\w+)=(\S+)", rest))
@@ -155,7 +155,7 @@ def test_the_constraints_pin_every_runtime_dependency_within_pyproject_ranges() 
         import pin_constraints
     finally:
         sys.path.pop(0)
-    pins = {}
+    pins: dict[str, str] = {}
     for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")

@@ -38,7 +38,7 @@ def _deployment(rendering: Rendering) -> dict[str, Any]:
 
 
 def _container(rendering: Rendering, name: str) -> dict[str, Any]:
-    containers = {c["name"]: c for c in pod_spec(_deployment(rendering))["containers"]}
+    containers: dict[str, dict[str, Any]] = {c["name"]: c for c in pod_spec(_deployment(rendering))["containers"]}
     return containers[name]
 
 
