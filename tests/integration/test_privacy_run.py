@@ -37,7 +37,7 @@ def private_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -
     sets = [arg for key, value in privacy.items() for arg in ("--set", f"privacy.{key}={value}")]
     result = fedward(
         "simulate", "--data-dir", str(real_data_dir), "--hospitals", "3", "--partition", "iid", "--seed", "0",
-        "--rounds", "4", "--output-dir", str(out), *sets,
+        "--rounds", "4", "--local-epochs", "1", "--output-dir", str(out), *sets,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]  # beside it: the runs index (runs.sqlite)

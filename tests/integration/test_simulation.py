@@ -26,11 +26,12 @@ VOLATILE = ("time", "elapsed-s", "train-seconds", "eval-seconds")
 
 
 SETTINGS = ["--hospitals", "3", "--partition", "dirichlet", "--alpha", "1.0", "--seed", "0"]
+TRAINING = ["--rounds", "2", "--local-epochs", "1"]
 
 
 def run_simulation(out: Path, data_dir: Path, *extra: str) -> Path:
     result = fedward(
-        "simulate", "--data-dir", str(data_dir), "--rounds", "2", *SETTINGS, "--output-dir", str(out), *extra
+        "simulate", "--data-dir", str(data_dir), *TRAINING, *SETTINGS, "--output-dir", str(out), *extra
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]  # beside it: the runs index (runs.sqlite)
@@ -50,7 +51,7 @@ def checkpointed_round(run_dir: Path) -> int:
 
 def killed_and_resumed(out: Path, data_dir: Path) -> Path:
     """Start the same simulation, SIGKILL it once round 1 is checkpointed, resume it."""
-    command = [fedward_cli(), "simulate", "--data-dir", str(data_dir), "--rounds", "2", *SETTINGS]
+    command = [fedward_cli(), "simulate", "--data-dir", str(data_dir), *TRAINING, *SETTINGS]
     process = subprocess.Popen(
         [*command, "--output-dir", str(out)],
         env=ENV,
