@@ -30,9 +30,7 @@ TRAINING = ["--rounds", "2", "--local-epochs", "1"]
 
 
 def run_simulation(out: Path, data_dir: Path, *extra: str) -> Path:
-    result = fedward(
-        "simulate", "--data-dir", str(data_dir), *TRAINING, *SETTINGS, "--output-dir", str(out), *extra
-    )
+    result = fedward("simulate", "--data-dir", str(data_dir), *TRAINING, *SETTINGS, "--output-dir", str(out), *extra)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]  # beside it: the runs index (runs.sqlite)
     return run_dir
