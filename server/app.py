@@ -32,6 +32,7 @@ from flwr.supercore.exit import add_exit_handler
 
 from fedward.common.choices import ClientDp
 from fedward.common.config import RunConfig
+from fedward.common.data.npz import DatasetSchema
 from fedward.common.errors import ConfigError
 from fedward.common.logs import configure_logging
 from fedward.common.models import build_model, load_initial_weights
@@ -54,6 +55,7 @@ from fedward.server.model_card import HospitalEntry, finish_run
 from fedward.server.privacy import EPSILON_KEY, DpSgdSummary, PrivacyPlan
 from fedward.server.records import RunRecorder, new_run_dir
 from fedward.server.rounds import run_rounds
+from fedward.server.runlock import RunLock
 from fedward.server.sites import OrderedGrid, SiteDirectory
 from fedward.server.strategies import EXTRAPOLATING, build_strategy
 
@@ -123,12 +125,21 @@ def run_federation(grid: Grid, cfg: RunConfig, run_id: int | None = None) -> Non
 
     Raises:
         ConfigError: if the config was not resolved against the dataset.
+        RunBusyError: if another ServerApp is running the same run directory (a resume of
+            a run that has not stopped).
+        CheckpointError: if a run to resume has no usable checkpoint.
         Exception: whatever ends the run early is re-raised after the run directory
             records the failure.
     """
     schema = cfg.data.schema()
     cfg = coordinator_overrides(cfg)
     run_dir = cfg.run.dir or new_run_dir(cfg, suffix=str(run_id) if run_id else "")
+    with RunLock(run_dir):  # released by the OS however this process ends
+        _federate(grid, cfg, schema, run_dir, run_id)
+
+
+def _federate(grid: Grid, cfg: RunConfig, schema: DatasetSchema, run_dir: Path, run_id: int | None) -> None:
+    """The body of :func:`run_federation`, with the run directory locked."""
     configure_logging(file=run_dir / "logs" / "server.log")
     seed_everything(cfg.run.seed)  # Python's RNG drives Flower's node sampling
     torch.manual_seed(derive_seed(cfg.run.seed, "initial-model"))

@@ -138,12 +138,15 @@ def resume_run(flwr: FlwrCli, run_dir: Path) -> int:
 
     Raises:
         ConfigError: if the run directory has no checkpoint or already completed all rounds.
+        RunBusyError: if a ServerApp is still running it (stop that run first).
         FlowerCliError: if the SuperLink does not accept the run.
     """
     from fedward.server.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from fedward.server.runlock import check_not_running
 
     if not (run_dir / CHECKPOINT_FILE).is_file():
         raise ConfigError(f"{run_dir.name} has no {CHECKPOINT_FILE}: it never completed a round to resume from")
+    check_not_running(run_dir)
     done = load_checkpoint(run_dir).server_round
     cfg = RunConfig.from_toml(run_dir / "config.toml")
     if done >= cfg.federation.rounds:

@@ -180,9 +180,11 @@ def prepare_resume(run_dir: Path) -> PreparedRun:
     Raises:
         ConfigError: if ``run_dir`` is not a simulation run directory, has no checkpoint,
             or already completed all its rounds.
+        RunBusyError: if a simulation is still running in ``run_dir``.
         DataError: if the dataset it was trained on is no longer where it was.
     """
     from fedward.server.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from fedward.server.runlock import check_not_running
 
     run_dir = Path(run_dir).expanduser().resolve()
     config_file = run_dir / "config.toml"
@@ -193,6 +195,7 @@ def prepare_resume(run_dir: Path) -> PreparedRun:
         raise ConfigError(f"{run_dir} is a {status.get('mode')} run; only federated runs resume")
     if not (run_dir / CHECKPOINT_FILE).is_file():
         raise ConfigError(f"{run_dir} has no {CHECKPOINT_FILE}: the run never completed a round to resume from")
+    check_not_running(run_dir)
     done = load_checkpoint(run_dir).server_round
     cfg = RunConfig.from_toml(config_file)
     if status.get("state") == "completed" and done >= cfg.federation.rounds:

@@ -49,6 +49,7 @@ from fedward.server.checkpoint import (
     strategy_state,
 )
 from fedward.server.records import read_manifest, sha256_of
+from fedward.server.runlock import RunBusyError, RunLock
 
 HOSPITALS = {11: "alpha", 22: "bravo", 33: "charlie"}
 
@@ -207,6 +208,19 @@ def test_a_crash_between_metrics_and_checkpoint_leaves_no_duplicate_round(tmp_pa
     rounds = [json.loads(line)["round"] for line in (run_dir / "metrics" / "server.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2, 3, 4]
     assert json.loads((run_dir / "models" / "best.json").read_text())["round"] == 4
+
+
+def test_a_run_directory_in_use_is_not_resumed(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    with pytest.raises(CrashError):
+        run_federation(ScriptedGrid(crash_in=2), cfg)
+    run_dir = run_dir_of(tmp_path)
+    resumed = cfg.replace(run=dataclasses.replace(cfg.run, dir=run_dir, resume=True))
+    with RunLock(run_dir), pytest.raises(RunBusyError, match="in use by a running ServerApp"):
+        run_federation(ScriptedGrid(), resumed)  # e.g. a second resume while the first still runs
+    assert load_checkpoint(run_dir).server_round == 1, "nothing was written by the refused ServerApp"
+    run_federation(ScriptedGrid(), resumed)
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
 
 
 def test_checkpoint_round_trips_strategy_and_generators(tmp_path: Path) -> None:
