@@ -316,9 +316,9 @@ def _federation_classes(
 
 def _register_deployment_commands() -> None:
     """``fedward certs|server|run`` and ``fedward client start``, with fedward's error handling."""
-    from fedward.cli import deploy
+    from fedward.cli import deploy, runs
 
-    for sub, name in ((deploy.certs_app, "certs"), (deploy.server_app, "server"), (deploy.run_app, "run")):
+    for sub, name in ((deploy.certs_app, "certs"), (deploy.server_app, "server"), (runs.run_app, "run")):
         for info in sub.registered_commands:
             if info.callback is not None:
                 info.callback = handle_errors(info.callback)
