@@ -48,7 +48,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from fedward.common.certs import FederationCerts
 from fedward.common.errors import ConfigError, FedwardError
 from fedward.server.runstore import RunEntry, RunNotFoundError, RunStore
-from fedward.server.tokens import REGISTRY_DIR, TokenError, TokenStore
+from fedward.server.tokens import HEX_SHA256, REGISTRY_DIR, TokenError, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ DOWNLOADS_FILE = "downloads.jsonl"
 BEST_FILE = "best.safetensors"
 MODEL_FILE = re.compile(r"^(?:best|round-\d{3,9})\.safetensors$")
 ROUND_PARAM = re.compile(r"^[0-9]{1,9}$")
-HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 1 << 20
 SHA256_HEADER = "X-Fedward-SHA256"
 ROUND_HEADER = "X-Fedward-Round"

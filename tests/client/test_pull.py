@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fixtures.registry import BEST_ROUND, RUN_ID, copy_store, flip_byte, write_run
+from fixtures.registry import (
+    BEST_ROUND,
+    RUN_ID,
+    copy_store,
+    flip_byte,
+)
 
 from fedward.client.pull import RegistryClient, RegistryError, list_runs, parse_which, pull
 from fedward.common.errors import ConfigError, IntegrityError
@@ -19,13 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*
 
 testclient = pytest.importorskip("fastapi.testclient")
 URL = "http://registry.test"
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("template") / "runs"
-    write_run(runs)
-    return runs
 
 
 @dataclass

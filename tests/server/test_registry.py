@@ -12,7 +12,12 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from fixtures.registry import BEST_ROUND, RUN_ID, copy_store, flip_byte, write_run
+from fixtures.registry import (
+    BEST_ROUND,
+    RUN_ID,
+    copy_store,
+    flip_byte,
+)
 
 from fedward.server.records import read_manifest
 from fedward.server.registry import create_app, recorded_models
@@ -21,13 +26,6 @@ from fedward.server.tokens import TokenStore
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*httpx2.*")
 
 testclient = pytest.importorskip("fastapi.testclient")
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("template") / "runs"
-    write_run(runs)
-    return runs
 
 
 @dataclass
