@@ -39,6 +39,7 @@ from fedward.common.config import RunConfig
 from fedward.common.data.images import BatchPipeline
 from fedward.common.data.npz import DatasetSchema
 from fedward.common.errors import ConfigError, IntegrityError, ModelError
+from fedward.common.manifest import MANIFEST_FILE, read_manifest, sha256_of
 from fedward.common.models import build_model, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ CARD_JSON = "model_card.json"
 CARD_MD = "model_card.md"
 PULLED_WEIGHTS = "model.safetensors"
 PULL_RECORD = "pull.json"
-MANIFEST = "models/manifest.json"
 BEST_WEIGHTS = "models/best.safetensors"
 PREDICT_BATCH = 256
 """Images per forward pass when computing probabilities."""
@@ -197,11 +197,13 @@ def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
         weights = path / (BEST_WEIGHTS if round is None else f"models/round-{round:03d}.safetensors")
         if not weights.is_file():
             raise ModelError(_missing_weights(path, weights, round))
-        manifest = _read_json(path / MANIFEST).get("files", {})
-        entry = manifest.get(weights.name) if isinstance(manifest, dict) else None
+        entry = _manifest_entry(path, weights.name)
         model_round = _round_of(path, weights, entry)
         recorded = _run_hashes(weights, entry, card)
-    sha256 = _sha256(weights)
+    try:
+        sha256 = sha256_of(weights)
+    except OSError as err:
+        raise ModelError(f"cannot read weights file {weights}: {err.strerror or err}") from None
     for source, expected in recorded:
         if sha256 != expected.lower():
             raise IntegrityError(
@@ -396,7 +398,7 @@ def _run_hashes(weights: Path, entry: Any, card: dict[str, Any]) -> list[tuple[s
     """(source, sha256) pairs recorded for a run directory's weights file."""
     out: list[tuple[str, str]] = []
     if isinstance(entry, dict) and entry.get("sha256"):
-        out.append((MANIFEST, str(entry["sha256"])))
+        out.append((MANIFEST_FILE, str(entry["sha256"])))
     relative = f"models/{weights.name}"
     for item in _card_entries(card):
         if item.get("file") == relative and item.get("sha256"):
@@ -426,14 +428,10 @@ def _missing_weights(path: Path, weights: Path, round: int | None) -> str:
     return f"{weights} is missing: the run in {path} has no weights for round {round} (rounds: {listed})"
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
+def _manifest_entry(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The manifest's record of weight file ``name``; a damaged manifest records nothing (warned)."""
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as err:
-        raise ModelError(f"cannot read weights file {path}: {err.strerror or err}") from None
-    return digest.hexdigest()
+        return read_manifest(run_dir).get(name)
+    except (OSError, ValueError) as err:
+        log.warning("%s is unreadable (%s); its hashes cannot be checked", run_dir / MANIFEST_FILE, err)
+        return None

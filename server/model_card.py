@@ -15,9 +15,10 @@ from typing import Any
 
 from fedward.common.config import RunConfig
 from fedward.common.data.catalog import lookup
+from fedward.common.manifest import sha256_of
 from fedward.common.models import REGISTRY
 from fedward.common.version import library_versions
-from fedward.server.records import SELECTION_METRIC, RunRecorder, atomic_write, now_iso, sha256_of
+from fedward.server.records import SELECTION_METRIC, RunRecorder, atomic_write, now_iso
 
 CARD_FORMAT = "fedward-model-card/1"
 REPORTED = ("auc", "accuracy", "sensitivity", "specificity", "f1", "loss")

@@ -39,6 +39,7 @@ import torch
 from safetensors.torch import save_file
 
 from fedward.common.config import RunConfig
+from fedward.common.manifest import MANIFEST_FILE, manifest_document, read_manifest, sha256_of
 from fedward.common.records import metric_key
 
 log = logging.getLogger(__name__)
@@ -72,37 +73,6 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata: Mappin
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "fedward-models/1"
-
-
-def read_manifest(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Weight file name -> ``{"round", "sha256", "bytes"}`` from ``models/manifest.json``.
-
-    The hashes were computed when the files were written, so a weight file changed
-    afterwards no longer matches its entry. A run without a manifest gives ``{}``.
-
-    Raises:
-        ValueError: if the manifest exists but is not valid JSON.
-    """
-    path = Path(run_dir) / "models" / MANIFEST
-    if not path.is_file():
-        return {}
-    files = json.loads(path.read_text(encoding="utf-8")).get("files", {})
-    return {str(name): dict(entry) for name, entry in files.items()}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -213,7 +183,7 @@ class RunRecorder:
             if number.isdigit() and int(number) > server_round:
                 weights.unlink()
                 files.pop(weights.name, None)
-        atomic_write(self.models_dir / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=2))
+        atomic_write(self.run_dir / MANIFEST_FILE, manifest_document(files))
         self.resumed = [*self.resumed, {"after-round": server_round, "time": now_iso()}]
         self.best_round, self.best_value = None, -math.inf
         for row in self.server_rows:
@@ -268,8 +238,7 @@ class RunRecorder:
         """Record the sha256 and size of a weight file just written."""
         files = read_manifest(self.run_dir)
         files[path.name] = {"round": server_round, "sha256": sha256_of(path), "bytes": path.stat().st_size}
-        ordered = dict(sorted(files.items()))
-        atomic_write(self.models_dir / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "files": ordered}, indent=2))
+        atomic_write(self.run_dir / MANIFEST_FILE, manifest_document(files))
 
     def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
         if not rows:

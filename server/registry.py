@@ -47,6 +47,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from fedward.common.certs import FederationCerts
 from fedward.common.errors import ConfigError, FedwardError
+from fedward.common.manifest import MANIFEST_FILE, read_manifest
 from fedward.server.runstore import RunEntry, RunNotFoundError, RunStore
 from fedward.server.tokens import HEX_SHA256, REGISTRY_DIR, TokenError, TokenStore
 
@@ -97,16 +98,14 @@ def recorded_models(run_dir: Path) -> dict[str, ModelFile]:
     Returns:
         File name -> :class:`ModelFile`; ``{}`` when the manifest is missing or unreadable.
     """
-    path = Path(run_dir) / "models" / "manifest.json"
     try:
-        files = json.loads(path.read_text(encoding="utf-8")).get("files", {})
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, AttributeError) as err:
-        log.warning("cannot read %s (%s): its weights are not served", path, type(err).__name__)
+        files = read_manifest(run_dir)
+    except (OSError, ValueError) as err:
+        where = Path(run_dir) / MANIFEST_FILE
+        log.warning("cannot read %s (%s): its weights are not served", where, type(err).__name__)
         return {}
     found: dict[str, ModelFile] = {}
-    for name, entry in files.items() if isinstance(files, dict) else ():
+    for name, entry in files.items():
         try:
             record = ModelFile(str(name), int(entry["round"]), str(entry["sha256"]), int(entry["bytes"]))
         except (KeyError, TypeError, ValueError):

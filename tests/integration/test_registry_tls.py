@@ -26,8 +26,8 @@ import pytest
 from fixtures.cli import ENV, fedward, fedward_cli
 from fixtures.registry import RUN_ID, flip_byte, write_run
 
+from fedward.common.manifest import sha256_of
 from fedward.common.processes import free_port
-from fedward.server.records import sha256_of
 from fedward.server.tokens import TokenStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

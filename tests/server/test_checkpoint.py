@@ -26,6 +26,7 @@ from flwr.serverapp.strategy import FedAdam
 
 from fedward.common.config import RunConfig
 from fedward.common.errors import ConfigError
+from fedward.common.manifest import read_manifest, sha256_of
 from fedward.common.records import (
     NUM_EXAMPLES,
     SITE,
@@ -48,7 +49,6 @@ from fedward.server.checkpoint import (
     save_checkpoint,
     strategy_state,
 )
-from fedward.server.records import read_manifest, sha256_of
 from fedward.server.runlock import RunBusyError, RunLock
 
 HOSPITALS = {11: "alpha", 22: "bravo", 33: "charlie"}

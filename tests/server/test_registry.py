@@ -19,7 +19,7 @@ from fixtures.registry import (
     flip_byte,
 )
 
-from fedward.server.records import read_manifest
+from fedward.common.manifest import read_manifest
 from fedward.server.registry import create_app, recorded_models
 from fedward.server.tokens import TokenStore
 
