@@ -84,17 +84,13 @@ def registry_health(
 
     import httpx
 
+    from fedward.common.tls import client_context, https_url
+
     _check_trust(ca, insecure)
-    base = url.strip().rstrip("/")
-    scheme = base.partition("://")[0].lower() if "://" in base else ""
-    if scheme not in ("http", "https") or (scheme == "http") != insecure:
-        raise ConfigError(f"--url {url!r} must be https://HOST:PORT (http:// only with --insecure)")
-    verify: ssl.SSLContext | bool = False
-    if ca is not None:
-        try:
-            verify = ssl.create_default_context(cafile=str(ca))
-        except (OSError, ssl.SSLError) as err:
-            raise ConfigError(f"--ca {ca}: not a readable PEM CA certificate ({err})") from None
+    base = https_url(url, insecure=insecure, option="--url")
+    if insecure and base.lower().startswith("https://"):
+        raise ConfigError(f"--url {url!r}: with --insecure the registry serves plain http://")
+    verify: ssl.SSLContext | bool = client_context(ca) if ca is not None else False
     try:
         response = httpx.get(f"{base}/v1/health", verify=verify, timeout=timeout)
     except httpx.HTTPError as err:

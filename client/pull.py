@@ -31,6 +31,7 @@ from urllib.parse import quote
 import httpx
 
 from fedward.common.errors import ConfigError, FedwardError, IntegrityError
+from fedward.common.tls import client_context, https_url
 
 log = logging.getLogger(__name__)
 
@@ -126,30 +127,12 @@ class RegistryClient:
         timeout_s: float = TIMEOUT_S,
         http: httpx.Client | None = None,
     ) -> None:
-        self.url = url.strip().rstrip("/")
-        scheme = self.url.partition("://")[0].lower() if "://" in self.url else ""
-        if scheme not in ("https", "http") or not self.url.partition("://")[2]:
-            raise ConfigError(f"--registry {url!r} must be a URL like https://coordinator.example.org:9095")
-        if scheme == "http" and not insecure:
-            raise ConfigError(
-                f"--registry {url!r} is plain http: tokens and weights would travel unencrypted; "
-                "use https:// with --ca ca.crt, or pass --insecure (development only)"
-            )
+        self.url = https_url(url, insecure=insecure)
         self.ca = ca
         self._headers = {"Authorization": f"Bearer {_check_token(token)}", "Accept": "application/json"}
         self._own = http is None
-        self._http = http if http is not None else httpx.Client(verify=self._verify(ca), timeout=timeout_s)
-
-    @staticmethod
-    def _verify(ca: Path | None) -> ssl.SSLContext | bool:
-        if ca is None:
-            return True
-        try:
-            context = ssl.create_default_context(cafile=str(ca))
-        except (OSError, ssl.SSLError) as err:
-            raise ConfigError(f"--ca {ca}: not a readable PEM CA certificate ({err})") from None
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
+        verify: ssl.SSLContext | bool = client_context(ca) if ca is not None else True
+        self._http = http if http is not None else httpx.Client(verify=verify, timeout=timeout_s)
 
     def __enter__(self) -> RegistryClient:
         return self

@@ -10,6 +10,9 @@ RFC 6125 says), then tells apart:
 * a certificate not signed by the given CA, or not naming the dialled host
   (:class:`UntrustedSuperLinkError`);
 * TLS on one side only (:class:`TransportMismatchError`).
+
+It also holds what every TLS client of fedward shares: :func:`client_context` (trust one
+CA, TLS 1.2+) and :func:`https_url` (the registry URL a command was given).
 """
 
 from __future__ import annotations
@@ -68,6 +71,46 @@ def parse_address(text: str, what: str = "--superlink") -> Address:
     return Address(host, int(port))
 
 
+def client_context(ca_cert: Path) -> ssl.SSLContext:
+    """A TLS client context that trusts only ``ca_cert`` and speaks TLS 1.2 or newer.
+
+    Certificate chains and host names are verified (RFC 6125), as :mod:`ssl`'s default
+    client context does.
+
+    Raises:
+        ConfigError: if ``ca_cert`` is not a readable PEM CA certificate.
+    """
+    try:
+        context = ssl.create_default_context(cafile=str(ca_cert))
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"--ca {ca_cert}: not a readable PEM CA certificate ({err})") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def https_url(url: str, *, insecure: bool, option: str = "--registry") -> str:
+    """``url`` without a trailing slash, checked to be ``https://HOST[:PORT]``.
+
+    Args:
+        url: what the user gave.
+        insecure: plain ``http://`` is allowed (development only).
+        option: the option's name, for the message.
+
+    Raises:
+        ConfigError: if it is not an http(s) URL with a host, or is plain http without ``insecure``.
+    """
+    base = url.strip().rstrip("/")
+    scheme, _, rest = base.partition("://")
+    if scheme.lower() not in ("https", "http") or not rest:
+        raise ConfigError(f"{option} {url!r} must be a URL like https://coordinator.example.org:9095")
+    if scheme.lower() == "http" and not insecure:
+        raise ConfigError(
+            f"{option} {url!r} is plain http: tokens and weights would travel unencrypted; "
+            "use https:// with --ca ca.crt, or pass --insecure (development only)"
+        )
+    return base
+
+
 def _open(address: Address, timeout_s: float) -> socket.socket:
     try:
         return socket.create_connection((address.host, address.port), timeout=timeout_s)
@@ -100,11 +143,7 @@ def probe(address: Address, ca_cert: Path | None, *, timeout_s: float = 10.0) ->
     if ca_cert is None:
         _probe_plain(address, timeout_s)
         return
-    try:
-        context = ssl.create_default_context(cafile=str(ca_cert))
-    except (OSError, ssl.SSLError) as err:
-        raise ConfigError(f"--ca {ca_cert}: not a readable PEM CA certificate ({err})") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = client_context(ca_cert)
     context.set_alpn_protocols(["h2"])
     with _open(address, timeout_s) as raw:
         try:
