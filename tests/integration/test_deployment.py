@@ -39,6 +39,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 HOSPITALS = ("h0", "h1", "h2")
 RUN_TIMEOUT_S = 300.0
 SUBSET = {"train": 960, "val": 160, "test": 200}
+RUN_SETTINGS = (
+    "--dataset", "pneumoniamnist", "--hospitals", "3", "--rounds", "2", "--seed", "0", "--local-epochs", "1",
+)  # fmt: skip
+"""The first run and the run killed and resumed: the same settings, so the same model."""
 
 
 def free_port() -> int:
@@ -124,6 +128,13 @@ def plain_reply(port: int) -> bytes:
             while chunk := sock.recv(4096):
                 chunks.append(chunk)
         return b"".join(chunks)
+
+
+def start_run(state: Path, *args: str, command: str = "start") -> int:
+    """``fedward run start|resume ... --state STATE``; the run id it prints."""
+    result = fedward("run", command, *args, "--state", str(state), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return int(result.stdout.split("run id:")[1].split()[0])
 
 
 def checkpointed_round(run_dir: Path) -> int:
@@ -251,12 +262,7 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
         "three online hospitals",
         interval=3,
     )
-    started = fedward(
-        "run", "start", "--state", str(state), "--dataset", "pneumoniamnist", "--hospitals", "3",
-        "--rounds", "2", "--seed", "0", "--local-epochs", "1", timeout=120,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stdout + started.stderr
-    run_id = int(started.stdout.split("run id:")[1].split()[0])
+    run_id = start_run(state, *RUN_SETTINGS)
 
     def finished() -> dict[str, str] | None:
         result = fedward("run", "list", "--state", str(state), "--json", timeout=60)
@@ -275,11 +281,7 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
         failed_agents[name] = (code, (tmp / f"{name}.log").read_text(errors="replace"))
 
     # A second run is stopped as soon as its ServerApp has written its run directory.
-    second = fedward(
-        "run", "start", "--state", str(state), "--hospitals", "3", "--rounds", "3", "--local-epochs", "1", timeout=120
-    )
-    assert second.returncode == 0, second.stdout + second.stderr
-    stopped_id = int(second.stdout.split("run id:")[1].split()[0])
+    stopped_id = start_run(state, "--hospitals", "3", "--rounds", "3", "--local-epochs", "1")
     wait_for(lambda: list((state / "runs").glob(f"*-{stopped_id}/status.json")), 120, "the second run to start")
     stop = fedward("run", "stop", str(stopped_id), "--state", str(state), timeout=60)
     assert stop.returncode == 0, stop.stdout + stop.stderr
@@ -294,12 +296,7 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
     )[0]
 
     # A third run with the first one's settings; the whole coordinator dies (SIGKILL) in round 2.
-    third = fedward(
-        "run", "start", "--state", str(state), "--dataset", "pneumoniamnist", "--hospitals", "3",
-        "--rounds", "2", "--seed", "0", "--local-epochs", "1", timeout=120,
-    )  # fmt: skip
-    assert third.returncode == 0, third.stdout + third.stderr
-    third_id = int(third.stdout.split("run id:")[1].split()[0])
+    third_id = start_run(state, *RUN_SETTINGS)
     third_dir = wait_for(
         lambda: [p.parent for p in (state / "runs").glob(f"*-{third_id}/checkpoint.safetensors")
                  if checkpointed_round(p.parent) >= 1],
@@ -320,9 +317,7 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
         "the agents to reconnect after the restart",
         interval=3,
     )
-    resumed = fedward("run", "resume", str(third_id), "--state", str(state), timeout=120)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    resumed_id = int(resumed.stdout.split("run id:")[1].split()[0])
+    resumed_id = start_run(state, str(third_id), command="resume")
     wait_for(
         lambda: json.loads((third_dir / "status.json").read_text())["state"] != "running",
         RUN_TIMEOUT_S,

@@ -18,7 +18,8 @@ from pathlib import Path
 from fedward.server.runlock import RunLock
 lock = RunLock(Path(sys.argv[1]))
 lock.acquire()
-print("locked", flush=True)
+sys.stdout.write("locked\\n")
+sys.stdout.flush()
 time.sleep(120)
 """
 
