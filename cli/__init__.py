@@ -1,0 +1,1 @@
+"""The fedward command: parse, call one room, print."""

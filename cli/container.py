@@ -59,7 +59,7 @@ def server_health(
 
     Exit code 0 when healthy, 1 when not, 2 on bad arguments.
     """
-    from fedward.common.tls import SuperLinkConnectionError, parse_address, probe
+    from fedward.common.security.tls import SuperLinkConnectionError, parse_address, probe
 
     _check_trust(ca, insecure)
     address = parse_address(superlink)
@@ -84,7 +84,7 @@ def registry_health(
 
     import httpx
 
-    from fedward.common.tls import client_context, https_url
+    from fedward.common.security.tls import client_context, https_url
 
     _check_trust(ca, insecure)
     base = https_url(url, insecure=insecure, option="--url")

@@ -1,8 +1,8 @@
 """``fedward certs|server`` and ``fedward client start``: the real deployment (runs: :mod:`fedward.cli.runs`).
 
-Thin like the rest of the CLI: parse, call :mod:`fedward.common.certs`,
-:mod:`fedward.server.coordinator`, :mod:`fedward.server.hospitals` and
-:mod:`fedward.client.agent`, print.
+Thin like the rest of the CLI: parse, call :mod:`fedward.common.security.certs`,
+:mod:`fedward.server.coordinator.superlink`, :mod:`fedward.server.coordinator.admission` and
+:mod:`fedward.client.hospital.agent`, print.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def certs_init(
     force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
 ) -> None:
     """Create the federation's private CA and the coordinator's TLS certificate."""
-    from fedward.common.certs import certificate_summary, init_federation
+    from fedward.common.security.certs import certificate_summary, init_federation
 
     files = init_federation(out, hosts=host or [], ips=ip or [], days=days, force=force)
     summary = certificate_summary(files.server_cert)
@@ -77,8 +77,8 @@ def certs_node(
     force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
 ) -> None:
     """Create a hospital's authentication key pair (run it at the hospital)."""
-    from fedward.common.certs import create_node_keys, read_public_key
-    from fedward.server.hospitals import fingerprint
+    from fedward.common.security.certs import create_node_keys, read_public_key
+    from fedward.server.coordinator.admission import fingerprint
 
     keys = create_node_keys(name, out, force=force)
     console.print(f"private key: {keys.private_key} (0600, never leaves the hospital; client start --key)")
@@ -89,7 +89,7 @@ def certs_node(
 @certs_app.command("show")
 def certs_show(path: Annotated[Path, typer.Argument(help="A PEM certificate.")]) -> None:
     """Print a certificate's subject, issuer, names and expiry."""
-    from fedward.common.certs import certificate_summary
+    from fedward.common.security.certs import certificate_summary
 
     summary = certificate_summary(path)
     console.print(f"subject: {summary.subject}")
@@ -113,8 +113,8 @@ def server_start(
     ] = None,
 ) -> None:
     """Run the coordinator: a Flower SuperLink with TLS and hospital authentication, until Ctrl+C."""
-    from fedward.common.certs import FederationCerts
-    from fedward.server.coordinator import Coordinator, CoordinatorState, SuperLinkSettings
+    from fedward.common.security.certs import FederationCerts
+    from fedward.server.coordinator.superlink import Coordinator, CoordinatorState, SuperLinkSettings
 
     if certs is not None and insecure:
         raise ConfigError("--certs and --insecure exclude each other")
@@ -147,8 +147,8 @@ def server_register(
     state: StateDir = DEFAULT_STATE,
 ) -> None:
     """Admit a hospital: register its public key with the running SuperLink."""
-    from fedward.server.coordinator import CoordinatorState
-    from fedward.server.hospitals import HospitalRegistry
+    from fedward.server.coordinator.admission import HospitalRegistry
+    from fedward.server.coordinator.superlink import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
     hospital = HospitalRegistry(coordinator.hospitals_file, coordinator.flwr()).register(name, public_key)
@@ -161,8 +161,8 @@ def server_unregister(
     state: StateDir = DEFAULT_STATE,
 ) -> None:
     """Remove a hospital: its key can no longer connect."""
-    from fedward.server.coordinator import CoordinatorState
-    from fedward.server.hospitals import HospitalRegistry
+    from fedward.server.coordinator.admission import HospitalRegistry
+    from fedward.server.coordinator.superlink import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
     hospital = HospitalRegistry(coordinator.hospitals_file, coordinator.flwr()).unregister(name)
@@ -172,8 +172,8 @@ def server_unregister(
 @server_app.command("hospitals")
 def server_hospitals(state: StateDir = DEFAULT_STATE, as_json: AsJson = False) -> None:
     """List registered hospitals with their status and when they were last seen."""
-    from fedward.server.coordinator import CoordinatorState
-    from fedward.server.hospitals import HospitalRegistry
+    from fedward.server.coordinator.admission import HospitalRegistry
+    from fedward.server.coordinator.superlink import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
     rows = HospitalRegistry(coordinator.hospitals_file, coordinator.flwr()).status()
@@ -226,11 +226,11 @@ def client_start(
     Exit code 1 when the data folder is unusable (the report is printed), 2 on bad
     arguments, certificates or a refused key.
     """
-    from fedward.client.agent import AgentSettings, HospitalAgent, UnusableDataError
-    from fedward.client.check import render
+    from fedward.client.hospital.agent import AgentSettings, HospitalAgent, UnusableDataError
+    from fedward.client.hospital.check import render
     from fedward.common.choices import FrameMode, Task, choose
     from fedward.common.logs import configure_logging
-    from fedward.common.tls import parse_address
+    from fedward.common.security.tls import parse_address
 
     configure_logging()
     names: tuple[str, ...] | None = None

@@ -245,8 +245,8 @@ def data_export(
     flags = {k: v for k, v in locals().items() if k not in ("out", "compression", "include_test")}
     cfg = o.load_config(config, o.overrides_from(flags, sets))
     from fedward.common.choices import choose
+    from fedward.simulation.dicom_export import Compression, export_plan
     from fedward.simulation.driver import plan_hospitals, resolve_data
-    from fedward.simulation.export import Compression, export_plan
 
     encoding = choose(compression, Compression, "--compression")
     resolved = resolve_data(cfg)
@@ -275,7 +275,7 @@ def client_check_data(
     """
     import json
 
-    from fedward.client.check import check_folder, render
+    from fedward.client.hospital.check import check_folder, render
     from fedward.common.choices import FrameMode, Task, choose
 
     try:

@@ -58,9 +58,9 @@ def model_export(
     The export takes scaled images, float32 (B, C, S, S) in [0, 1] (pixels / 255 at the
     training size), and outputs class probabilities (B, K).
     """
+    from fedward.client.evaluator.model_dir import load_model
+    from fedward.client.evaluator.model_export import ExportFormat, export_model
     from fedward.common.choices import choose
-    from fedward.common.export import ExportFormat, export_model
-    from fedward.common.model_dir import load_model
 
     export_format = choose(fmt, ExportFormat, "--format")
     loaded = load_model(model_dir, round_)
@@ -112,9 +112,9 @@ def model_evaluate(
     as_json: AsJson = False,
 ) -> None:
     """AUC, accuracy, sensitivity, specificity and F1 with 95% bootstrap intervals, and a ROC curve PNG."""
+    from fedward.client.evaluator.evaluate import default_out_dir, evaluate_model
+    from fedward.client.evaluator.model_dir import load_model
     from fedward.common.errors import ConfigError
-    from fedward.common.evaluate import default_out_dir, evaluate_model
-    from fedward.common.model_dir import load_model
 
     if split not in ("val", "test"):
         raise ConfigError(f"--split must be val or test; got {split!r}")
@@ -165,8 +165,8 @@ def predict(
 
     Exit code 0 when every file was predicted, 1 when some could not be, 2 on bad arguments.
     """
-    from fedward.common.model_dir import load_model
-    from fedward.common.predict import predict_files
+    from fedward.client.evaluator.model_dir import load_model
+    from fedward.client.evaluator.predict import predict_files
 
     loaded = load_model(model_dir, round_, device)
     report = predict_files(loaded, files, threshold)

@@ -49,7 +49,7 @@ def model_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the runs a model registry serves."""
-    from fedward.client.pull import list_runs
+    from fedward.client.evaluator.pull import list_runs
 
     runs = list_runs(registry, token, ca, insecure=insecure)
     if as_json:
@@ -79,7 +79,7 @@ def model_pull(
     insecure: Insecure = False,
 ) -> None:
     """Download a run's weights, model card and config; keep them only if the SHA-256 matches."""
-    from fedward.client.pull import parse_which, pull
+    from fedward.client.evaluator.pull import parse_which, pull
 
     pulled = pull(registry, token, run, parse_which(which), out, ca, insecure=insecure)
     console.print(

@@ -39,7 +39,7 @@ def runs_folder(store: Path | None, state: Path | None) -> Path:
         raise ConfigError("pass either --store RUNS_FOLDER or --state COORDINATOR_STATE_FOLDER")
     if store is not None:
         return store
-    from fedward.server.coordinator import CoordinatorState
+    from fedward.server.coordinator.superlink import CoordinatorState
 
     return CoordinatorState(Path(str(state))).runs
 
@@ -63,7 +63,7 @@ def registry_serve(
     import logging
 
     from fedward.common.logs import configure_logging
-    from fedward.server.registry import serve
+    from fedward.server.registry.service import serve
 
     if certs is not None and insecure:
         raise ConfigError("--certs and --insecure exclude each other")
@@ -88,7 +88,7 @@ def token_create(
     force: Annotated[bool, typer.Option("--force", help="Replace a valid token of the same name.")] = False,
 ) -> None:
     """Create a token and print it once: only its hash is stored, it cannot be shown again."""
-    from fedward.server.tokens import TokenStore
+    from fedward.server.registry.tokens import TokenStore
 
     tokens = TokenStore.for_store(runs_folder(store, state))
     token = tokens.create(name, force=force)
@@ -107,7 +107,7 @@ def token_revoke(
     state: State = None,
 ) -> None:
     """Revoke a token: the registry refuses it from the next request on."""
-    from fedward.server.tokens import TokenStore
+    from fedward.server.registry.tokens import TokenStore
 
     info = TokenStore.for_store(runs_folder(store, state)).revoke(name)
     console.print(f"token {info.name!r} revoked at {info.revoked}", highlight=False)
@@ -120,7 +120,7 @@ def token_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List token names with when they were created and revoked (never the tokens)."""
-    from fedward.server.tokens import TokenStore
+    from fedward.server.registry.tokens import TokenStore
 
     infos = TokenStore.for_store(runs_folder(store, state)).list()
     if as_json:

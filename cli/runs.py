@@ -1,7 +1,7 @@
 """``fedward run start|list|reindex|logs|stop|resume``: training runs on a coordinator.
 
-Thin like the rest of the CLI: parse, call :mod:`fedward.server.launch`,
-:mod:`fedward.server.runstore` and Flower's CLI (:mod:`fedward.common.flwr_cli`), print.
+Thin like the rest of the CLI: parse, call :mod:`fedward.server.coordinator.launch`,
+:mod:`fedward.common.rundir.index` and Flower's CLI (:mod:`fedward.common.flower.flwr_cli`), print.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fedward.cli.deploy import DEFAULT_STATE, AsJson, CaCert, Insecure, StateDir
 from fedward.common.errors import ConfigError, FedwardError
 
 if TYPE_CHECKING:
-    from fedward.common.flwr_cli import FlwrCli
+    from fedward.common.flower.flwr_cli import FlwrCli
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,9 +32,9 @@ run_app = typer.Typer(help="Start, list, follow and stop training runs on a coor
 
 def _control(state: Path, superlink: str | None, ca: Path | None, insecure: bool) -> tuple[FlwrCli, Path | None]:
     """The flwr CLI for the chosen coordinator, and its runs folder when it is local."""
-    from fedward.common.flwr_cli import Connection, FlwrCli
-    from fedward.common.tls import parse_address, probe
-    from fedward.server.coordinator import CONNECTION, CoordinatorState
+    from fedward.common.flower.flwr_cli import Connection, FlwrCli
+    from fedward.common.security.tls import parse_address, probe
+    from fedward.server.coordinator.superlink import CONNECTION, CoordinatorState
 
     if superlink is None:
         if ca is not None or insecure:
@@ -68,7 +68,7 @@ def run_start(
     follow: Annotated[bool, typer.Option("--follow", help="Stream the run's log until it ends.")] = False,
 ) -> None:
     """Start a training run on the coordinator's hospitals and print its run id."""
-    from fedward.server.launch import start_run
+    from fedward.server.coordinator.launch import start_run
 
     overrides = o.overrides_from({k: v for k, v in locals().items() if k in o.FLAG_KEYS}, sets)
     cfg = o.load_config(config, overrides)
@@ -103,10 +103,10 @@ def run_list(
     """
     import dataclasses
 
-    from fedward.common.tls import parse_address, probe
-    from fedward.server.coordinator import CoordinatorState
-    from fedward.server.launch import run_rows
-    from fedward.server.runstore import RunEntry, RunStore
+    from fedward.common.rundir.index import RunEntry, RunStore
+    from fedward.common.security.tls import parse_address, probe
+    from fedward.server.coordinator.launch import run_rows
+    from fedward.server.coordinator.superlink import CoordinatorState
 
     if superlink is not None:
         if runs is not None:
@@ -209,8 +209,8 @@ def _utc(timestamp: Any) -> str:
 @run_app.command("reindex")
 def run_reindex(state: StateDir = DEFAULT_STATE, runs: RunsFolder = None) -> None:
     """Rebuild the run store (runs.sqlite) from the run directories of the coordinator (or of --runs DIR)."""
-    from fedward.server.coordinator import CoordinatorState
-    from fedward.server.runstore import INDEX_FILE, RunStore
+    from fedward.common.rundir.index import INDEX_FILE, RunStore
+    from fedward.server.coordinator.superlink import CoordinatorState
 
     folder = runs.absolute() if runs is not None else CoordinatorState(state.resolve()).runs
     if not folder.is_dir():
@@ -254,8 +254,8 @@ def run_resume(
     follow: Annotated[bool, typer.Option("--follow", help="Stream the run's log until it ends.")] = False,
 ) -> None:
     """Continue an interrupted run from its checkpoint (run on the coordinator); print the new run id."""
-    from fedward.server.coordinator import CoordinatorState
-    from fedward.server.launch import locate_run, resume_run
+    from fedward.server.coordinator.launch import locate_run, resume_run
+    from fedward.server.coordinator.superlink import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
     run_dir = locate_run(coordinator.runs, run)

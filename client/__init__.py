@@ -1,0 +1,1 @@
+"""The hospital's side (hospital) and the evaluator's tools (evaluator)."""

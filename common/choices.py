@@ -70,7 +70,7 @@ class ClientDp(StrEnum):
 
 
 class ModelName(StrEnum):
-    """Networks in the model registry (:mod:`fedward.common.models`)."""
+    """Networks in the model registry (:mod:`fedward.common.ml.networks`)."""
 
     SMALL_CNN = "smallcnn"
     DENSENET121 = "densenet121"

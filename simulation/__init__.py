@@ -1,0 +1,3 @@
+"""Whole federations on one machine: hospital partitions, the simulation driver, the
+centralized baseline, DICOM export.
+"""

@@ -20,11 +20,11 @@ import torch
 from fedward.common.data.cache import default_cache_root
 from fedward.common.data.images import ImageDataset, concat_datasets, make_dataset
 from fedward.common.data.load import load_hospital_folder
-from fedward.common.models import build_model, load_initial_weights
-from fedward.common.runtime import derive_seed, resolve_device, seed_everything, set_cpu_threads
-from fedward.common.training import LocalTraining, evaluate, train_epochs
-from fedward.server.model_card import HospitalEntry, finish_run
-from fedward.server.records import RunRecorder
+from fedward.common.ml.networks import build_model, load_initial_weights
+from fedward.common.ml.runtime import derive_seed, resolve_device, seed_everything, set_cpu_threads
+from fedward.common.ml.training import LocalTraining, evaluate, train_epochs
+from fedward.common.rundir.card import HospitalEntry, finish_run
+from fedward.common.rundir.recorder import RunRecorder
 from fedward.simulation.driver import PreparedRun
 
 log = logging.getLogger(__name__)

@@ -30,12 +30,12 @@ from fedward.common.data.hospital import PLAN_FILE, PartitionPlan
 from fedward.common.data.locate import locate_dataset
 from fedward.common.data.npz import ArraySplit, DatasetSchema, infer_schema, read_npz
 from fedward.common.errors import ConfigError, DataError, FedwardError, SimulationError
-from fedward.common.runtime import resolve_device
-from fedward.server.bundle import write_bundle
-from fedward.server.privacy import PrivacyPlan
-from fedward.server.records import atomic_write, new_run_dir
+from fedward.common.flower.bundle import write_bundle
+from fedward.common.ml.runtime import resolve_device
+from fedward.common.rundir.recorder import atomic_write, new_run_dir
+from fedward.server.app.dp_plan import PrivacyPlan
+from fedward.simulation.local_link import LocalSimulationLink
 from fedward.simulation.partition import make_plan
-from fedward.simulation.superlink import LocalSimulationLink
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ def prepare_resume(run_dir: Path) -> PreparedRun:
         RunBusyError: if a simulation is still running in ``run_dir``.
         DataError: if the dataset it was trained on is no longer where it was.
     """
-    from fedward.server.checkpoint import CHECKPOINT_FILE, load_checkpoint
-    from fedward.server.runlock import check_not_running
+    from fedward.common.rundir.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from fedward.common.rundir.lock import check_not_running
 
     run_dir = Path(run_dir).expanduser().resolve()
     config_file = run_dir / "config.toml"

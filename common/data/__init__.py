@@ -1,0 +1,3 @@
+"""Hospital data: MedMNIST .npz, DICOM and PNG/JPEG folders, the decode cache, hospital splits
+and the batch pipeline.
+"""

@@ -27,7 +27,7 @@ from fedward.common.data.hospital import HospitalData, holdout_split, hospital_f
 from fedward.common.data.images import ImageDataset
 from fedward.common.data.npz import DatasetSchema
 from fedward.common.errors import DataError
-from fedward.common.records import FILES_SKIPPED, FILES_USED, SKIPPED_PREFIX
+from fedward.common.wire import FILES_SKIPPED, FILES_USED, SKIPPED_PREFIX
 
 log = logging.getLogger(__name__)
 

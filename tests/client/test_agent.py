@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fixtures.dicom_folders import write_dicom_folder
 
-from fedward.client import agent as agent_module
-from fedward.client.agent import (
+from fedward.client.hospital import agent as agent_module
+from fedward.client.hospital.agent import (
     AgentError,
     AgentSettings,
     HospitalAgent,
@@ -17,9 +17,9 @@ from fedward.client.agent import (
     check_key,
     supernode_command,
 )
-from fedward.common.certs import create_node_keys, init_federation
 from fedward.common.errors import ConfigError, FedwardError
-from fedward.common.tls import (
+from fedward.common.security.certs import create_node_keys, init_federation
+from fedward.common.security.tls import (
     Address,
     SuperLinkUnreachableError,
     TransportMismatchError,

@@ -11,14 +11,14 @@ from fixtures.privacy import HOSPITAL_METRIC_KEYS, SITE_KEYS
 from fixtures.synthetic import write_npz
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
-from fedward.client.app import HospitalError
-from fedward.client.app import app as client_app
+from fedward.client.hospital.clientapp import HospitalError
+from fedward.client.hospital.clientapp import app as client_app
 from fedward.common.choices import ModelName, Task
 from fedward.common.config import RunConfig
 from fedward.common.data.npz import DatasetSchema
-from fedward.common.models import build_model
-from fedward.common.privacy import RecordLevelGaussian
-from fedward.common.records import model_to_arrays
+from fedward.common.ml.accounting import RecordLevelGaussian
+from fedward.common.ml.networks import build_model
+from fedward.common.wire import model_to_arrays
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_unexpected_failures_send_only_the_exception_type(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("pixel mean 0.4312 of DOE^JOHN")
 
-    monkeypatch.setattr("fedward.client.app.train_epochs", explode)
+    monkeypatch.setattr("fedward.client.hospital.clientapp.train_epochs", explode)
     with pytest.raises(HospitalError) as err:
         client_app(global_model_message(MessageType.TRAIN), context)
     assert "RuntimeError" in str(err.value)

@@ -12,8 +12,8 @@ from fixtures.dicom_folders import write_dicom_folder, write_image
 from typer.testing import CliRunner
 
 from fedward.cli.main import app
-from fedward.client.check import check_folder
-from fedward.simulation.export import secondary_capture
+from fedward.client.hospital.check import check_folder
+from fedward.simulation.dicom_export import secondary_capture
 
 runner = CliRunner()
 CLASSES = ["normal", "pneumonia"]

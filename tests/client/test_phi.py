@@ -10,12 +10,12 @@ from fixtures.dicom_folders import PHI, write_dicom_folder
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.common.serde import recorddict_to_proto
 
-from fedward.client.app import app as client_app
+from fedward.client.hospital.clientapp import app as client_app
 from fedward.common.choices import ModelName, Task
 from fedward.common.config import RunConfig
 from fedward.common.data.npz import DatasetSchema
-from fedward.common.models import build_model
-from fedward.common.records import model_to_arrays
+from fedward.common.ml.networks import build_model
+from fedward.common.wire import model_to_arrays
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from fixtures.registry import (
     flip_byte,
 )
 
-from fedward.client.pull import RegistryClient, RegistryError, list_runs, parse_which, pull
+from fedward.client.evaluator.pull import RegistryClient, RegistryError, list_runs, parse_which, pull
 from fedward.common.errors import ConfigError, IntegrityError
-from fedward.common.processes import free_port
+from fedward.common.flower.processes import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*httpx2.*")
 
@@ -39,8 +39,8 @@ class Served:
 
 @pytest.fixture
 def served(template: Path, tmp_path: Path) -> Iterator[Served]:
-    from fedward.server.registry import create_app
-    from fedward.server.tokens import TokenStore
+    from fedward.server.registry.service import create_app
+    from fedward.server.registry.tokens import TokenStore
 
     store = copy_store(template, tmp_path / "runs")
     token = TokenStore.for_store(store).create("evaluator")
@@ -126,7 +126,7 @@ def test_without_a_model_card_best_is_checked_against_the_model_list(served: Ser
 
 
 def test_revoked_and_wrong_tokens_are_clear_errors(served: Served, tmp_path: Path) -> None:
-    from fedward.server.tokens import TokenStore
+    from fedward.server.registry.tokens import TokenStore
 
     with pytest.raises(RegistryError, match="refused the token"):
         served.pull(tmp_path / "a", token="fwd_wrong")

@@ -12,7 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from fedward.common.certs import (
+from fedward.common.errors import ConfigError
+from fedward.common.security.certs import (
     CertificateError,
     FederationCerts,
     certificate_summary,
@@ -21,7 +22,6 @@ from fedward.common.certs import (
     init_federation,
     read_public_key,
 )
-from fedward.common.errors import ConfigError
 
 
 def mode(path: Path) -> int:

@@ -15,7 +15,7 @@ from pydicom.uid import UID
 from fedward.common.choices import FrameMode
 from fedward.common.data.dicom import Reason, UnusableFileError, decode_dicom, read_dicom
 from fedward.common.data.files import decode_file, probe, to_model_input
-from fedward.simulation.export import secondary_capture
+from fedward.simulation.dicom_export import secondary_capture
 
 data_store = pytest.importorskip("data_store", reason="pydicom-data (test extra) is not installed")
 DATA = Path(data_store.DataStore().data_path)

@@ -13,9 +13,7 @@ from fixtures.model_dirs import write_run
 from fixtures.synthetic import write_npz
 from typer.testing import CliRunner
 
-from fedward.common.choices import Task
-from fedward.common.errors import DataError
-from fedward.common.evaluate import (
+from fedward.client.evaluator.evaluate import (
     REPORTED,
     bootstrap_intervals,
     evaluate_model,
@@ -24,8 +22,10 @@ from fedward.common.evaluate import (
     roc_curves,
     roc_points,
 )
-from fedward.common.metrics import classification_metrics
-from fedward.common.model_dir import LoadedModel, load_model
+from fedward.client.evaluator.model_dir import LoadedModel, load_model
+from fedward.common.choices import Task
+from fedward.common.errors import DataError
+from fedward.common.ml.metrics import classification_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

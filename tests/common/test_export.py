@@ -12,12 +12,12 @@ import torch
 from fixtures.model_dirs import write_pngs, write_run
 from typer.testing import CliRunner
 
+from fedward.client.evaluator.model_dir import LoadedModel, load_model
+from fedward.client.evaluator.model_export import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, ExportFormat, export_model
+from fedward.client.evaluator.predict import load_model_input
 from fedward.common.data.images import to_model_size
 from fedward.common.data.npz import read_npz
 from fedward.common.errors import ModelError
-from fedward.common.export import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, ExportFormat, export_model
-from fedward.common.model_dir import LoadedModel, load_model
-from fedward.common.predict import load_model_input
 
 
 @pytest.fixture(scope="module")

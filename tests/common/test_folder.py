@@ -115,7 +115,7 @@ def test_corrupt_files_are_skipped_and_counted(tmp_path: Path) -> None:
 
 
 def test_every_frame_as_samples(tmp_path: Path) -> None:
-    from fedward.simulation.export import secondary_capture
+    from fedward.simulation.dicom_export import secondary_capture
 
     folder = tmp_path / "h"
     (folder / "x").mkdir(parents=True)

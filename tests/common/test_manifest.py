@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedward.common.manifest import MANIFEST_FILE, manifest_document, read_manifest, sha256_of
+from fedward.common.rundir.manifest import MANIFEST_FILE, manifest_document, read_manifest, sha256_of
 
 
 def test_round_trip_and_hash(tmp_path: Path) -> None:

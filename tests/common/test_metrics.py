@@ -1,4 +1,4 @@
-"""fedward.common.metrics against scikit-learn's reference implementations."""
+"""fedward.common.ml.metrics against scikit-learn's reference implementations."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sklearn.metrics import (
 )
 
 from fedward.common.choices import Task
-from fedward.common.metrics import METRIC_NAMES, ClassificationMetrics, classification_metrics
+from fedward.common.ml.metrics import METRIC_NAMES, ClassificationMetrics, classification_metrics
 
 TOL = 1e-9
 SEEDS = (0, 1, 2)

@@ -11,12 +11,12 @@ import torch
 from fixtures.model_dirs import CLASSES, flip_byte, pull_like, write_run
 from fixtures.synthetic import write_npz
 
+from fedward.client.evaluator.model_dir import build_network, load_model, open_model_dir
 from fedward.common.choices import Task
 from fedward.common.data.images import make_dataset
 from fedward.common.data.npz import read_npz
 from fedward.common.errors import ConfigError, IntegrityError, ModelError
-from fedward.common.model_dir import build_network, load_model, open_model_dir
-from fedward.common.training import predict
+from fedward.common.ml.training import predict
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_weights_that_do_not_fit_the_config_are_a_model_error(run_dir: Path) -> 
 
 
 def test_probabilities_match_the_training_evaluation_path(run_dir: Path, tmp_path: Path) -> None:
-    """Same scaling and activation as fedward.common.training.predict (server test metrics)."""
+    """Same scaling and activation as fedward.common.ml.training.predict (server test metrics)."""
     loaded = load_model(run_dir)
     split = read_npz(write_npz(tmp_path / "tiny.npz"), ["test"])["test"]
     dataset = make_dataset(split, loaded.model_dir.schema, 28)
@@ -130,9 +130,9 @@ def test_a_model_pulled_from_a_registry_opens_verified(tmp_path: Path) -> None:
     from fixtures.registry import BEST_ROUND, RUN_ID
     from fixtures.registry import write_run as write_registry_run
 
-    from fedward.client.pull import pull
-    from fedward.server.registry import create_app
-    from fedward.server.tokens import TokenStore
+    from fedward.client.evaluator.pull import pull
+    from fedward.server.registry.service import create_app
+    from fedward.server.registry.tokens import TokenStore
 
     store = tmp_path / "runs"
     write_registry_run(store)

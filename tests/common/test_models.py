@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from fedward.common.choices import ModelName
 from fedward.common.errors import ConfigError, ModelError
-from fedward.common.models import (
+from fedward.common.ml.networks import (
     REGISTRY,
     build_model,
     check_image_size,

@@ -9,7 +9,7 @@ from opacus.accountants.analysis import rdp as opacus_rdp
 
 from fedward.common.config import RunConfig
 from fedward.common.errors import ConfigError
-from fedward.common.privacy import (
+from fedward.common.ml.accounting import (
     RDP_ORDERS,
     ClientLevelGaussian,
     RecordLevelGaussian,

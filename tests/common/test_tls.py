@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fedward.common.certs import FederationCerts, init_federation
 from fedward.common.errors import ConfigError
-from fedward.common.tls import (
+from fedward.common.security.certs import FederationCerts, init_federation
+from fedward.common.security.tls import (
     Address,
     SuperLinkConnectionError,
     SuperLinkUnreachableError,

@@ -11,8 +11,8 @@ from fedward.common.choices import ModelName, Task
 from fedward.common.config import RunConfig, TrainConfig
 from fedward.common.data.images import ImageDataset, to_model_size
 from fedward.common.errors import DataError
-from fedward.common.models import build_model
-from fedward.common.training import LocalTraining, class_weights, evaluate, learning_rate, train_epochs
+from fedward.common.ml.networks import build_model
+from fedward.common.ml.training import LocalTraining, class_weights, evaluate, learning_rate, train_epochs
 
 CPU = torch.device("cpu")
 

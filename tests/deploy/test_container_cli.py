@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fedward.cli.container import copy_credentials
 from fedward.cli.main import app
-from fedward.common.certs import FederationCerts, init_federation
+from fedward.common.security.certs import FederationCerts, init_federation
 
 runner = CliRunner()
 
@@ -127,7 +127,7 @@ def test_server_health_misconfigured_exits_2(args: tuple[str, ...], message: str
 def registry(certs: FederationCerts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """The real registry app served over TLS by uvicorn in a thread."""
     uvicorn = pytest.importorskip("uvicorn")
-    from fedward.server.registry import create_app
+    from fedward.server.registry.service import create_app
 
     store = tmp_path_factory.mktemp("runs")
     port = closed_port()
@@ -222,7 +222,7 @@ def test_certs_copy_makes_keys_private_and_skips_the_secret_bookkeeping(tmp_path
 def test_certs_copy_output_is_accepted_by_the_coordinators_certificate_check(
     certs: FederationCerts, tmp_path: Path
 ) -> None:
-    from fedward.server.coordinator import CoordinatorError, check_certificates
+    from fedward.server.coordinator.superlink import CoordinatorError, check_certificates
 
     secret = tmp_path / "secret"
     secret.mkdir()

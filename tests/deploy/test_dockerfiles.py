@@ -90,7 +90,7 @@ def test_the_image_runs_fedward_as_a_non_root_user_with_a_healthcheck(path: Path
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=NAMES)
 def test_telemetry_and_runtime_installs_are_off_as_in_every_fedward_process(path: Path) -> None:
-    from fedward.common.processes import QUIET_VARIABLES
+    from fedward.common.flower.processes import QUIET_VARIABLES
 
     env = _env(path)
     for key in (

@@ -142,7 +142,7 @@ def start_run(state: Path, *args: str, command: str = "start") -> int:
 
 
 def checkpointed_round(run_dir: Path) -> int:
-    from fedward.server.checkpoint import load_checkpoint
+    from fedward.common.rundir.checkpoint import load_checkpoint
 
     try:
         return load_checkpoint(run_dir).server_round

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fixtures.cli import fedward
 
-from fedward.common.privacy import ClientLevelGaussian
+from fedward.common.ml.accounting import ClientLevelGaussian
 
 pytestmark = pytest.mark.slow
 

@@ -27,9 +27,9 @@ from fixtures.cli import ENV, fedward, fedward_cli
 from fixtures.deadlines import deadline
 from fixtures.registry import RUN_ID, flip_byte, write_run
 
-from fedward.common.manifest import sha256_of
-from fedward.common.processes import free_port
-from fedward.server.tokens import TokenStore
+from fedward.common.flower.processes import free_port
+from fedward.common.rundir.manifest import sha256_of
+from fedward.server.registry.tokens import TokenStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(deadline(300))]
 

@@ -42,7 +42,7 @@ def server_rows(run_dir: Path) -> list[dict[str, object]]:
 
 
 def checkpointed_round(run_dir: Path) -> int:
-    from fedward.server.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from fedward.common.rundir.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
     return load_checkpoint(run_dir).server_round if (run_dir / CHECKPOINT_FILE).is_file() else -1
 

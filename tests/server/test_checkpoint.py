@@ -26,19 +26,7 @@ from flwr.serverapp.strategy import FedAdam
 
 from fedward.common.config import RunConfig
 from fedward.common.errors import ConfigError
-from fedward.common.manifest import read_manifest, sha256_of
-from fedward.common.records import (
-    NUM_EXAMPLES,
-    SITE,
-    SITE_DEVICE,
-    SITE_NAME,
-    SITE_VERSION,
-    TRAIN_EXAMPLES,
-    VAL_EXAMPLES,
-)
-from fedward.common.version import fedward_version
-from fedward.server.app import coordinator_overrides, run_federation
-from fedward.server.checkpoint import (
+from fedward.common.rundir.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
     CheckpointError,
@@ -49,7 +37,19 @@ from fedward.server.checkpoint import (
     save_checkpoint,
     strategy_state,
 )
-from fedward.server.runlock import RunBusyError, RunLock
+from fedward.common.rundir.lock import RunBusyError, RunLock
+from fedward.common.rundir.manifest import read_manifest, sha256_of
+from fedward.common.version import fedward_version
+from fedward.common.wire import (
+    NUM_EXAMPLES,
+    SITE,
+    SITE_DEVICE,
+    SITE_NAME,
+    SITE_VERSION,
+    TRAIN_EXAMPLES,
+    VAL_EXAMPLES,
+)
+from fedward.server.app.serverapp import coordinator_overrides, run_federation
 
 HOSPITALS = {11: "alpha", 22: "bravo", 33: "charlie"}
 

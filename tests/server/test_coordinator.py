@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fedward.common.certs import FederationCerts, init_federation
 from fedward.common.errors import ConfigError
-from fedward.common.tls import Address
-from fedward.server import coordinator
-from fedward.server.coordinator import (
+from fedward.common.security.certs import FederationCerts, init_federation
+from fedward.common.security.tls import Address
+from fedward.server.coordinator import superlink as coordinator
+from fedward.server.coordinator.superlink import (
     CONNECTION,
     CoordinatorError,
     CoordinatorState,

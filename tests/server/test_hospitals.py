@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from fedward.common.certs import CertificateError, create_node_keys
 from fedward.common.errors import ConfigError
-from fedward.server.hospitals import (
+from fedward.common.security.certs import CertificateError, create_node_keys
+from fedward.server.coordinator.admission import (
     HospitalRegistry,
     RegistryError,
     fingerprint,
@@ -22,7 +22,7 @@ from fedward.server.hospitals import (
 
 
 class FakeFlwr:
-    """Stands in for :class:`fedward.common.flwr_cli.FlwrCli`: a SuperLink's SuperNode table."""
+    """Stands in for :class:`fedward.common.flower.flwr_cli.FlwrCli`: a SuperLink's SuperNode table."""
 
     def __init__(self) -> None:
         self.next_id = 5

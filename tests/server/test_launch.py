@@ -12,9 +12,9 @@ from fixtures.synthetic import write_npz
 from fedward.common.choices import Task
 from fedward.common.config import RunConfig
 from fedward.common.errors import ConfigError
-from fedward.server import launch
-from fedward.server.bundle import read_bundle_config
-from fedward.server.launch import deployment_config, find_run_dir, resolve_schema, run_rows, start_run
+from fedward.common.flower.bundle import read_bundle_config
+from fedward.server.coordinator import launch
+from fedward.server.coordinator.launch import deployment_config, find_run_dir, resolve_schema, run_rows, start_run
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +138,10 @@ def test_start_run_submits_a_config_only_bundle(tmp_path: Path) -> None:
     assert len(flwr.app_dirs) == 1
     assert flwr.files == ["pyproject.toml"]
     app = flwr.pyproject["tool"]["flwr"]["app"]
-    assert app["components"] == {"serverapp": "fedward.server.app:app", "clientapp": "fedward.client.app:app"}
+    assert app["components"] == {
+        "serverapp": "fedward.server.app.serverapp:app",
+        "clientapp": "fedward.client.hospital.clientapp:app",
+    }
     assert flwr.pyproject["project"]["dependencies"] == []
     assert flwr.config["federation.rounds"] == 3
     assert flwr.config["data.dataset"] == "pneumoniamnist"

@@ -9,11 +9,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from fedward.client.privacy import client_clipping_mod
+from fedward.client.hospital.clipping import client_clipping_mod
 from fedward.common.config import RunConfig
 from fedward.common.errors import ConfigError
-from fedward.server.guard import GuardedStrategy
-from fedward.server.privacy import DpSgdSummary, PrivacyPlan, sampled_per_round
+from fedward.server.app.dp_plan import DpSgdSummary, PrivacyPlan, sampled_per_round
+from fedward.server.app.guard import GuardedStrategy
 
 SHAPE = (200, 100)  # 20,000 parameters: enough draws for the noise's standard deviation
 

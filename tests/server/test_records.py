@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from fedward.common.choices import ModelName, Task
 from fedward.common.config import RunConfig
 from fedward.common.data.npz import DatasetSchema
-from fedward.common.manifest import sha256_of
-from fedward.common.models import build_model
-from fedward.server.model_card import HospitalEntry, build_model_card, render_markdown, write_model_card
-from fedward.server.records import RunRecorder, new_run_dir, rows_to_csv
+from fedward.common.ml.networks import build_model
+from fedward.common.rundir.card import HospitalEntry, build_model_card, render_markdown, write_model_card
+from fedward.common.rundir.manifest import sha256_of
+from fedward.common.rundir.recorder import RunRecorder, new_run_dir, rows_to_csv
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from fixtures.registry import (
     flip_byte,
 )
 
-from fedward.common.manifest import read_manifest
-from fedward.server.registry import create_app, recorded_models
-from fedward.server.tokens import TokenStore
+from fedward.common.rundir.manifest import read_manifest
+from fedward.server.registry.service import create_app, recorded_models
+from fedward.server.registry.tokens import TokenStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*httpx2.*")
 
@@ -305,7 +305,7 @@ def test_the_registry_writes_nothing_into_run_directories(registry: Registry) ->
 
 def test_serve_refuses_to_start_without_tls_or_with_missing_files(tmp_path: Path) -> None:
     from fedward.common.errors import ConfigError
-    from fedward.server.registry import RegistryError, serve
+    from fedward.server.registry.service import RegistryError, serve
 
     store = tmp_path / "runs"
     store.mkdir()
@@ -322,8 +322,8 @@ def test_serve_refuses_to_start_without_tls_or_with_missing_files(tmp_path: Path
 def test_serve_names_a_taken_port(tmp_path: Path) -> None:
     import socket
 
-    from fedward.common.certs import init_federation
-    from fedward.server.registry import RegistryError, serve
+    from fedward.common.security.certs import init_federation
+    from fedward.server.registry.service import RegistryError, serve
 
     init_federation(tmp_path / "certs")
     with socket.socket() as taken:

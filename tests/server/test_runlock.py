@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fedward.server.runlock import LOCK_FILE, RunBusyError, RunLock, check_not_running
+from fedward.common.rundir.lock import LOCK_FILE, RunBusyError, RunLock, check_not_running
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from fedward.server.runlock import RunLock
+from fedward.common.rundir.lock import RunLock
 lock = RunLock(Path(sys.argv[1]))
 lock.acquire()
 sys.stdout.write("locked\\n")

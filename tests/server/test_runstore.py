@@ -17,8 +17,8 @@ from fixtures.cli import fedward
 from fedward.common.choices import Task
 from fedward.common.config import RunConfig
 from fedward.common.data.npz import DatasetSchema
-from fedward.server.records import RunRecorder, new_run_dir
-from fedward.server.runstore import INDEX_FILE, RunEntry, RunNotFoundError, RunStore, index_run, read_entry
+from fedward.common.rundir.index import INDEX_FILE, RunEntry, RunNotFoundError, RunStore, index_run, read_entry
+from fedward.common.rundir.recorder import RunRecorder, new_run_dir
 
 
 def make_run(
@@ -131,7 +131,7 @@ def test_a_deleted_index_is_rebuilt_identically(runs: Path, caplog: pytest.LogCa
     store = RunStore(runs)
     before = store.list()
     (runs / INDEX_FILE).unlink()
-    with caplog.at_level(logging.WARNING, logger="fedward.server.runstore"):
+    with caplog.at_level(logging.WARNING, logger="fedward.common.rundir.index"):
         assert store.list() == before
     assert "missing" in caplog.text
     assert (runs / INDEX_FILE).is_file()
@@ -143,7 +143,7 @@ def test_a_corrupt_index_is_rebuilt(runs: Path, caplog: pytest.LogCaptureFixture
     store = RunStore(runs)
     before = store.list()
     (runs / INDEX_FILE).write_bytes(b"not a database\n" * 500)
-    with caplog.at_level(logging.WARNING, logger="fedward.server.runstore"):
+    with caplog.at_level(logging.WARNING, logger="fedward.common.rundir.index"):
         assert store.list() == before
     assert "corrupt" in caplog.text
     (runs / INDEX_FILE).write_bytes(b"\x00garbage")
@@ -244,7 +244,7 @@ def test_flower_run_id_only_for_coordinator_runs(tmp_path: Path) -> None:
 
 
 def test_index_run_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="fedward.server.runstore"):
+    with caplog.at_level(logging.WARNING, logger="fedward.common.rundir.index"):
         index_run(tmp_path / "missing" / "run")
     assert "not indexed" in caplog.text
     assert RunStore(tmp_path / "missing").list() == []
@@ -301,9 +301,9 @@ def test_cli_merges_flower_live_status(tmp_path: Path, monkeypatch: pytest.Monke
     from typer.testing import CliRunner
 
     from fedward.cli.main import app
-    from fedward.common import tls
-    from fedward.common.flwr_cli import Connection
-    from fedward.server.coordinator import CoordinatorState
+    from fedward.common.flower.flwr_cli import Connection
+    from fedward.common.security import tls
+    from fedward.server.coordinator.superlink import CoordinatorState
 
     class FakeFlwr:
         def runs(self) -> list[dict[str, Any]]:

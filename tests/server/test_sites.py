@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedward.common.version import fedward_version
-from fedward.server.sites import OrderedGrid, SiteDirectory
+from fedward.server.app.sites import OrderedGrid, SiteDirectory
 
 
 class FakeGrid:

@@ -7,7 +7,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx
 
 from fedward.common.choices import StrategyName
 from fedward.common.config import RunConfig
-from fedward.server.strategies import build_strategy
+from fedward.server.app.strategies import build_strategy
 
 EXPECTED = {
     StrategyName.FEDAVG: FedAvg,

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedward.common.errors import ConfigError
-from fedward.server.tokens import TOKEN_PREFIX, TokenError, TokenStore, hash_token
+from fedward.server.registry.tokens import TOKEN_PREFIX, TokenError, TokenStore, hash_token
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fixtures.flower import good_update, reference_arrays, reply
 
-from fedward.server.validation import update_problem
+from fedward.server.app.validation import update_problem
 
 
 def test_sound_update_passes() -> None:

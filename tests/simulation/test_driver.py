@@ -11,7 +11,7 @@ from fedward.common.choices import Task
 from fedward.common.config import RunConfig
 from fedward.common.data.hospital import PartitionPlan
 from fedward.common.errors import ConfigError, DataError
-from fedward.server.bundle import CLIENT_APP, SERVER_APP, read_bundle_config, write_bundle
+from fedward.common.flower.bundle import CLIENT_APP, SERVER_APP, read_bundle_config, write_bundle
 from fedward.simulation.driver import prepare, resolve_data
 
 

@@ -18,8 +18,8 @@ from fedward.common.config import RunConfig
 from fedward.common.data.hospital import hospital_from_plan
 from fedward.common.data.load import load_image_folder
 from fedward.common.errors import DataError
+from fedward.simulation.dicom_export import SECONDARY_CAPTURE, Compression, export_plan
 from fedward.simulation.driver import plan_hospitals, resolve_data
-from fedward.simulation.export import SECONDARY_CAPTURE, Compression, export_plan
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""The evaluator's tools: the registry client (list, pull), model directories, evaluate, predict, export."""

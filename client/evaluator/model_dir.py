@@ -1,0 +1,437 @@
+"""A model directory: a pulled global model or a run directory, opened, verified and loaded.
+
+Two layouts hold a trained global model:
+
+* **pulled** (``fedward model pull``): ``model.safetensors``, ``config.toml``,
+  ``model_card.json``, ``model_card.md`` and ``pull.json`` (run, round, sha256);
+* **run directory** (written by a run): ``config.toml``, ``models/best.safetensors`` (or
+  ``models/round-NNN.safetensors`` for a chosen round), ``models/manifest.json`` and
+  ``model_card.json``.
+
+Integrity: the weights' SHA-256 is checked against every hash recorded for that file
+(run directories: ``models/manifest.json``, recorded when the file was written, and the
+model card's ``weights`` entry; pulled models: ``pull.json`` and the card's entry for the
+pulled round). A mismatch raises :class:`~fedward.common.errors.IntegrityError`; a file
+with no recorded hash is used and reported as unverified.
+
+Preprocessing is the training pipeline, reused, never re-implemented: images become
+uint8 (N, C, S, S) at the run's image size and channels
+(:func:`fedward.common.data.files.to_model_input`,
+:func:`fedward.common.data.images.to_model_size`), then float32 in [0, 1]
+(:class:`fedward.common.data.images.BatchPipeline` without augmentation).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedward.common.choices import DeviceChoice, FrameMode, ModelName, Task, choose
+from fedward.common.config import RunConfig
+from fedward.common.data.images import BatchPipeline
+from fedward.common.data.npz import DatasetSchema
+from fedward.common.errors import ConfigError, IntegrityError, ModelError
+from fedward.common.ml.networks import build_model, read_state_dict
+from fedward.common.rundir.manifest import MANIFEST_FILE, read_manifest, sha256_of
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.toml"
+CARD_JSON = "model_card.json"
+CARD_MD = "model_card.md"
+PULLED_WEIGHTS = "model.safetensors"
+PULL_RECORD = "pull.json"
+BEST_WEIGHTS = "models/best.safetensors"
+PREDICT_BATCH = 256
+"""Images per forward pass when computing probabilities."""
+
+_ROUND_FILE = re.compile(r"round-(\d+)\.safetensors")
+
+
+@dataclass(frozen=True, slots=True)
+class Preprocessing:
+    """How an image becomes model input, exactly as training feeds it.
+
+    1. decode: DICOM display values, PNG/JPEG, or uint8 ``.npz`` pixels;
+    2. match channels (gray replicated to RGB, RGB to BT.601 luma), round to uint8 and
+       resize to ``image_size`` (MONAI ``Resize``, area when shrinking, bilinear when
+       enlarging): uint8 (N, C, S, S);
+    3. scale [0, 255] to [0, 1] (MONAI ``ScaleIntensityRange``): float32 (N, C, S, S).
+
+    Attributes:
+        image_size: side S of the square model input, pixels.
+        channels: image channels C, 1 or 3.
+        frames: which frames of multi-frame DICOM files are read (``predict`` uses the
+            middle one).
+        value_range: range of the scaled model input.
+    """
+
+    image_size: int
+    channels: int
+    frames: FrameMode = FrameMode.MIDDLE
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    def scale(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, S, S) (or float in [0, 255]) to float32 (N, C, S, S) in [0, 1]."""
+        scaled: torch.Tensor = BatchPipeline(augment=False).eval()(images)
+        return scaled
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDir:
+    """An opened, verified model directory (the weights are not loaded yet).
+
+    Attributes:
+        path: the directory.
+        kind: ``pulled`` or ``run``.
+        cfg: the run configuration the model was trained with.
+        schema: task, classes and channels.
+        weights: the weights file used.
+        round: the round that produced the weights, if known.
+        sha256: hex SHA-256 of the weights file.
+        verified_against: where the matching recorded hashes come from (empty: unverified).
+        card: the model card (``{}`` when there is none).
+    """
+
+    path: Path
+    kind: str
+    cfg: RunConfig
+    schema: DatasetSchema
+    weights: Path
+    round: int | None
+    sha256: str
+    verified_against: tuple[str, ...] = ()
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> Task:
+        """The classification task."""
+        return self.schema.task
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class (or label) names, output order."""
+        return self.schema.classes
+
+    @property
+    def model_name(self) -> ModelName:
+        """Registry name of the network."""
+        return self.cfg.model.name
+
+    @property
+    def private(self) -> bool:
+        """Whether the network was built Opacus-compatible (any differential privacy on)."""
+        return self.cfg.privacy.enabled
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The training-time input pipeline of this model."""
+        return Preprocessing(self.cfg.data.image_size, self.schema.channels, self.cfg.data.frames)
+
+    @property
+    def run_name(self) -> str:
+        """The run's name (from the card, the pull record or the folder name)."""
+        run = self.card.get("run")
+        if isinstance(run, dict) and run.get("name"):
+            return str(run["name"])
+        return self.path.name
+
+    def describe(self) -> str:
+        """One line: run, round, network, data, integrity."""
+        where = f"round {self.round}" if self.round is not None else "unknown round"
+        check = f"sha256 verified against {', '.join(self.verified_against)}" if self.verified_against else "unverified"
+        return (
+            f"{self.run_name} {where}: {self.model_name.value} on {self.cfg.data.dataset} "
+            f"({self.task.value}: {', '.join(self.classes)}), {self.cfg.data.image_size} px, {check}"
+        )
+
+
+def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
+    """Open a model directory and verify its weights.
+
+    Args:
+        path: a pulled model folder or a run directory.
+        round: run directories only: use ``models/round-NNN.safetensors`` instead of the
+            best model.
+
+    Returns:
+        The opened directory.
+
+    Raises:
+        ModelError: if the folder is not a model directory, a file it needs (config,
+            weights) is missing, or a JSON record is unreadable; the message names the file.
+        ConfigError: if ``config.toml`` is invalid, or ``round`` is given for a pulled model.
+        IntegrityError: if the weights' SHA-256 differs from a recorded one.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model directory {path} does not exist")
+    pulled = (path / PULLED_WEIGHTS).is_file() and not (path / "models").is_dir()
+    if not pulled and not (path / "models").is_dir():
+        raise ModelError(
+            f"{path} is not a model directory: it has neither {PULLED_WEIGHTS} (a model from 'fedward model pull') "
+            "nor models/ (a run directory)"
+        )
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise ModelError(f"{config_file} is missing: the model directory must hold the run's {CONFIG_FILE}")
+    cfg = RunConfig.from_toml(config_file)
+    card = _read_json(path / CARD_JSON)
+    schema = _schema(cfg, card, path)
+    if pulled:
+        if round is not None:
+            raise ConfigError(f"--round applies to run directories; {path} holds one pulled model")
+        weights = path / PULLED_WEIGHTS
+        record = _read_json(path / PULL_RECORD)
+        model_round = _as_int(record.get("round")) if record else _metadata_round(weights)
+        recorded = _pulled_hashes(record, card, model_round)
+    else:
+        weights = path / (BEST_WEIGHTS if round is None else f"models/round-{round:03d}.safetensors")
+        if not weights.is_file():
+            raise ModelError(_missing_weights(path, weights, round))
+        entry = _manifest_entry(path, weights.name)
+        model_round = _round_of(path, weights, entry)
+        recorded = _run_hashes(weights, entry, card)
+    try:
+        sha256 = sha256_of(weights)
+    except OSError as err:
+        raise ModelError(f"cannot read weights file {weights}: {err.strerror or err}") from None
+    for source, expected in recorded:
+        if sha256 != expected.lower():
+            raise IntegrityError(
+                f"{weights}: sha256 {sha256} differs from the {expected} recorded in {source}; the weights "
+                "changed after training: pull the model again (or restore the run directory from a backup)"
+            )
+    if not recorded:
+        log.warning("%s: no recorded sha256 to check the weights against; using them unverified", weights)
+    return ModelDir(
+        path,
+        "pulled" if pulled else "run",
+        cfg,
+        schema,
+        weights,
+        model_round,
+        sha256,
+        tuple(s for s, _ in recorded),
+        card,
+    )
+
+
+def build_network(model_dir: ModelDir) -> nn.Module:
+    """The trained network of a model directory, in eval mode on the CPU.
+
+    Raises:
+        ModelError: if the weights file cannot be read or does not fit the network the
+            config describes.
+    """
+    schema = model_dir.schema
+    network = build_model(model_dir.model_name, schema.channels, schema.num_outputs, private=model_dir.private)
+    state = read_state_dict(model_dir.weights)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"{model_dir.weights} does not fit {model_dir.model_name.value} with {schema.channels} channel(s) and "
+            f"{schema.num_outputs} outputs{' (differential privacy: GroupNorm)' if model_dir.private else ''}: "
+            f"{first}"
+        ) from None
+    return network.eval()
+
+
+class ProbabilityModel(nn.Module):
+    """A network with its output activation: scaled images in, probabilities out.
+
+    Softmax over classes for binary and multi-class tasks, sigmoid per label for
+    multi-label tasks. This is what the exports contain.
+
+    Args:
+        network: the trained network (logits).
+        task: the task, which picks the activation.
+
+    Shapes:
+        input float32 (B, C, S, S) in [0, 1]; output float32 (B, K) probabilities.
+    """
+
+    def __init__(self, network: nn.Module, task: Task) -> None:
+        super().__init__()
+        self.network = network
+        self.multilabel = task is Task.MULTILABEL
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities (B, K) of scaled images (B, C, S, S)."""
+        logits = self.network(images)
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+
+class LoadedModel:
+    """A model directory's network, ready to compute probabilities.
+
+    Args:
+        model_dir: the opened directory.
+        device: where the network runs.
+    """
+
+    def __init__(self, model_dir: ModelDir, device: torch.device | None = None) -> None:
+        self.model_dir = model_dir
+        self.device = device or torch.device("cpu")
+        self.network = build_network(model_dir)
+        self.head = ProbabilityModel(self.network, model_dir.task).eval().to(self.device)
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+        """Class (or label) probabilities of preprocessed images.
+
+        Args:
+            images: uint8 (N, C, S, S) at the model's size and channels (see
+                :class:`Preprocessing`).
+            batch_size: images per forward pass.
+
+        Returns:
+            float32 (N, K): softmax rows summing to 1 (binary, multi-class) or per-label
+            sigmoids (multi-label).
+
+        Raises:
+            ModelError: if the images do not have the model's shape.
+        """
+        prep = self.model_dir.preprocessing
+        expected = (prep.channels, prep.image_size, prep.image_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ModelError(f"images must have shape (N, {', '.join(map(str, expected))}); got {tuple(images.shape)}")
+        outputs = [np.empty((0, self.model_dir.schema.num_outputs), dtype=np.float32)]
+        for start in range(0, images.shape[0], batch_size):
+            batch = prep.scale(images[start : start + batch_size].to(self.device))
+            outputs.append(self.head(batch).float().cpu().numpy())
+        return np.concatenate(outputs)
+
+
+def load_model(path: Path | ModelDir, round: int | None = None, device: str = "cpu") -> LoadedModel:
+    """Open, verify and load a model directory.
+
+    Args:
+        path: the directory (or an already opened one).
+        round: run directories: the round to load instead of the best model.
+        device: ``cpu``, ``cuda`` or ``auto``.
+
+    Raises:
+        ModelError, IntegrityError: as :func:`open_model_dir` and :func:`build_network`.
+        ConfigError: as :func:`open_model_dir`, or an unknown device, or CUDA without a GPU.
+    """
+    from fedward.common.ml.runtime import resolve_device
+
+    model_dir = path if isinstance(path, ModelDir) else open_model_dir(Path(path), round)
+    return LoadedModel(model_dir, resolve_device(choose(device, DeviceChoice, "--device")))
+
+
+# ---------------------------------------------------------------------------- helpers
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file; ``{}`` when it does not exist."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path} cannot be read as JSON ({type(err).__name__}); restore or pull it again") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{path} does not hold a JSON object; restore or pull it again")
+    return value
+
+
+def _schema(cfg: RunConfig, card: dict[str, Any], path: Path) -> DatasetSchema:
+    """Task, classes and channels: from the resolved config, else from the model card."""
+    if cfg.data.resolved:
+        return cfg.data.schema()
+    data = card.get("dataset") if isinstance(card.get("dataset"), dict) else None
+    try:
+        if data is not None and data.get("task") and data.get("classes") and data.get("channels"):
+            return DatasetSchema(Task(data["task"]), tuple(str(c) for c in data["classes"]), int(data["channels"]))
+    except (TypeError, ValueError):
+        pass
+    raise ModelError(
+        f"{path / CONFIG_FILE} does not say the model's task, classes and channels (data.task, data.classes, "
+        f"data.channels) and {CARD_JSON} does not either; use the files the run wrote"
+    )
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _metadata_round(weights: Path) -> int | None:
+    """The round fedward wrote into a safetensors header, if any."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            return _as_int((handle.metadata() or {}).get("round"))
+    except Exception:  # an unreadable file is reported when the weights are loaded
+        return None
+
+
+def _round_of(path: Path, weights: Path, entry: Any) -> int | None:
+    if isinstance(entry, dict) and _as_int(entry.get("round")) is not None:
+        return _as_int(entry.get("round"))
+    match = _ROUND_FILE.fullmatch(weights.name)
+    if match:
+        return int(match.group(1))
+    best = _read_json(path / "models" / "best.json")
+    return _as_int(best.get("round")) if best else _metadata_round(weights)
+
+
+def _card_entries(card: dict[str, Any]) -> list[dict[str, Any]]:
+    weights = card.get("weights")
+    return [e for e in weights.values() if isinstance(e, dict)] if isinstance(weights, dict) else []
+
+
+def _run_hashes(weights: Path, entry: Any, card: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, sha256) pairs recorded for a run directory's weights file."""
+    out: list[tuple[str, str]] = []
+    if isinstance(entry, dict) and entry.get("sha256"):
+        out.append((MANIFEST_FILE, str(entry["sha256"])))
+    relative = f"models/{weights.name}"
+    for item in _card_entries(card):
+        if item.get("file") == relative and item.get("sha256"):
+            out.append((CARD_JSON, str(item["sha256"])))
+            break
+    return out
+
+
+def _pulled_hashes(record: dict[str, Any], card: dict[str, Any], model_round: int | None) -> list[tuple[str, str]]:
+    """(source, sha256) pairs recorded for a pulled model's weights."""
+    out: list[tuple[str, str]] = []
+    if record.get("sha256"):
+        out.append((PULL_RECORD, str(record["sha256"])))
+    if model_round is not None:
+        for item in _card_entries(card):
+            if _as_int(item.get("round")) == model_round and item.get("sha256"):
+                out.append((CARD_JSON, str(item["sha256"])))
+                break
+    return out
+
+
+def _missing_weights(path: Path, weights: Path, round: int | None) -> str:
+    if round is None:
+        return f"{weights} is missing: the run in {path} has no best model yet (has it finished a round?)"
+    rounds = sorted(int(m.group(1)) for p in (path / "models").iterdir() if (m := _ROUND_FILE.fullmatch(p.name)))
+    listed = ", ".join(map(str, rounds)) if rounds else "none"
+    return f"{weights} is missing: the run in {path} has no weights for round {round} (rounds: {listed})"
+
+
+def _manifest_entry(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The manifest's record of weight file ``name``; a damaged manifest records nothing (warned)."""
+    try:
+        return read_manifest(run_dir).get(name)
+    except (OSError, ValueError) as err:
+        log.warning("%s is unreadable (%s); its hashes cannot be checked", run_dir / MANIFEST_FILE, err)
+        return None

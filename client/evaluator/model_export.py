@@ -1,0 +1,287 @@
+"""Export a model directory's network as ONNX, TorchScript or a MONAI bundle.
+
+Every export computes probabilities, not logits: the graph ends with the softmax
+(binary, multi-class) or sigmoid (multi-label) that :class:`~fedward.client.evaluator.model_dir.ProbabilityModel`
+adds. Its input is the *scaled* image batch, float32 (B, C, S, S) in [0, 1]: pixels at the
+model's size and channels divided by 255 (see :class:`~fedward.client.evaluator.model_dir.Preprocessing`);
+the batch axis is dynamic.
+
+* ``onnx``: ``torch.onnx.export`` with the ``torch.export``-based exporter (PyTorch's
+  default since 2.9; the TorchScript-based one is the fallback), opset
+  :data:`ONNX_OPSET`, one self-contained file, input ``images``, output ``probabilities``
+  (B, K) float32; classes, task and preprocessing are in the model's metadata properties.
+  When onnxruntime is installed the file is checked against PyTorch on random images.
+* ``torchscript``: ``torch.jit.trace`` to ``model.ts`` (the same metadata as the extra file
+  ``fedward.json``); PyTorch marks TorchScript deprecated but LibTorch and
+  ``torch.jit.load`` still load it.
+* ``monai-bundle``: a MONAI bundle folder (``configs/metadata.json``,
+  ``configs/inference.json``, ``models/model.pt``, ``docs/``) whose inference config runs
+  with ``python -m monai.bundle run --config_file configs/inference.json --input_dir DIR``
+  from the bundle folder and writes ``predictions.csv`` (file, one probability per
+  class) to ``output_dir``. It decodes images with fedward's own readers, so fedward must
+  be installed where it runs (:mod:`fedward.client.evaluator.monai_bundle`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedward.client.evaluator.model_dir import LoadedModel, ModelDir
+from fedward.common.choices import Task
+from fedward.common.errors import ModelError
+from fedward.common.version import fedward_version
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 18
+"""ONNX opset of exported graphs (supported by onnxruntime >= 1.14)."""
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+CHECK_TOLERANCE = 1e-4
+"""Largest absolute difference from PyTorch's probabilities an export may show."""
+CHECK_IMAGES = 8
+
+
+class ExportFormat(StrEnum):
+    """What ``fedward model export --format`` writes."""
+
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    MONAI_BUNDLE = "monai-bundle"
+
+
+DEFAULT_NAMES = {
+    ExportFormat.ONNX: "model.onnx",
+    ExportFormat.TORCHSCRIPT: "model.ts",
+    ExportFormat.MONAI_BUNDLE: "bundle",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """What an export wrote.
+
+    Attributes:
+        format: the export format.
+        path: the file (ONNX, TorchScript) or folder (MONAI bundle).
+        files: every file written.
+        exporter: how the graph was produced.
+        max_abs_diff: largest absolute difference between the export's and PyTorch's
+            probabilities on random images; ``None`` when not checked (no onnxruntime).
+    """
+
+    format: ExportFormat
+    path: Path
+    files: tuple[Path, ...]
+    exporter: str
+    max_abs_diff: float | None
+
+
+def default_output(model_dir: ModelDir, fmt: ExportFormat) -> Path:
+    """``<model dir>/export/model.onnx``, ``.../model.ts`` or ``.../bundle``."""
+    return model_dir.path / "export" / DEFAULT_NAMES[fmt]
+
+
+def export_model(loaded: LoadedModel, fmt: ExportFormat, out: Path | None = None) -> ExportResult:
+    """Export a loaded model in ``fmt`` to ``out`` (default: :func:`default_output`).
+
+    Raises:
+        ModelError: if the network cannot be exported, or the export's probabilities
+            differ from PyTorch's by more than :data:`CHECK_TOLERANCE`.
+    """
+    target = Path(out) if out is not None else default_output(loaded.model_dir, fmt)
+    loaded.head.cpu().eval()
+    if fmt is ExportFormat.ONNX:
+        return export_onnx(loaded, target)
+    if fmt is ExportFormat.TORCHSCRIPT:
+        return export_torchscript(loaded, target)
+    from fedward.client.evaluator.monai_bundle import export_monai_bundle
+
+    return export_monai_bundle(loaded, target)
+
+
+def model_properties(model_dir: ModelDir) -> dict[str, str]:
+    """String metadata stored with exports: what the model expects and outputs."""
+    prep = model_dir.preprocessing
+    return {
+        "fedward_version": fedward_version(),
+        "run": model_dir.run_name,
+        "round": "" if model_dir.round is None else str(model_dir.round),
+        "weights_sha256": model_dir.sha256,
+        "model": model_dir.model_name.value,
+        "dataset": model_dir.cfg.data.dataset,
+        "task": model_dir.task.value,
+        "classes": json.dumps(list(model_dir.classes)),
+        "input": f"{INPUT_NAME}: float32 (B, {prep.channels}, {prep.image_size}, {prep.image_size}), pixels / 255",
+        "output": f"{OUTPUT_NAME}: float32 (B, {len(model_dir.classes)}), "
+        + ("sigmoid per label" if model_dir.task is Task.MULTILABEL else "softmax over classes"),
+    }
+
+
+# ---------------------------------------------------------------------------------- ONNX
+def export_onnx(loaded: LoadedModel, out: Path, opset: int = ONNX_OPSET) -> ExportResult:
+    """Write ``out`` (``.onnx``): probabilities (B, K) of scaled images (B, C, S, S).
+
+    Raises:
+        ModelError: if neither exporter can convert the network, or onnxruntime's
+            probabilities differ from PyTorch's by more than :data:`CHECK_TOLERANCE`.
+    """
+    import onnx
+
+    example = _random_images(loaded.model_dir, 2, seed=0)
+    try:
+        proto, exporter = _onnx_dynamo(loaded.head, example, opset), "torch.export (dynamo)"
+    except Exception as err:  # the exporter raises many kinds; fall back to the legacy one
+        log.warning(
+            "torch.export-based ONNX export failed (%s: %s); using the TorchScript-based exporter",
+            type(err).__name__,
+            str(err).splitlines()[0] if str(err) else "",
+        )
+        try:
+            proto, exporter = _onnx_legacy(loaded.head, example, opset), "TorchScript-based (legacy)"
+        except Exception as legacy_err:
+            raise ModelError(
+                f"{loaded.model_dir.model_name.value} cannot be exported to ONNX: {type(legacy_err).__name__}: "
+                f"{legacy_err}"
+            ) from None
+    onnx.helper.set_model_props(proto, model_properties(loaded.model_dir))
+    proto.doc_string = (
+        f"fedward {loaded.model_dir.model_name.value} ({loaded.model_dir.task.value}); "
+        f"classes {', '.join(loaded.model_dir.classes)}"
+    )
+    onnx.checker.check_model(proto)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(out))
+    diff = _check_onnx(loaded, out)
+    return ExportResult(ExportFormat.ONNX, out, (out,), exporter, diff)
+
+
+def _onnx_dynamo(head: torch.nn.Module, example: torch.Tensor, opset: int) -> Any:
+    batch = torch.export.Dim("batch", min=1)
+    with _quiet_export():
+        program = torch.onnx.export(
+            head,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes={"images": {0: batch}},
+            external_data=False,
+            verbose=False,
+        )
+    if program is None:  # pragma: no cover - only when given a file name
+        raise RuntimeError("the exporter returned no program")
+    return program.model_proto
+
+
+def _onnx_legacy(head: torch.nn.Module, example: torch.Tensor, opset: int) -> Any:
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="fedward-onnx-") as tmp, _quiet_export():
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            head,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+        return onnx.load_model(str(path))
+
+
+def _check_onnx(loaded: LoadedModel, path: Path) -> float | None:
+    """Max |onnxruntime - PyTorch| on random images; ``None`` without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        log.info("onnxruntime is not installed: %s was not checked against PyTorch", path.name)
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = _random_images(loaded.model_dir, CHECK_IMAGES, seed=1)
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
+    return _compare(loaded, images, np.asarray(got), path)
+
+
+# --------------------------------------------------------------------------- TorchScript
+def export_torchscript(loaded: LoadedModel, out: Path) -> ExportResult:
+    """Write ``out`` (``.ts``): a traced module, probabilities (B, K) of scaled images.
+
+    Raises:
+        ModelError: if tracing fails or the traced module's probabilities differ from the
+            eager module's by more than :data:`CHECK_TOLERANCE`.
+    """
+    example = _random_images(loaded.model_dir, 2, seed=0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, still loadable
+            traced = torch.jit.trace(loaded.head, example)  # type: ignore[no-untyped-call]
+    except Exception as err:
+        raise ModelError(
+            f"{loaded.model_dir.model_name.value} cannot be traced to TorchScript: {type(err).__name__}: {err}"
+        ) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"fedward.json": json.dumps(model_properties(loaded.model_dir), indent=2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(traced, str(out), _extra_files=extra)
+        reloaded = torch.jit.load(str(out), map_location="cpu")  # type: ignore[no-untyped-call]
+    images = _random_images(loaded.model_dir, CHECK_IMAGES, seed=1)
+    with torch.no_grad():
+        got = reloaded(images).numpy()
+    diff = _compare(loaded, images, got, out)
+    return ExportResult(ExportFormat.TORCHSCRIPT, out, (out,), "torch.jit.trace", diff)
+
+
+# -------------------------------------------------------------------------- MONAI bundle
+# ------------------------------------------------------------------------------ helpers
+def _random_images(model_dir: ModelDir, n: int, seed: int) -> torch.Tensor:
+    """Scaled random model input, float32 (n, C, S, S) in [0, 1]."""
+    prep = model_dir.preprocessing
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand((n, prep.channels, prep.image_size, prep.image_size), generator=generator)
+
+
+def _compare(loaded: LoadedModel, images: torch.Tensor, got: np.ndarray, path: Path) -> float:
+    with torch.no_grad():
+        want = loaded.head.cpu()(images).numpy()
+    if got.shape != want.shape:
+        raise ModelError(f"{path}: the export outputs shape {got.shape}, PyTorch {want.shape}")
+    diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+    if not diff <= CHECK_TOLERANCE:
+        path.unlink(missing_ok=True)
+        raise ModelError(
+            f"{path.name}: exported probabilities differ from PyTorch's by up to {diff:.3g} (> {CHECK_TOLERANCE:g}); "
+            "the export was deleted"
+        )
+    return diff
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Silence the exporter's chatter (missing torchvision ops, deprecations) during an export."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)

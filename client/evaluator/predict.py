@@ -1,0 +1,275 @@
+"""Per-image probabilities of a model on image files: DICOM, PNG/JPEG and ``.npz``.
+
+Files are decoded with fedward's readers and preprocessed as training does
+(:class:`~fedward.client.evaluator.model_dir.Preprocessing`):
+
+* DICOM (any other extension): :func:`fedward.common.data.files.decode_file` (display
+  pipeline of :mod:`fedward.common.data.dicom`), middle frame of multi-frame objects;
+* PNG/JPEG: the same function (Pillow);
+* ``.npz``: uint8 arrays of shape (N, H, W) or (N, H, W, 3): the ``images`` array if there
+  is one, else ``test_images`` (MedMNIST's test split), else every ``*_images`` array; the
+  report says which were used, and every image is a row ``file[key:index]``.
+
+A file that cannot be used gets a one-line reason (the stable codes of
+:class:`~fedward.common.data.dicom.Reason`) and never stops the other files.
+:class:`LoadModelInputd` is the same decoding as a MONAI dictionary transform, for the
+MONAI bundle that :mod:`fedward.client.evaluator.model_export` writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+import zlib
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+from fedward.client.evaluator.model_dir import LoadedModel
+from fedward.common.choices import FrameMode, Task
+from fedward.common.data.dicom import Reason, UnusableFileError
+from fedward.common.data.files import decode_file, to_model_input
+from fedward.common.data.folder import MANIFEST
+from fedward.common.data.images import RESIZE_CHUNK
+
+log = logging.getLogger(__name__)
+
+NPZ_SUFFIX = ".npz"
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One image's result, or why the file gave none.
+
+    Attributes:
+        file: the file as given (``.npz`` images: ``file[key:index]``).
+        probabilities: one per class (softmax, sums to 1) or label (sigmoid); ``None`` on failure.
+        predicted: the predicted class (binary: P(class 1) >= threshold; multi-class: the
+            most probable; multi-label: the labels >= threshold joined by ``|``).
+        reason: failure code (a :class:`~fedward.common.data.dicom.Reason` value).
+        message: one-line explanation of the failure (no patient data).
+    """
+
+    file: str
+    probabilities: tuple[float, ...] | None = None
+    predicted: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image was predicted."""
+        return self.probabilities is not None
+
+
+@dataclass(slots=True)
+class PredictionReport:
+    """Every row of a ``fedward predict`` call.
+
+    Attributes:
+        model: one line describing the model (run, round, integrity).
+        task: the task.
+        classes: class (label) names, probability order.
+        rows: one per image, or per file that failed, in the order given.
+        notes: what was read from each ``.npz`` (which arrays).
+    """
+
+    model: str
+    task: Task
+    classes: tuple[str, ...]
+    rows: list[Prediction] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Prediction]:
+        """The rows whose file could not be predicted."""
+        return [r for r in self.rows if not r.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable form (``--json``)."""
+        return {
+            "model": self.model,
+            "task": self.task.value,
+            "classes": list(self.classes),
+            "notes": list(self.notes),
+            "predictions": [
+                {
+                    "file": r.file,
+                    "probabilities": dict(zip(self.classes, r.probabilities, strict=True)),
+                    "predicted": r.predicted,
+                }
+                for r in self.rows
+                if r.probabilities is not None
+            ],
+            "failed": [{"file": r.file, "reason": r.reason, "message": r.message} for r in self.failed],
+        }
+
+
+def load_model_input(path: Path, channels: int, image_size: int, frames: FrameMode = FrameMode.MIDDLE) -> torch.Tensor:
+    """Decode a DICOM or PNG/JPEG file to model input, as training does.
+
+    Returns:
+        uint8 (F, C, S, S); F = 1 unless ``frames`` is ``all`` and the file has several.
+
+    Raises:
+        UnusableFileError: with the reason the file cannot be used.
+    """
+    return to_model_input(decode_file(Path(path), frames), channels, image_size)
+
+
+def predict_files(loaded: LoadedModel, files: Sequence[Path], threshold: float = 0.5) -> PredictionReport:
+    """Probabilities of every image in ``files``; failures are rows with a reason.
+
+    Args:
+        loaded: the model.
+        files: DICOM, PNG/JPEG or ``.npz`` files; a folder stands for the files below it
+            (hidden files and ``labels.csv`` left out).
+        threshold: decision threshold for the ``predicted`` column (binary, multi-label).
+
+    Returns:
+        The report, rows in the order of ``files``.
+    """
+    model_dir = loaded.model_dir
+    prep = model_dir.preprocessing
+    report = PredictionReport(model_dir.describe(), model_dir.task, model_dir.classes)
+    names: list[str] = []
+    tensors: list[torch.Tensor] = []
+    slots: list[Prediction | None] = []  # None: filled with the probabilities below
+    for path in _expand(files):
+        try:
+            if path.suffix.lower() == NPZ_SUFFIX:
+                items, note = _npz_inputs(path, prep.channels, prep.image_size)
+                report.notes.append(note)
+            else:
+                items = [(str(path), load_model_input(path, prep.channels, prep.image_size, FrameMode.MIDDLE))]
+        except UnusableFileError as err:
+            slots.append(Prediction(str(path), reason=err.reason.value, message=str(err)))
+            continue
+        except Exception as err:  # an unexpected decoder failure must not stop the other files
+            log.debug("decoding %s failed", path, exc_info=True)
+            slots.append(
+                Prediction(
+                    str(path), reason=Reason.UNREADABLE.value, message=f"cannot be decoded ({type(err).__name__})"
+                )
+            )
+            continue
+        for name, tensor in items:
+            names.append(name)
+            tensors.append(tensor[:1])
+            slots.append(None)
+    probabilities = (
+        loaded.probabilities(torch.cat(tensors)) if tensors else np.empty((0, len(model_dir.classes)), np.float32)
+    )
+    done = iter(zip(names, probabilities, strict=True))
+    for slot in slots:
+        if slot is not None:
+            report.rows.append(slot)
+            continue
+        name, row = next(done)
+        values = tuple(float(v) for v in row)
+        report.rows.append(Prediction(name, values, _decision(values, model_dir.task, model_dir.classes, threshold)))
+    return report
+
+
+def _expand(files: Sequence[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in map(Path, files):
+        if path.is_dir():
+            out += [
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and p.name != MANIFEST and not any(x.startswith(".") for x in p.relative_to(path).parts)
+            ]
+        else:
+            out.append(path)
+    return out
+
+
+def _decision(values: tuple[float, ...], task: Task, classes: tuple[str, ...], threshold: float) -> str:
+    if task is Task.BINARY:
+        return classes[1] if values[1] >= threshold else classes[0]
+    if task is Task.MULTICLASS:
+        return classes[int(np.argmax(values))]
+    return "|".join(c for c, v in zip(classes, values, strict=True) if v >= threshold) or "(none)"
+
+
+def _npz_inputs(path: Path, channels: int, image_size: int) -> tuple[list[tuple[str, torch.Tensor]], str]:
+    """Model inputs (one (1, C, S, S) uint8 tensor per image) of an ``.npz``, and which arrays were read."""
+    if not path.is_file():
+        raise UnusableFileError(Reason.UNREADABLE, "file not found")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UnusableFileError(
+            Reason.UNREADABLE, f"not a readable .npz archive ({type(err).__name__}); it may be truncated or corrupt"
+        ) from None
+    out: list[tuple[str, torch.Tensor]] = []
+    with archive:
+        keys = _image_keys(list(archive.files))
+        if not keys:
+            raise UnusableFileError(Reason.NOT_IMAGE, "no 'images', 'test_images' or '*_images' array in the .npz")
+        counts = []
+        for key in keys:
+            try:
+                images = np.asarray(archive[key])
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+                raise UnusableFileError(
+                    Reason.TRUNCATED, f"array {key} cannot be read ({type(err).__name__}); the file may be truncated"
+                ) from None
+            if images.dtype != np.uint8 or not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+                raise UnusableFileError(
+                    Reason.NOT_IMAGE,
+                    f"array {key} must be uint8 images (N, H, W) or (N, H, W, 3); found {images.dtype} {images.shape}",
+                )
+            for start in range(0, images.shape[0], RESIZE_CHUNK):
+                chunk = images[start : start + RESIZE_CHUNK].astype(np.float64) / 255.0
+                inputs = to_model_input(chunk, channels, image_size)
+                out += [(f"{path}[{key}:{start + i}]", inputs[i : i + 1]) for i in range(inputs.shape[0])]
+            counts.append(f"{key} ({images.shape[0]} images)")
+    return out, f"{path}: read {', '.join(counts)}"
+
+
+def _image_keys(keys: list[str]) -> list[str]:
+    if "images" in keys:
+        return ["images"]
+    if "test_images" in keys:
+        return ["test_images"]
+    return sorted(k for k in keys if k.endswith("_images"))
+
+
+class LoadModelInputd(MapTransform):
+    """MONAI dictionary transform: a file path to fedward's model input (before scaling).
+
+    Args:
+        keys: keys holding file paths (DICOM, PNG, JPEG).
+        channels: the model's image channels, 1 or 3.
+        image_size: the model's input side, pixels.
+        allow_missing_keys: MONAI's option.
+
+    Output per key: a :class:`monai.data.MetaTensor` float32 (C, S, S) with values in
+    [0, 255] (the uint8 input training uses) and ``filename_or_obj`` in its metadata.
+
+    Raises:
+        UnusableFileError: for a file that cannot be decoded.
+    """
+
+    def __init__(self, keys: KeysCollection, channels: int, image_size: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels = channels
+        self.image_size = image_size
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Replace each path by its model input."""
+        out = dict(data)
+        for key in self.key_iterator(out):
+            path = Path(str(out[key]))
+            image = load_model_input(path, self.channels, self.image_size, FrameMode.MIDDLE)[0].float()
+            out[key] = MetaTensor(image, meta={"filename_or_obj": str(path)})
+        return out

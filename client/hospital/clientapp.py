@@ -1,0 +1,207 @@
+"""The fedward ClientApp: what runs at a hospital each round.
+
+* ``query``: enrolment — the hospital's name, fedward version, device and image counts;
+* ``train``: start from the global model, train ``local-epochs`` on local images, reply
+  with the new weights and counts/losses;
+* ``evaluate``: score the global model on the local validation split.
+
+Replies carry weights and numbers only. Failures reply with an error whose text is
+fedward's own message (names a setting or a file, never patient data); unexpected
+exceptions are reported by type only, with details in the hospital's own log.
+
+Component string for Flower: ``fedward.client.hospital.clientapp:app``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedward.client.hospital.clipping import client_clipping_mod
+from fedward.client.hospital.site import PARTITION_KEY, THREADS_KEY, load_site
+from fedward.common.choices import DeviceChoice
+from fedward.common.config import RunConfig
+from fedward.common.data.hospital import HospitalData
+from fedward.common.errors import FedwardError
+from fedward.common.logs import configure_logging
+from fedward.common.ml.accounting import DpSgd
+from fedward.common.ml.networks import build_model
+from fedward.common.ml.runtime import derive_seed, resolve_device, set_cpu_threads
+from fedward.common.ml.training import LocalTraining, evaluate, train_epochs
+from fedward.common.version import compatible, fedward_version
+from fedward.common.wire import (
+    ARRAYS,
+    CONFIG,
+    DPSGD_EPSILON,
+    EVAL_SECONDS,
+    METRICS,
+    NUM_EXAMPLES,
+    PROXIMAL_MU,
+    SERVER_ROUND,
+    SITE,
+    SITE_DEVICE,
+    SITE_NAME,
+    SITE_VERSION,
+    TRAIN_EXAMPLES,
+    TRAIN_LOSS,
+    TRAIN_SECONDS,
+    VAL_EXAMPLES,
+    load_arrays,
+    model_to_arrays,
+)
+
+log = logging.getLogger(__name__)
+
+app = ClientApp()
+
+Handler = Callable[[Message, Context], Message]
+
+
+class HospitalError(FedwardError):
+    """A hospital could not serve a request; the message is safe to send to the server."""
+
+
+def _safe(handler: Handler) -> Handler:
+    """Turn any failure into an error reply whose text carries no local details."""
+
+    @functools.wraps(handler)
+    def wrapper(msg: Message, context: Context) -> Message:
+        configure_logging()
+        try:
+            return handler(msg, context)
+        except FedwardError as err:
+            log.error("%s failed: %s", handler.__name__, err)
+            raise HospitalError(str(err)) from None
+        except Exception as err:
+            log.exception("%s failed unexpectedly", handler.__name__)
+            raise HospitalError(
+                f"{handler.__name__} failed with {type(err).__name__}; details are in the hospital's agent log"
+            ) from None
+
+    return wrapper
+
+
+def _setup(context: Context) -> tuple[RunConfig, HospitalData, torch.device]:
+    """Parse the run config, pick threads and device, load this hospital's data (cached)."""
+    cfg = RunConfig.from_flower(context.run_config)
+    simulated = PARTITION_KEY in context.node_config
+    site_threads = int(context.node_config.get(THREADS_KEY, 0))  # the hospital's own limit wins
+    set_cpu_threads(site_threads or cfg.train.threads or (max(1, int(cfg.simulation.client_cpus)) if simulated else 0))
+    choice = cfg.train.device
+    if simulated and cfg.simulation.client_gpus == 0 and choice is DeviceChoice.AUTO:
+        choice = DeviceChoice.CPU  # no GPU share from Ray: do not crowd a GPU the scheduler did not assign
+    return cfg, load_site(context, cfg), resolve_device(choice)
+
+
+def _site_record(site: HospitalData, device: str) -> ConfigRecord:
+    return ConfigRecord({SITE_NAME: site.name, SITE_VERSION: fedward_version(), SITE_DEVICE: device})
+
+
+@app.query()
+@_safe
+def query(msg: Message, context: Context) -> Message:
+    """Enrolment: who this hospital is and how much data it holds.
+
+    Counts only: training and validation images, and for image folders the files used and
+    skipped (by reason). Never file names, paths or header values.
+    """
+    _cfg, site, device = _setup(context)
+    theirs = str(msg.content[CONFIG].get(SITE_VERSION, "")) if CONFIG in msg.content else ""
+    if theirs and not compatible(fedward_version(), theirs):
+        log.warning(
+            "the coordinator runs fedward %s and this hospital %s: it will skip this hospital "
+            "until both run the same major.minor version",
+            theirs,
+            fedward_version(),
+        )
+    content = RecordDict(
+        {
+            SITE: _site_record(site, device.type),
+            METRICS: MetricRecord({TRAIN_EXAMPLES: len(site.train), VAL_EXAMPLES: len(site.val), **site.inventory}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+@app.train(mods=[client_clipping_mod])
+@_safe
+def train(msg: Message, context: Context) -> Message:
+    """Train the received global model on local data; reply with weights and counts."""
+    cfg, site, device = _setup(context)
+    config = msg.content[CONFIG]
+    server_round = int(config.get(SERVER_ROUND, 1))  # type: ignore[arg-type]
+    model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs, private=cfg.privacy.enabled)
+    load_arrays(model, msg.content.array_records[ARRAYS])
+    epochs = cfg.train.local_epochs
+    plan = LocalTraining(
+        epochs=epochs,
+        first_epoch=(server_round - 1) * epochs,
+        total_epochs=cfg.federation.rounds * epochs,
+        proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),  # type: ignore[arg-type]
+        seed=derive_seed(cfg.run.seed, "train", site.name, server_round),
+    )
+    dpsgd = _dpsgd(cfg, len(site.train))
+    result = train_epochs(model, site.train, cfg.train, plan, device, augment=cfg.data.augment, dpsgd=dpsgd)
+    privacy = {DPSGD_EPSILON: dpsgd.epsilon(server_round)} if dpsgd is not None else {}
+    log.info(
+        "round %d: trained on %d images in %.1f s (loss %.4f)",
+        server_round,
+        result.num_examples,
+        result.seconds,
+        result.loss,
+    )
+    content = RecordDict(
+        {
+            ARRAYS: model_to_arrays(model),
+            METRICS: MetricRecord(
+                {
+                    NUM_EXAMPLES: result.num_examples,
+                    TRAIN_LOSS: result.loss,
+                    TRAIN_SECONDS: result.seconds,
+                    **privacy,
+                }
+            ),
+            SITE: _site_record(site, device.type),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def _dpsgd(cfg: RunConfig, images: int) -> DpSgd | None:
+    """This hospital's DP-SGD settings (noise from the target epsilon over all planned rounds)."""
+    p = cfg.privacy
+    if not p.dpsgd:
+        return None
+    return DpSgd.plan(
+        images=images,
+        batch_size=cfg.train.batch_size,
+        local_epochs=cfg.train.local_epochs,
+        rounds=cfg.federation.rounds,
+        clipping_norm=p.dpsgd_clipping_norm,
+        delta=p.dpsgd_delta,
+        noise_multiplier=p.dpsgd_noise_multiplier,
+        target_epsilon=p.dpsgd_target_epsilon,
+    )
+
+
+@app.evaluate()
+@_safe
+def evaluate_global(msg: Message, context: Context) -> Message:
+    """Score the received global model on the local validation split."""
+    cfg, site, device = _setup(context)
+    metrics: dict[str, float | int] = {NUM_EXAMPLES: len(site.val)}
+    if len(site.val) > 0:
+        model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs, private=cfg.privacy.enabled)
+        load_arrays(model, msg.content.array_records[ARRAYS])
+        started = time.perf_counter()
+        result = evaluate(model, site.val, device)
+        metrics.update(result.metrics.as_dict("val"))
+        metrics[EVAL_SECONDS] = time.perf_counter() - started
+    content = RecordDict({METRICS: MetricRecord(metrics), SITE: _site_record(site, device.type)})  # type: ignore[arg-type]
+    return Message(content=content, reply_to=msg)

@@ -1,0 +1,3 @@
+"""Flower as processes: the flwr CLI, the app bundle a run ships, and starting and stopping
+Flower's processes quietly.
+"""

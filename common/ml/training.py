@@ -1,0 +1,334 @@
+"""Plain PyTorch training and evaluation loops, free of Flower types.
+
+The same functions train a hospital's round in the ClientApp (simulation and
+deployment) and every epoch of the centralized baseline, so the two differ only in what
+data they see and how often weights are averaged.
+
+GPU path: on CUDA, batches come from pinned memory and move with ``non_blocking=True``;
+with ``train.amp`` the forward pass runs under float16 autocast with a
+:class:`torch.amp.GradScaler` (Micikevicius et al., "Mixed Precision Training", 2018).
+On the CPU both are off and results are bit-for-bit reproducible for a given seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+from fedward.common.choices import ClassWeighting, OptimizerName, Schedule, Task
+from fedward.common.config import TrainConfig
+from fedward.common.data.images import BatchPipeline, ImageDataset
+from fedward.common.errors import DataError
+from fedward.common.ml.accounting import DpSgd
+from fedward.common.ml.metrics import ClassificationMetrics, classification_metrics
+from fedward.common.ml.runtime import derive_seed
+
+log = logging.getLogger(__name__)
+
+MAX_CLASS_WEIGHT = 10.0
+"""Upper bound of a ``balanced`` class weight (and multi-label ``pos_weight``): a hospital
+with 3 images of a class would otherwise weight them 100x and destabilise its update."""
+
+EVAL_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTraining:
+    """Which part of the run one call to :func:`train_epochs` covers.
+
+    Attributes:
+        epochs: epochs to run now (>= 1).
+        first_epoch: index of the first of them in the whole run (0-based), for the
+            learning-rate schedule (round r of a federated run starts at
+            ``(r - 1) * local_epochs``).
+        total_epochs: epochs in the whole run (rounds x local epochs).
+        proximal_mu: FedProx proximal weight mu; 0 disables the term (Li et al., 2020).
+        seed: seed of this call's shuffling, dropout and augmentation.
+    """
+
+    epochs: int
+    first_epoch: int
+    total_epochs: int
+    proximal_mu: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """Summary of one :func:`train_epochs` call.
+
+    Attributes:
+        loss: mean training loss over all examples of the last epoch (float).
+        num_examples: training images (the FedAvg weight).
+        steps: optimizer steps taken.
+        seconds: wall time in seconds.
+    """
+
+    loss: float
+    num_examples: int
+    steps: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    """Metrics of a model on a dataset.
+
+    Attributes:
+        metrics: AUC, accuracy, sensitivity, specificity, F1 and (unweighted) loss.
+        num_examples: images evaluated.
+    """
+
+    metrics: ClassificationMetrics
+    num_examples: int
+
+
+def learning_rate(cfg: TrainConfig, epoch: int, total_epochs: int) -> float:
+    """Learning rate for run-wide epoch ``epoch`` (0-based) of ``total_epochs``.
+
+    ``cosine``: ``lr * (1 + cos(pi * epoch / total)) / 2`` (Loshchilov & Hutter, 2017),
+    stepped once per epoch; ``constant``: ``lr``.
+    """
+    if cfg.schedule is Schedule.CONSTANT or total_epochs <= 1:
+        return cfg.lr
+    progress = min(max(epoch / total_epochs, 0.0), 1.0)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter, 2019) or SGD with momentum, at ``cfg.lr``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer is OptimizerName.SGD:
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def class_weights(task: Task, counts: np.ndarray, num_examples: int) -> torch.Tensor:
+    """Balanced loss weights from local label counts.
+
+    Args:
+        task: the task.
+        counts: images per class (single-label) or positives per label (multi-label), (K,).
+        num_examples: images in the dataset.
+
+    Returns:
+        float32 (K,): ``n / (K * n_k)`` per class for single-label tasks (scikit-learn's
+        "balanced"), ``(n - p_k) / p_k`` per label for multi-label tasks (BCE
+        ``pos_weight``); clipped to [1 / MAX_CLASS_WEIGHT, MAX_CLASS_WEIGHT]; classes
+        absent locally get weight 1.
+    """
+    counts = counts.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = (num_examples - counts) / counts if task is Task.MULTILABEL else num_examples / (len(counts) * counts)
+    weights = np.where(counts > 0, weights, 1.0)
+    weights = np.clip(weights, 1.0 / MAX_CLASS_WEIGHT, MAX_CLASS_WEIGHT)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_loss(task: Task, weights: torch.Tensor | None = None) -> nn.Module:
+    """Cross-entropy for binary/multi-class logits (B, K), BCE-with-logits for multi-label."""
+    if task is Task.MULTILABEL:
+        return nn.BCEWithLogitsLoss(pos_weight=weights)
+    return nn.CrossEntropyLoss(weight=weights)
+
+
+def make_loader(
+    dataset: ImageDataset,
+    batch_size: int,
+    device: torch.device,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+    """A DataLoader over in-memory uint8 images; pinned memory on CUDA; seeded shuffling."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator if shuffle else None,
+        pin_memory=device.type == "cuda",
+        num_workers=0,
+    )
+
+
+def train_epochs(
+    model: nn.Module,
+    dataset: ImageDataset,
+    cfg: TrainConfig,
+    plan: LocalTraining,
+    device: torch.device,
+    *,
+    augment: bool,
+    dpsgd: DpSgd | None = None,
+) -> TrainResult:
+    """Train ``model`` in place for ``plan.epochs`` epochs on ``dataset``.
+
+    The optimizer is created afresh (local state does not persist across rounds, as in
+    FedAvg); the learning rate follows the run-wide schedule. With ``plan.proximal_mu``
+    > 0 the FedProx term ``mu / 2 * ||w - w_start||^2`` is added to the loss.
+
+    Args:
+        model: network, moved to ``device`` here.
+        dataset: training images (uint8) and targets.
+        cfg: local training settings.
+        plan: epochs, schedule position, FedProx mu, seed.
+        device: training device.
+        augment: random flip / rotation / zoom per image.
+        dpsgd: train with DP-SGD through Opacus: Poisson-sampled batches, per-sample
+            gradients clipped to ``dpsgd.clipping_norm``, Gaussian noise of std
+            ``noise_multiplier * clipping_norm`` on their sum (Abadi et al., 2016). The
+            model must be Opacus-compatible (``build_model(..., private=True)``); AMP and
+            the FedProx term are not used with it.
+
+    Returns:
+        Loss of the last epoch, examples, steps and wall time.
+
+    Raises:
+        DataError: if ``dataset`` is empty.
+    """
+    if len(dataset) == 0:
+        raise DataError("no training images: the hospital's training split is empty")
+    started = time.perf_counter()
+    torch.manual_seed(plan.seed)  # dropout and any other global-RNG layer
+    use_amp = cfg.amp and device.type == "cuda" and dpsgd is None
+    model.to(device).train()
+    pipeline = BatchPipeline(augment=augment).train()
+    weights = None
+    if cfg.class_weighting is ClassWeighting.BALANCED:
+        weights = class_weights(dataset.task, dataset.class_counts(), len(dataset)).to(device)
+    criterion = make_loss(dataset.task, weights)
+    optimizer = make_optimizer(model, cfg)
+    private = _make_private(model, optimizer, dpsgd, len(dataset), cfg.batch_size, plan.seed) if dpsgd else None
+    if private is not None:
+        model, optimizer = private
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    reference = [p.detach().clone() for p in model.parameters()] if plan.proximal_mu > 0 and not dpsgd else None
+    aug_generator = torch.Generator().manual_seed(derive_seed(plan.seed, "augment"))
+    steps = 0
+    epoch_loss = float("nan")
+    for offset in range(plan.epochs):
+        lr = learning_rate(cfg, plan.first_epoch + offset, plan.total_epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loader = make_loader(
+            dataset, cfg.batch_size, device, shuffle=True, seed=derive_seed(plan.seed, "epoch", offset)
+        )
+        if dpsgd is not None:
+            loader = _poisson_loader(loader, derive_seed(plan.seed, "poisson", offset))
+        total, seen = 0.0, 0
+        for images, targets in loader:
+            if images.shape[0] == 0:  # Poisson sampling: an empty batch (probability (1 - B/N)^N)
+                continue
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            inputs = pipeline(images, aug_generator)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                loss = criterion(model(inputs), targets)
+            objective = loss
+            if reference is not None:
+                prox = sum(((p - r) ** 2).sum() for p, r in zip(model.parameters(), reference, strict=True))
+                objective = loss + 0.5 * plan.proximal_mu * prox
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(objective).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            steps += 1
+            total += float(loss.detach()) * images.shape[0]
+            seen += images.shape[0]
+        epoch_loss = total / max(seen, 1)
+    if private is not None:
+        private[0].remove_hooks()  # the wrapped network keeps the trained weights
+    return TrainResult(epoch_loss, len(dataset), steps, time.perf_counter() - started)
+
+
+def _make_private(
+    model: nn.Module, optimizer: torch.optim.Optimizer, dpsgd: DpSgd, images: int, batch_size: int, seed: int
+) -> tuple[GradSampleModule, DPOptimizer]:
+    """Opacus' per-sample-gradient module and DP optimizer around ``model`` and ``optimizer``."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    # Opacus' hooks fire on the first layer, whose input (the images) needs no gradient;
+    # PyTorch warns about that on every step. The per-sample gradients are unaffected.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+    wrapped = GradSampleModule(model)
+    private = DPOptimizer(
+        optimizer,
+        noise_multiplier=dpsgd.noise_multiplier,
+        max_grad_norm=dpsgd.clipping_norm,
+        expected_batch_size=batch_size,
+        generator=torch.Generator(device=next(model.parameters()).device).manual_seed(derive_seed(seed, "dp-noise")),
+    )
+    return wrapped, private
+
+
+def _poisson_loader(loader: DataLoader[Any], seed: int) -> DataLoader[Any]:
+    """The same dataset with Poisson sampling: each image joins each batch with probability B / N."""
+    from opacus.data_loader import DPDataLoader
+
+    poisson: DataLoader[Any] = DPDataLoader.from_data_loader(loader, generator=torch.Generator().manual_seed(seed))
+    return poisson
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of ``model`` on every image of ``dataset``.
+
+    Returns:
+        ``(probabilities, targets)``: float64 (N, K) softmax (single-label) or sigmoid
+        (multi-label) outputs, and the targets as int64 (N,) or float (N, K).
+    """
+    model.to(device).eval()
+    pipeline = BatchPipeline(augment=False).eval()
+    outputs: list[torch.Tensor] = []
+    use_amp = device.type == "cuda"
+    for images, _ in make_loader(dataset, batch_size, device, shuffle=False):
+        inputs = pipeline(images.to(device, non_blocking=True))
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(inputs).float()
+        probs = torch.sigmoid(logits) if dataset.task is Task.MULTILABEL else torch.softmax(logits, dim=1)
+        outputs.append(probs.cpu())
+    if not outputs:
+        return np.empty((0, 0)), dataset.targets.numpy()
+    return torch.cat(outputs).double().numpy(), dataset.targets.numpy()
+
+
+def evaluate(
+    model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
+) -> EvalResult:
+    """AUC, accuracy, sensitivity, specificity, F1 and mean unweighted loss on ``dataset``.
+
+    Raises:
+        DataError: if ``dataset`` is empty.
+    """
+    if len(dataset) == 0:
+        raise DataError("no images to evaluate on")
+    probabilities, targets = predict(model, dataset, device, batch_size)
+    loss = _loss_from_probabilities(dataset.task, probabilities, targets)
+    metrics = classification_metrics(dataset.task, targets, probabilities, loss=loss)
+    return EvalResult(metrics, len(dataset))
+
+
+def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.ndarray) -> float:
+    eps = 1e-12
+    p = np.clip(probabilities, eps, 1.0 - eps)
+    if task is Task.MULTILABEL:
+        t = targets.astype(np.float64)
+        return float(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean())
+    return float(-np.log(p[np.arange(len(targets)), targets.astype(np.int64)]).mean())

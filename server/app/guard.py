@@ -1,0 +1,293 @@
+"""A strategy wrapper that guards aggregation and keeps a per-hospital log of each round.
+
+:class:`GuardedStrategy` wraps any Flower strategy (composition, not inheritance):
+
+* before aggregation every training reply is checked (:func:`update_problem`); an
+  update with NaN/Inf values, a missing array, or a shape or dtype that differs from the
+  global model is rejected and logged with the hospital's name and node id; the round
+  goes on with the rest;
+* replies are aggregated in a fixed order (by hospital name), so floating-point sums,
+  and therefore whole runs, are reproducible;
+* aggregated arrays are cast back to the global model's dtypes;
+* federated evaluation metrics are averaged key by key, weighted by ``num-examples``,
+  over the hospitals that report the key (a hospital whose validation split holds one
+  class reports no AUC rather than a made-up one);
+* everything each hospital reported is kept in :attr:`GuardedStrategy.rounds` for the run
+  records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedward.common.wire import NUM_EXAMPLES, SITE, SITE_NAME, cast_like
+from fedward.server.app.validation import update_problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteReport:
+    """What one hospital reported in one phase of a round.
+
+    Attributes:
+        name: hospital name.
+        node_id: Flower node id of its SuperNode.
+        metrics: its MetricRecord as floats (counts, losses, AUCs).
+    """
+
+    name: str
+    node_id: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """A hospital left out of a round's aggregation, and why."""
+
+    name: str
+    node_id: int
+    reason: str
+
+
+@dataclass(slots=True)
+class RoundLog:
+    """Everything the hospitals sent in one round."""
+
+    train: list[SiteReport] = field(default_factory=list)
+    evaluate: list[SiteReport] = field(default_factory=list)
+    rejected: list[Exclusion] = field(default_factory=list)
+    failed: list[Exclusion] = field(default_factory=list)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    evaluate_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _unchanged(message: Message, reference: ArrayRecord) -> bool:
+    arrays = next(iter(message.content.array_records.values()))
+    return all(np.array_equal(arrays[k].numpy(), reference[k].numpy()) for k in reference)
+
+
+def site_name(message: Message, fallback: Callable[[int], str]) -> str:
+    """The hospital name a reply carries, else the directory's name for its node."""
+    if not message.has_error():
+        record = message.content.config_records.get(SITE)
+        if isinstance(record, ConfigRecord) and isinstance(record.get(SITE_NAME), str):
+            return str(record[SITE_NAME])
+    return fallback(message.metadata.src_node_id)
+
+
+def _float_metrics(record: MetricRecord) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+class GuardedStrategy(Strategy):
+    """Wrap ``inner`` with update validation, ordered aggregation and a round log.
+
+    Args:
+        inner: the Flower strategy that samples hospitals and aggregates.
+        names: node id -> hospital name, for replies that carry none (errors).
+        averaged_buffers: array keys aggregated by a plain weighted mean whatever
+            ``inner`` does. Server optimizers (FedAvgM, FedAdam, FedYogi) extrapolate, which
+            is right for weights but can drive BatchNorm's running variance negative and
+            the model to NaN; its statistics are averaged instead.
+        reject_unchanged: reject an update identical to the global model. Flower's
+            server-side clipping divides by the update's norm, so one such update would
+            fail the whole round's aggregation.
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        names: Callable[[int], str] | None = None,
+        averaged_buffers: frozenset[str] = frozenset(),
+        reject_unchanged: bool = False,
+    ) -> None:
+        self.inner = inner
+        self.reject_unchanged = reject_unchanged
+        self.names = names or (lambda node_id: f"node-{node_id}")
+        self.averaged_buffers = averaged_buffers
+        self.rounds: dict[int, RoundLog] = {}
+        self._reference: ArrayRecord | None = None
+
+    def log_for(self, server_round: int) -> RoundLog:
+        """The (possibly empty) log of ``server_round``."""
+        return self.rounds.setdefault(server_round, RoundLog())
+
+    # -------------------------------------------------------------- training
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global model sent this round, then let ``inner`` sample and configure."""
+        self._reference = arrays
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate replies, aggregate the sound ones with ``inner``, log every hospital."""
+        entry = self.log_for(server_round)
+        accepted: list[Message] = []
+        for message in self._ordered(replies):
+            name, node_id = site_name(message, self.names), message.metadata.src_node_id
+            if message.has_error():
+                entry.failed.append(Exclusion(name, node_id, message.error.reason or "unknown error"))
+                log.warning(
+                    "round %d: hospital %s (node %d) failed to train: %s",
+                    server_round,
+                    name,
+                    node_id,
+                    message.error.reason,
+                )
+                continue
+            problem = update_problem(message.content, self._reference) if self._reference is not None else None
+            reference = self._reference
+            if problem is None and self.reject_unchanged and reference is not None and _unchanged(message, reference):
+                problem = "the update leaves the model unchanged (nothing to clip)"
+            if problem is not None:
+                entry.rejected.append(Exclusion(name, node_id, problem))
+                log.warning(
+                    "round %d: rejected update from hospital %s (node %d): %s",
+                    server_round,
+                    name,
+                    node_id,
+                    problem,
+                )
+                continue
+            accepted.append(message)
+            reported = next(iter(message.content.metric_records.values()))
+            entry.train.append(SiteReport(name, node_id, _float_metrics(reported)))
+        if not accepted:
+            log.error("round %d: no update could be aggregated; the global model stays as it was", server_round)
+            return None, None
+        buffers = weighted_array_means(accepted, self.averaged_buffers)
+        try:
+            arrays, metrics = self.inner.aggregate_train(server_round, accepted)
+        except Exception as err:
+            log.error(
+                "round %d: aggregation failed (%s: %s); the global model stays as it was",
+                server_round,
+                type(err).__name__,
+                err,
+            )
+            return None, None
+        if arrays is not None:
+            if buffers:
+                arrays = ArrayRecord({k: Array(buffers[k]) if k in buffers else v for k, v in arrays.items()})
+            broken = [k for k, v in arrays.items() if not _finite(v)]
+            if broken:
+                log.error(
+                    "round %d: the aggregated model holds non-finite values (%s); the global model stays as it was",
+                    server_round,
+                    ", ".join(broken[:3]),
+                )
+                return None, None
+            if self._reference is not None:
+                arrays = cast_like(arrays, self._reference)
+        if metrics is not None:
+            entry.train_metrics = _float_metrics(metrics)
+        return arrays, metrics
+
+    # -------------------------------------------------------------- evaluation
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Let ``inner`` sample hospitals for federated evaluation."""
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Weighted mean of each metric over the hospitals that report it."""
+        entry = self.log_for(server_round)
+        for message in self._ordered(replies):
+            name, node_id = site_name(message, self.names), message.metadata.src_node_id
+            if message.has_error():
+                log.warning(
+                    "round %d: hospital %s (node %d) failed to evaluate: %s",
+                    server_round,
+                    name,
+                    node_id,
+                    message.error.reason,
+                )
+                continue
+            records = list(message.content.metric_records.values())
+            if len(records) != 1:
+                log.warning(
+                    "round %d: evaluation reply from %s (node %d) ignored: %d MetricRecords",
+                    server_round,
+                    name,
+                    node_id,
+                    len(records),
+                )
+                continue
+            entry.evaluate.append(SiteReport(name, node_id, _float_metrics(records[0])))
+        if not entry.evaluate:
+            return None
+        aggregated = weighted_means([r.metrics for r in entry.evaluate])
+        entry.evaluate_metrics = aggregated
+        return MetricRecord(aggregated)  # type: ignore[arg-type]
+
+    def summary(self) -> None:
+        """Log ``inner``'s summary."""
+        self.inner.summary()
+
+    # -------------------------------------------------------------- helpers
+    def _ordered(self, replies: Iterable[Message]) -> list[Message]:
+        return sorted(replies, key=lambda m: (site_name(m, self.names), m.metadata.src_node_id))
+
+
+def _finite(array: Array) -> bool:
+    values = array.numpy()
+    return not np.issubdtype(values.dtype, np.floating) or bool(np.isfinite(values).all())
+
+
+def weighted_array_means(messages: list[Message], keys: frozenset[str]) -> dict[str, np.ndarray]:
+    """Mean of the arrays under ``keys`` across training replies, weighted by ``num-examples``.
+
+    Args:
+        messages: validated training replies (one ArrayRecord and MetricRecord each).
+        keys: array names to average.
+
+    Returns:
+        float64 arrays by name (cast back to the model's dtypes by the caller).
+    """
+    if not keys or not messages:
+        return {}
+    weights = np.array([float(next(iter(m.content.metric_records.values()))[NUM_EXAMPLES]) for m in messages])  # type: ignore[arg-type]
+    weights /= weights.sum()
+    out: dict[str, np.ndarray] = {}
+    for weight, message in zip(weights, messages, strict=True):
+        arrays = next(iter(message.content.array_records.values()))
+        for key in keys & set(arrays):
+            out[key] = np.asarray(out.get(key, 0.0) + weight * arrays[key].numpy().astype(np.float64))
+    return out
+
+
+def weighted_means(reports: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean weighted by ``num-examples`` over the reports holding the key.
+
+    Args:
+        reports: one metrics dict per hospital, each with a positive ``num-examples``.
+
+    Returns:
+        The weighted means; ``num-examples`` itself becomes the sum.
+    """
+    totals: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for metrics in reports:
+        weight = metrics.get(NUM_EXAMPLES, 0.0)
+        if weight <= 0:
+            continue
+        for key, value in metrics.items():
+            if key == NUM_EXAMPLES:
+                continue
+            totals[key] = totals.get(key, 0.0) + weight * value
+            weights[key] = weights.get(key, 0.0) + weight
+    out = {key: totals[key] / weights[key] for key in sorted(totals)}
+    out[NUM_EXAMPLES] = float(sum(m.get(NUM_EXAMPLES, 0.0) for m in reports))
+    return out

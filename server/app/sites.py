@@ -1,0 +1,218 @@
+"""Know the hospitals: enrol each SuperNode once, and show strategies a stable list.
+
+When a node appears, the ServerApp sends it a Flower ``query`` message carrying the
+coordinator's fedward version; the hospital answers with its name, fedward version,
+device and how many training and validation images it holds (counts only). The
+directory then:
+
+* names hospitals in logs and run records (Flower node ids are random per connection);
+* skips a hospital whose fedward major.minor differs from the coordinator's, saying so
+  on both sides (hospitals install an audited fedward; mixed versions may disagree on
+  models or preprocessing);
+* lists nodes ordered by hospital name, so that Flower's (seeded) sampling picks the
+  same hospitals for the same seed, whatever node ids the run got.
+
+:class:`OrderedGrid` is the Flower ``Grid`` the strategy sees: the real one, with
+``get_node_ids`` filtered and ordered by the directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from fedward.common.version import compatible, fedward_version
+from fedward.common.wire import (
+    CONFIG,
+    FILES_SKIPPED,
+    SITE,
+    SITE_DEVICE,
+    SITE_NAME,
+    SITE_VERSION,
+    TRAIN_EXAMPLES,
+    VAL_EXAMPLES,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 60.0
+"""Seconds before a node that failed to enrol is asked again."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteInfo:
+    """An enrolled hospital.
+
+    Attributes:
+        node_id: Flower node id of its SuperNode.
+        name: hospital name (its ``hospital-name`` node config, or ``hospital-<k>`` in simulation).
+        version: fedward version it runs.
+        device: ``cpu`` or ``cuda``.
+        train_examples: training images it holds.
+        val_examples: local validation images it holds.
+        compatible: whether its major.minor version matches the coordinator's.
+        files_skipped: image files it could not use (image folders), by count only.
+    """
+
+    node_id: int
+    name: str
+    version: str
+    device: str
+    train_examples: int
+    val_examples: int
+    compatible: bool
+    files_skipped: int = 0
+
+
+class SiteDirectory:
+    """Enrolled hospitals by node id.
+
+    Args:
+        timeout: seconds to wait for enrolment replies.
+        registered: node id -> name from the coordinator's hospital registry. A registered
+            node is known by that name, whatever name its agent reports.
+    """
+
+    def __init__(self, timeout: float, registered: Mapping[int, str] | None = None) -> None:
+        self.timeout = timeout
+        self.registered = dict(registered or {})
+        self.sites: dict[int, SiteInfo] = {}
+        self._failed_at: dict[int, float] = {}
+
+    def name(self, node_id: int) -> str:
+        """Hospital name of ``node_id`` (``node-<id>`` if it never enrolled)."""
+        site = self.sites.get(node_id)
+        return site.name if site else f"node-{node_id}"
+
+    def usable(self, grid: Grid, node_ids: Iterable[int]) -> list[int]:
+        """Enrol new nodes among ``node_ids``; return the compatible ones ordered by name."""
+        ids = list(node_ids)
+        now = time.monotonic()
+        new = [n for n in ids if n not in self.sites and now - self._failed_at.get(n, -RETRY_AFTER_S) >= RETRY_AFTER_S]
+        if new:
+            self._enrol(grid, new)
+        usable = [self.sites[n] for n in ids if n in self.sites and self.sites[n].compatible]
+        return [s.node_id for s in sorted(usable, key=lambda s: (s.name, s.node_id))]
+
+    def _enrol(self, grid: Grid, node_ids: list[int]) -> None:
+        ours = fedward_version()
+        messages = [
+            Message(
+                content=RecordDict({CONFIG: ConfigRecord({SITE_VERSION: ours})}),
+                message_type=MessageType.QUERY,
+                dst_node_id=node_id,
+            )
+            for node_id in node_ids
+        ]
+        answered: set[int] = set()
+        for reply in grid.send_and_receive(messages, timeout=self.timeout):
+            node_id = reply.metadata.src_node_id
+            site = _parse(reply, ours)
+            if site is None:
+                reason = reply.error.reason if reply.has_error() else "malformed reply"
+                log.warning("node %d did not enrol: %s", node_id, reason)
+                continue
+            answered.add(node_id)
+            registered = self.registered.get(node_id)
+            if registered is not None and registered != site.name:
+                log.warning("node %d reports the name %s; registered as %s", node_id, site.name, registered)
+                site = dataclasses.replace(site, name=registered)
+            self.sites[node_id] = site
+            if site.compatible:
+                log.info(
+                    "hospital %s enrolled (node %d, fedward %s, %s, %d training / %d validation images, "
+                    "%d files skipped)",
+                    site.name,
+                    node_id,
+                    site.version,
+                    site.device,
+                    site.train_examples,
+                    site.val_examples,
+                    site.files_skipped,
+                )
+            else:
+                log.warning(
+                    "hospital %s (node %d) runs fedward %s but the coordinator runs %s: "
+                    "skipped until it installs fedward %s.x",
+                    site.name,
+                    node_id,
+                    site.version,
+                    ours,
+                    ".".join(ours.split(".")[:2]),
+                )
+        for node_id in set(node_ids) - answered:
+            self._failed_at[node_id] = time.monotonic()
+
+
+def _parse(reply: Message, ours: str) -> SiteInfo | None:
+    if reply.has_error():
+        return None
+    site = reply.content.config_records.get(SITE)
+    metrics = next(iter(reply.content.metric_records.values()), MetricRecord())
+    if not isinstance(site, ConfigRecord) or not isinstance(site.get(SITE_NAME), str):
+        return None
+    version = str(site.get(SITE_VERSION, "unknown"))
+    return SiteInfo(
+        node_id=reply.metadata.src_node_id,
+        name=str(site[SITE_NAME]),
+        version=version,
+        device=str(site.get(SITE_DEVICE, "unknown")),
+        train_examples=int(metrics.get(TRAIN_EXAMPLES, 0)),  # type: ignore[arg-type]
+        val_examples=int(metrics.get(VAL_EXAMPLES, 0)),  # type: ignore[arg-type]
+        compatible=compatible(version, ours),
+        files_skipped=int(metrics.get(FILES_SKIPPED, 0)),  # type: ignore[arg-type]
+    )
+
+
+class OrderedGrid(Grid):
+    """A Flower Grid whose node list is the directory's: enrolled, compatible, by name.
+
+    Everything else is delegated to the wrapped grid.
+    """
+
+    def __init__(self, grid: Grid, directory: SiteDirectory) -> None:
+        self._grid = grid
+        self.directory = directory
+
+    def set_run(self, run: Run) -> None:
+        """Delegate to the wrapped grid."""
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        """The wrapped grid's run."""
+        return self._grid.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """Delegate to the wrapped grid."""
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """Enrolled, compatible node ids ordered by hospital name."""
+        return self.directory.usable(self._grid, self._grid.get_node_ids())
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Delegate to the wrapped grid."""
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Delegate to the wrapped grid."""
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Delegate to the wrapped grid."""
+        return self._grid.send_and_receive(messages, timeout=timeout)

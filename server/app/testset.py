@@ -1,0 +1,64 @@
+"""Server-side evaluation of the global model on the dataset's test split.
+
+In simulation the coordinator's machine holds the dataset, so after every round the
+global model is scored on the official test split (reported, never used to pick a
+model). A coordinator without the file simply skips this: hospitals' federated
+validation still measures every round.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from fedward.common.config import RunConfig
+from fedward.common.data.images import ImageDataset, make_dataset
+from fedward.common.data.locate import locate_dataset
+from fedward.common.data.npz import DatasetSchema, read_npz
+from fedward.common.errors import DataError, FedwardError
+from fedward.common.ml.training import evaluate
+
+log = logging.getLogger(__name__)
+
+
+def load_test_split(cfg: RunConfig, schema: DatasetSchema) -> ImageDataset | None:
+    """The test split of the run's dataset if this machine has the file, else ``None``.
+
+    Never downloads. A file that exists but cannot be read is an error.
+
+    Raises:
+        DataError: if the file exists but is invalid.
+    """
+    try:
+        path = locate_dataset(cfg.data.dataset, cfg.data.image_size, cfg.data.data_dir, download=False)
+    except FedwardError as err:
+        log.info("no test split on the server (%s); server-side evaluation is off", err)
+        return None
+    test = read_npz(path, ["test"])["test"]
+    if len(test) == 0:
+        log.info("%s has an empty test split; server-side evaluation is off", path.name)
+        return None
+    return make_dataset(test, schema, cfg.data.image_size)
+
+
+class TestEvaluator:
+    """Scores a model on the test split and returns ``test-*`` metrics.
+
+    Args:
+        dataset: the test images.
+        device: where to run inference.
+    """
+
+    def __init__(self, dataset: ImageDataset, device: torch.device) -> None:
+        if len(dataset) == 0:
+            raise DataError("the test split is empty")
+        self.dataset = dataset
+        self.device = device
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        """``test-auc``, ``test-accuracy``, ... of ``model`` (moved to the device)."""
+        result = evaluate(model, self.dataset, self.device)
+        model.cpu()
+        return result.metrics.as_dict("test")

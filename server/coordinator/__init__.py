@@ -1,0 +1,1 @@
+"""The coordinator's operations: the SuperLink process, admitting hospitals, launching, listing and resuming runs."""
