@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedward.common.config import RunConfig
+from fedward.common.config import RunConfig, load_config, parse_sets
 
 
 def parser(description: str | None) -> argparse.ArgumentParser:
@@ -43,12 +43,8 @@ def build_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
         "run.output-dir": str(args.output_dir),
         **extra,
     }
-    for item in args.sets:
-        key, _, value = item.partition("=")
-        overrides[key] = value
-    if args.config:
-        return RunConfig.from_toml(args.config, overrides)
-    return RunConfig.from_mapping(overrides)
+    overrides.update(parse_sets(args.sets))
+    return load_config(args.config, overrides)
 
 
 def model_card(run_dir: Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from fedward.common.choices import FrameMode, Task
 from fedward.common.data.load import load_image_folder
-from fedward.common.data.npz import DatasetSchema
+from fedward.common.schema import DatasetSchema
 
 SOURCES = {
     "uncompressed": ("RG1_UNCR.dcm", "RG3_UNCR.dcm"),

@@ -114,7 +114,8 @@ def server_start(
 ) -> None:
     """Run the coordinator: a Flower SuperLink with TLS and hospital authentication, until Ctrl+C."""
     from fedward.common.security.certs import FederationCerts
-    from fedward.server.coordinator.superlink import Coordinator, CoordinatorState, SuperLinkSettings
+    from fedward.server.coordinator.state import CoordinatorState
+    from fedward.server.coordinator.superlink import Coordinator, SuperLinkSettings
 
     if certs is not None and insecure:
         raise ConfigError("--certs and --insecure exclude each other")
@@ -148,7 +149,7 @@ def server_register(
 ) -> None:
     """Admit a hospital: register its public key with the running SuperLink."""
     from fedward.server.coordinator.admission import HospitalRegistry
-    from fedward.server.coordinator.superlink import CoordinatorState
+    from fedward.server.coordinator.state import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
     hospital = HospitalRegistry(coordinator.hospitals_file, coordinator.flwr()).register(name, public_key)
@@ -162,7 +163,7 @@ def server_unregister(
 ) -> None:
     """Remove a hospital: its key can no longer connect."""
     from fedward.server.coordinator.admission import HospitalRegistry
-    from fedward.server.coordinator.superlink import CoordinatorState
+    from fedward.server.coordinator.state import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
     hospital = HospitalRegistry(coordinator.hospitals_file, coordinator.flwr()).unregister(name)
@@ -173,7 +174,7 @@ def server_unregister(
 def server_hospitals(state: StateDir = DEFAULT_STATE, as_json: AsJson = False) -> None:
     """List registered hospitals with their status and when they were last seen."""
     from fedward.server.coordinator.admission import HospitalRegistry
-    from fedward.server.coordinator.superlink import CoordinatorState
+    from fedward.server.coordinator.state import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
     rows = HospitalRegistry(coordinator.hospitals_file, coordinator.flwr()).status()

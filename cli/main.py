@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from fedward.cli import options as o
 from fedward.common.choices import Task
-from fedward.common.config import RunConfig
+from fedward.common.config import RunConfig, load_config
 from fedward.common.errors import ConfigError, FedwardError
 
 # Before Flower, Ray or Hugging Face are imported anywhere: no telemetry, no hub access.
@@ -78,9 +78,9 @@ def _run_simulation(cfg: RunConfig) -> None:
     from fedward.simulation.partition import describe_table, summarize_plan
 
     prepared = prepare(cfg)
-    schema = prepared.resolved.schema
-    if prepared.plan is not None:
-        labels = prepared.resolved.splits["train"].labels
+    schema, dataset = prepared.resolved.schema, prepared.resolved.dataset
+    if prepared.plan is not None and dataset is not None:
+        labels = dataset.splits["train"].labels
         console.print(describe_table(summarize_plan(prepared.plan, labels, len(schema.classes)), schema.classes))
     else:
         for index, folder in enumerate(prepared.cfg.data.hospital_dirs):
@@ -109,7 +109,7 @@ def _run_centralized(cfg: RunConfig) -> None:
     from fedward.simulation.centralized import run_centralized
     from fedward.simulation.driver import prepare
 
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, mode="centralized")
     console.print(f"run directory: [bold]{prepared.run_dir}[/]")
     with RoundProgress(console, prepared.cfg.federation.rounds, "centralized") as progress:
         run_centralized(prepared, progress.update)
@@ -166,7 +166,7 @@ def _register_run_command(name: str, runner: Callable[[RunConfig], None], help_t
                 raise ConfigError(f"--resume continues with the run's own config.toml; drop {', '.join(sorted(given))}")
             _resume_simulation(resume)
             return
-        runner(o.load_config(config, o.overrides_from(locals(), sets)))
+        runner(load_config(config, o.overrides_from(locals(), sets)))
 
     name_ = name
     command.__doc__ = help_text
@@ -202,18 +202,18 @@ def data_describe(
     seed: o.Seed = None,
 ) -> None:
     """Show how the training split would be divided across hospitals (class table)."""
-    cfg = o.load_config(config, o.overrides_from(locals(), sets))
-    from fedward.simulation.driver import plan_hospitals, resolve_data
+    cfg = load_config(config, o.overrides_from(locals(), sets))
+    from fedward.simulation.driver import plan_hospitals, resolve_dataset
     from fedward.simulation.partition import describe_table, label_skew, summarize_plan
 
-    resolved = resolve_data(cfg)
+    resolved, found = resolve_dataset(cfg)
     plan = plan_hospitals(resolved)
-    labels = resolved.splits["train"].labels
+    labels = found.splits["train"].labels
     classes = resolved.schema.classes
     console.print(describe_table(summarize_plan(plan, labels, len(classes)), classes))
-    sizes = {split: len(arrays) for split, arrays in resolved.splits.items()}
+    sizes = {split: len(arrays) for split, arrays in found.splits.items()}
     console.print(
-        f"{resolved.cfg.data.dataset} ({resolved.schema.task.value}) from {resolved.path}: "
+        f"{resolved.cfg.data.dataset} ({resolved.schema.task.value}) from {found.path}: "
         + ", ".join(f"{k} {v}" for k, v in sizes.items())
         + "; label skew (mean total-variation distance to the pooled class mix) "
         + f"{label_skew(plan, labels, len(classes)):.3f}"
@@ -243,15 +243,15 @@ def data_export(
     The hospitals get exactly the images a simulation with the same settings gives them.
     """
     flags = {k: v for k, v in locals().items() if k not in ("out", "compression", "include_test")}
-    cfg = o.load_config(config, o.overrides_from(flags, sets))
+    cfg = load_config(config, o.overrides_from(flags, sets))
     from fedward.common.choices import choose
     from fedward.simulation.dicom_export import Compression, export_plan
-    from fedward.simulation.driver import plan_hospitals, resolve_data
+    from fedward.simulation.driver import plan_hospitals, resolve_dataset
 
     encoding = choose(compression, Compression, "--compression")
-    resolved = resolve_data(cfg)
+    resolved, found = resolve_dataset(cfg)
     plan = plan_hospitals(resolved)
-    folders = export_plan(out, resolved.splits, resolved.schema, plan, encoding, include_test)
+    folders = export_plan(out, found.splits, resolved.schema, plan, encoding, include_test)
     for folder in folders:
         files = sum(1 for _ in (folder / "images").iterdir())
         console.print(f"{folder}: {files} DICOM files ({encoding.value}) and labels.csv")
@@ -302,7 +302,7 @@ def _federation_classes(
     if classes:
         return [c.strip() for c in classes.split(",") if c.strip()], None
     if config is not None:
-        cfg = o.load_config(config, {})
+        cfg = load_config(config, {})
         if cfg.data.classes:
             return list(cfg.data.classes), cfg.data.task
         dataset = dataset or cfg.data.dataset

@@ -12,8 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedward.common.config import RunConfig
-from fedward.common.errors import ConfigError
+from fedward.common.config import parse_sets
 
 # (option name, config key) for every dedicated flag.
 FLAG_KEYS: dict[str, str] = {
@@ -178,20 +177,5 @@ def overrides_from(flags: dict[str, Any], sets: list[str] | None) -> dict[str, A
         dirs = [str(d) for d in flags["hospital_dirs"]]
         out["data.hospital-dirs"] = dirs
         out.setdefault("federation.hospitals", len(dirs))
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or "." not in key:
-            raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        out[key.strip()] = value.strip()
+    out.update(parse_sets(sets or []))
     return out
-
-
-def load_config(config: Path | None, overrides: dict[str, Any]) -> RunConfig:
-    """Defaults <- TOML file <- overrides, validated.
-
-    Raises:
-        ConfigError: on any invalid value, naming the field.
-    """
-    if config is not None:
-        return RunConfig.from_toml(config, overrides)
-    return RunConfig.from_mapping(overrides)

@@ -39,7 +39,7 @@ def runs_folder(store: Path | None, state: Path | None) -> Path:
         raise ConfigError("pass either --store RUNS_FOLDER or --state COORDINATOR_STATE_FOLDER")
     if store is not None:
         return store
-    from fedward.server.coordinator.superlink import CoordinatorState
+    from fedward.server.coordinator.state import CoordinatorState
 
     return CoordinatorState(Path(str(state))).runs
 

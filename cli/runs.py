@@ -19,6 +19,7 @@ from rich.table import Table
 
 from fedward.cli import options as o
 from fedward.cli.deploy import DEFAULT_STATE, AsJson, CaCert, Insecure, StateDir, Superlink
+from fedward.common.config import load_config
 from fedward.common.errors import ConfigError, FedwardError
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def _control(state: Path, superlink: str | None, ca: Path | None, insecure: bool
     """The flwr CLI for the chosen coordinator, and its runs folder when it is local."""
     from fedward.common.flower.flwr_cli import Connection, FlwrCli
     from fedward.common.security.tls import parse_address, probe
-    from fedward.server.coordinator.superlink import CONNECTION, CoordinatorState
+    from fedward.server.coordinator.state import CONNECTION, CoordinatorState
 
     if superlink is None:
         if ca is not None or insecure:
@@ -71,7 +72,7 @@ def run_start(
     from fedward.server.coordinator.launch import start_run
 
     overrides = o.overrides_from({k: v for k, v in locals().items() if k in o.FLAG_KEYS}, sets)
-    cfg = o.load_config(config, overrides)
+    cfg = load_config(config, overrides)
     flwr, _ = _control(state, superlink, ca, insecure)
     run_id = start_run(flwr, cfg)
     console.print(f"run id: {run_id}")
@@ -106,7 +107,7 @@ def run_list(
     from fedward.common.rundir.index import RunEntry, RunStore
     from fedward.common.security.tls import parse_address, probe
     from fedward.server.coordinator.launch import run_rows
-    from fedward.server.coordinator.superlink import CoordinatorState
+    from fedward.server.coordinator.state import CoordinatorState
 
     if superlink is not None:
         if runs is not None:
@@ -210,7 +211,7 @@ def _utc(timestamp: Any) -> str:
 def run_reindex(state: StateDir = DEFAULT_STATE, runs: RunsFolder = None) -> None:
     """Rebuild the run store (runs.sqlite) from the run directories of the coordinator (or of --runs DIR)."""
     from fedward.common.rundir.index import INDEX_FILE, RunStore
-    from fedward.server.coordinator.superlink import CoordinatorState
+    from fedward.server.coordinator.state import CoordinatorState
 
     folder = runs.absolute() if runs is not None else CoordinatorState(state.resolve()).runs
     if not folder.is_dir():
@@ -254,13 +255,13 @@ def run_resume(
     follow: Annotated[bool, typer.Option("--follow", help="Stream the run's log until it ends.")] = False,
 ) -> None:
     """Continue an interrupted run from its checkpoint (run on the coordinator); print the new run id."""
-    from fedward.server.coordinator.launch import locate_run, resume_run
-    from fedward.server.coordinator.superlink import CoordinatorState
+    from fedward.server.coordinator.launch import locate_run, resume
+    from fedward.server.coordinator.state import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
     run_dir = locate_run(coordinator.runs, run)
     flwr = coordinator.flwr()
-    run_id = resume_run(flwr, run_dir)
+    run_id = resume(flwr, run_dir)
     console.print(f"run id: {run_id} (resumes {run_dir.name})")
     if follow:
         raise typer.Exit(flwr.log_process(run_id, follow=True).wait())

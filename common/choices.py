@@ -70,12 +70,25 @@ class ClientDp(StrEnum):
 
 
 class ModelName(StrEnum):
-    """Networks in the model registry (:mod:`fedward.common.ml.networks`)."""
+    """Networks fedward can build (:data:`fedward.common.ml.networks.NETWORKS`)."""
 
     SMALL_CNN = "smallcnn"
     DENSENET121 = "densenet121"
     RESNET18 = "resnet18"
     EFFICIENTNET_B0 = "efficientnet-b0"
+
+
+IMAGE_SIZES: tuple[int, ...] = (28, 64, 128, 224)
+"""Image sizes MedMNIST v2 / MedMNIST+ ship, and the sizes a run may train at (pixels)."""
+
+MIN_IMAGE_SIZE: dict[ModelName, int] = {
+    ModelName.SMALL_CNN: 8,
+    ModelName.RESNET18: 16,
+    ModelName.DENSENET121: 32,
+    ModelName.EFFICIENTNET_B0: 32,
+}
+"""Smallest square input (pixels) every downsampling stage of a network can take; the config
+refuses smaller ``data.image-size`` values before anything is built."""
 
 
 class OptimizerName(StrEnum):

@@ -30,7 +30,7 @@ CHUNK_BYTES = 1 << 20
 
 def write_atomically(
     path: Path,
-    write: Callable[[Path], None],
+    write: Callable[[Path], object],
     *,
     mode: int | None = None,
     durable: bool = False,
@@ -130,14 +130,14 @@ def read_json_or_empty(path: Path) -> dict[str, Any]:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file; no file gives no rows.
 
-    A line that is not a JSON object (a crash cut the last write short) is skipped with a
-    warning naming the file and line.
+    A line that is not a JSON object (a crash cut the last write short, damaged bytes) is
+    skipped with a warning naming the file and line.
 
     Raises:
         OSError: if the file exists but cannot be read.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return []
     return list(_objects(Path(path), lines))

@@ -1,3 +1,5 @@
-"""The coordinator's side: the ServerApp (app), the coordinator's operations (coordinator) and
-the model registry (registry).
+"""The coordinator's side: the ServerApp, the coordinator's operations and the model registry.
+
+``app`` runs one federated run (Flower's ServerApp), ``coordinator`` runs the SuperLink,
+admits hospitals and launches runs, ``registry`` serves finished models to evaluators.
 """

@@ -31,9 +31,10 @@ from pydicom.uid import (
 )
 
 from fedward.common.data.folder import MANIFEST
-from fedward.common.data.hospital import PartitionPlan
-from fedward.common.data.npz import ArraySplit, DatasetSchema
+from fedward.common.data.npz import ArraySplit
+from fedward.common.data.plan import PartitionPlan
 from fedward.common.errors import DataError
+from fedward.common.schema import DatasetSchema
 
 SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 

@@ -39,7 +39,8 @@ from rich.table import Table
 
 from fedward.common.choices import Partition, choose
 from fedward.common.config import FederationConfig
-from fedward.common.data.hospital import HospitalSplit, PartitionPlan, holdout_split
+from fedward.common.data.hospital import holdout_split
+from fedward.common.data.plan import HospitalSplit, PartitionPlan
 from fedward.common.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

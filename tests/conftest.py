@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.flower import flower_identity  # noqa: F401  (autouse: Flower messages need a task identity)
+from fixtures.registry import template  # noqa: F401  (a runs folder with one finished run)
 from fixtures.synthetic import write_npz
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +19,16 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def fresh_hospital_runs() -> Iterator[None]:
+    """Each test starts with no run cached by the ClientApp (tests reuse run ids)."""
+    from fedward.client.hospital.run_cache import forget_runs
+
+    forget_runs()
+    yield
+    forget_runs()
 
 
 @pytest.fixture(scope="session")

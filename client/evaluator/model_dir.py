@@ -2,11 +2,11 @@
 
 Two layouts hold a trained global model:
 
-* **pulled** (``fedward model pull``): ``model.safetensors``, ``config.toml``,
+* **pulled** (``fedward model pull``): ``model.safetensors``, ``config.toml``, ``run.json``,
   ``model_card.json``, ``model_card.md`` and ``pull.json`` (run, round, sha256);
-* **run directory** (written by a run): ``config.toml``, ``models/best.safetensors`` (or
-  ``models/round-NNN.safetensors`` for a chosen round), ``models/manifest.json`` and
-  ``model_card.json``.
+* **run directory** (written by a run): ``config.toml``, ``run.json``,
+  ``models/best.safetensors`` (or ``models/round-NNN.safetensors`` for a chosen round),
+  ``models/manifest.json`` and ``model_card.json``.
 
 Integrity: the weights' SHA-256 is checked against every hash recorded for that file
 (run directories: ``models/manifest.json``, recorded when the file was written, and the
@@ -23,9 +23,8 @@ uint8 (N, C, S, S) at the run's image size and channels
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,23 +36,30 @@ from torch import nn
 from fedward.common.choices import DeviceChoice, FrameMode, ModelName, Task, choose
 from fedward.common.config import RunConfig
 from fedward.common.data.images import BatchPipeline
-from fedward.common.data.npz import DatasetSchema
 from fedward.common.errors import ConfigError, IntegrityError, ModelError
-from fedward.common.ml.networks import build_model, read_state_dict
-from fedward.common.rundir.manifest import MANIFEST_FILE, read_manifest, sha256_of
+from fedward.common.fileio import read_json_object, sha256_of
+from fedward.common.ml.networks import network_for, read_state_dict
+from fedward.common.rundir.info import read_run_info
+from fedward.common.rundir.layout import (
+    BEST_RECORD,
+    BEST_WEIGHTS,
+    CARD_JSON,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    MODELS_DIR,
+    ROUND_WEIGHTS,
+    RUN_FILE,
+    round_weights,
+)
+from fedward.common.rundir.manifest import read_manifest
+from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.toml"
-CARD_JSON = "model_card.json"
-CARD_MD = "model_card.md"
 PULLED_WEIGHTS = "model.safetensors"
 PULL_RECORD = "pull.json"
-BEST_WEIGHTS = "models/best.safetensors"
 PREDICT_BATCH = 256
 """Images per forward pass when computing probabilities."""
-
-_ROUND_FILE = re.compile(r"round-(\d+)\.safetensors")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +180,8 @@ def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"model directory {path} does not exist")
-    pulled = (path / PULLED_WEIGHTS).is_file() and not (path / "models").is_dir()
-    if not pulled and not (path / "models").is_dir():
+    pulled = (path / PULLED_WEIGHTS).is_file() and not (path / MODELS_DIR).is_dir()
+    if not pulled and not (path / MODELS_DIR).is_dir():
         raise ModelError(
             f"{path} is not a model directory: it has neither {PULLED_WEIGHTS} (a model from 'fedward model pull') "
             "nor models/ (a run directory)"
@@ -194,7 +200,7 @@ def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
         model_round = _as_int(record.get("round")) if record else _metadata_round(weights)
         recorded = _pulled_hashes(record, card, model_round)
     else:
-        weights = path / (BEST_WEIGHTS if round is None else f"models/round-{round:03d}.safetensors")
+        weights = path / (BEST_WEIGHTS if round is None else round_weights(round))
         if not weights.is_file():
             raise ModelError(_missing_weights(path, weights, round))
         entry = _manifest_entry(path, weights.name)
@@ -225,7 +231,7 @@ def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
     )
 
 
-def build_network(model_dir: ModelDir) -> nn.Module:
+def trained_network(model_dir: ModelDir) -> nn.Module:
     """The trained network of a model directory, in eval mode on the CPU.
 
     Raises:
@@ -233,7 +239,7 @@ def build_network(model_dir: ModelDir) -> nn.Module:
             config describes.
     """
     schema = model_dir.schema
-    network = build_model(model_dir.model_name, schema.channels, schema.num_outputs, private=model_dir.private)
+    network = network_for(model_dir.cfg, schema)
     state = read_state_dict(model_dir.weights)
     try:
         network.load_state_dict(state, strict=True)
@@ -283,7 +289,7 @@ class LoadedModel:
     def __init__(self, model_dir: ModelDir, device: torch.device | None = None) -> None:
         self.model_dir = model_dir
         self.device = device or torch.device("cpu")
-        self.network = build_network(model_dir)
+        self.network = trained_network(model_dir)
         self.head = ProbabilityModel(self.network, model_dir.task).eval().to(self.device)
 
     @torch.no_grad()
@@ -333,31 +339,38 @@ def load_model(path: Path | ModelDir, round: int | None = None, device: str = "c
 
 # ---------------------------------------------------------------------------- helpers
 def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file; ``{}`` when it does not exist."""
+    """A JSON object file; ``{}`` when it does not exist.
+
+    Raises:
+        ModelError: if it exists but is unreadable or not a JSON object, naming the file.
+    """
     if not path.is_file():
         return {}
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        return read_json_object(path)
     except (OSError, ValueError) as err:
-        raise ModelError(f"{path} cannot be read as JSON ({type(err).__name__}); restore or pull it again") from None
-    if not isinstance(value, dict):
-        raise ModelError(f"{path} does not hold a JSON object; restore or pull it again")
-    return value
+        raise ModelError(
+            f"{path} cannot be read as a JSON object ({type(err).__name__}); restore or pull it again"
+        ) from None
 
 
 def _schema(cfg: RunConfig, card: dict[str, Any], path: Path) -> DatasetSchema:
-    """Task, classes and channels: from the resolved config, else from the model card."""
-    if cfg.data.resolved:
-        return cfg.data.schema()
+    """Task, classes and channels: from ``run.json``, else the model card, else the config's declaration."""
+    if (path / RUN_FILE).is_file():
+        try:
+            return read_run_info(path).schema
+        except ConfigError as err:
+            raise ModelError(str(err)) from None
     data = card.get("dataset") if isinstance(card.get("dataset"), dict) else None
-    try:
-        if data is not None and data.get("task") and data.get("classes") and data.get("channels"):
-            return DatasetSchema(Task(data["task"]), tuple(str(c) for c in data["classes"]), int(data["channels"]))
-    except (TypeError, ValueError):
-        pass
+    if data is not None and data.get("task") and data.get("classes") and data.get("channels"):
+        with contextlib.suppress(ConfigError):
+            return DatasetSchema.from_json(data, str(path / CARD_JSON))
+    declared = cfg.data.declared_schema()
+    if declared is not None:
+        return declared
     raise ModelError(
-        f"{path / CONFIG_FILE} does not say the model's task, classes and channels (data.task, data.classes, "
-        f"data.channels) and {CARD_JSON} does not either; use the files the run wrote"
+        f"{path} does not say the model's task, classes and channels: neither {RUN_FILE}, {CARD_JSON} "
+        f"nor data.task/classes/channels in {CONFIG_FILE}; use the files the run wrote"
     )
 
 
@@ -382,10 +395,10 @@ def _metadata_round(weights: Path) -> int | None:
 def _round_of(path: Path, weights: Path, entry: Any) -> int | None:
     if isinstance(entry, dict) and _as_int(entry.get("round")) is not None:
         return _as_int(entry.get("round"))
-    match = _ROUND_FILE.fullmatch(weights.name)
+    match = ROUND_WEIGHTS.fullmatch(weights.name)
     if match:
         return int(match.group(1))
-    best = _read_json(path / "models" / "best.json")
+    best = _read_json(path / BEST_RECORD)
     return _as_int(best.get("round")) if best else _metadata_round(weights)
 
 
@@ -399,7 +412,7 @@ def _run_hashes(weights: Path, entry: Any, card: dict[str, Any]) -> list[tuple[s
     out: list[tuple[str, str]] = []
     if isinstance(entry, dict) and entry.get("sha256"):
         out.append((MANIFEST_FILE, str(entry["sha256"])))
-    relative = f"models/{weights.name}"
+    relative = f"{MODELS_DIR}/{weights.name}"
     for item in _card_entries(card):
         if item.get("file") == relative and item.get("sha256"):
             out.append((CARD_JSON, str(item["sha256"])))
@@ -423,7 +436,7 @@ def _pulled_hashes(record: dict[str, Any], card: dict[str, Any], model_round: in
 def _missing_weights(path: Path, weights: Path, round: int | None) -> str:
     if round is None:
         return f"{weights} is missing: the run in {path} has no best model yet (has it finished a round?)"
-    rounds = sorted(int(m.group(1)) for p in (path / "models").iterdir() if (m := _ROUND_FILE.fullmatch(p.name)))
+    rounds = sorted(int(m.group(1)) for p in (path / MODELS_DIR).iterdir() if (m := ROUND_WEIGHTS.fullmatch(p.name)))
     listed = ", ".join(map(str, rounds)) if rounds else "none"
     return f"{weights} is missing: the run in {path} has no weights for round {round} (rounds: {listed})"
 

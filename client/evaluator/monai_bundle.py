@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedward.client.evaluator.model_dir import CARD_JSON, CARD_MD, LoadedModel, ModelDir
+from fedward.client.evaluator.model_dir import LoadedModel, ModelDir
 from fedward.client.evaluator.model_export import ExportFormat, ExportResult, model_properties
 from fedward.common.choices import Task
 from fedward.common.errors import ModelError
+from fedward.common.rundir.layout import CARD_JSON, CARD_MD
 from fedward.common.version import fedward_version
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def inference_config(model_dir: ModelDir) -> dict[str, Any]:
         "output_dir": "$@bundle_root + '/eval'",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "network_def": {
-            "_target_": "fedward.common.ml.networks.build_model",
+            "_target_": "fedward.common.ml.networks.build_network",
             "name": model_dir.model_name.value,
             "in_channels": prep.channels,
             "num_outputs": len(model_dir.classes),

@@ -19,20 +19,17 @@ import logging
 import time
 from collections.abc import Callable
 
-import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedward.client.hospital.clipping import client_clipping_mod
-from fedward.client.hospital.site import PARTITION_KEY, THREADS_KEY, load_site
-from fedward.common.choices import DeviceChoice
-from fedward.common.config import RunConfig
+from fedward.client.hospital.run_cache import hospital_run
 from fedward.common.data.hospital import HospitalData
 from fedward.common.errors import FedwardError
 from fedward.common.logs import configure_logging
 from fedward.common.ml.accounting import DpSgd
-from fedward.common.ml.networks import build_model
-from fedward.common.ml.runtime import derive_seed, resolve_device, set_cpu_threads
+from fedward.common.ml.networks import network_for
+from fedward.common.ml.runtime import derive_seed
 from fedward.common.ml.training import LocalTraining, evaluate, train_epochs
 from fedward.common.version import compatible, fedward_version
 from fedward.common.wire import (
@@ -87,18 +84,6 @@ def _safe(handler: Handler) -> Handler:
     return wrapper
 
 
-def _setup(context: Context) -> tuple[RunConfig, HospitalData, torch.device]:
-    """Parse the run config, pick threads and device, load this hospital's data (cached)."""
-    cfg = RunConfig.from_flower(context.run_config)
-    simulated = PARTITION_KEY in context.node_config
-    site_threads = int(context.node_config.get(THREADS_KEY, 0))  # the hospital's own limit wins
-    set_cpu_threads(site_threads or cfg.train.threads or (max(1, int(cfg.simulation.client_cpus)) if simulated else 0))
-    choice = cfg.train.device
-    if simulated and cfg.simulation.client_gpus == 0 and choice is DeviceChoice.AUTO:
-        choice = DeviceChoice.CPU  # no GPU share from Ray: do not crowd a GPU the scheduler did not assign
-    return cfg, load_site(context, cfg), resolve_device(choice)
-
-
 def _site_record(site: HospitalData, device: str) -> ConfigRecord:
     return ConfigRecord({SITE_NAME: site.name, SITE_VERSION: fedward_version(), SITE_DEVICE: device})
 
@@ -111,7 +96,8 @@ def query(msg: Message, context: Context) -> Message:
     Counts only: training and validation images, and for image folders the files used and
     skipped (by reason). Never file names, paths or header values.
     """
-    _cfg, site, device = _setup(context)
+    run = hospital_run(context)
+    site, device = run.site, run.device
     theirs = str(msg.content[CONFIG].get(SITE_VERSION, "")) if CONFIG in msg.content else ""
     if theirs and not compatible(fedward_version(), theirs):
         log.warning(
@@ -133,10 +119,11 @@ def query(msg: Message, context: Context) -> Message:
 @_safe
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on local data; reply with weights and counts."""
-    cfg, site, device = _setup(context)
+    run = hospital_run(context)
+    cfg, site, device = run.spec.config, run.site, run.device
     config = msg.content[CONFIG]
     server_round = int(config.get(SERVER_ROUND, 1))  # type: ignore[arg-type]
-    model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs, private=cfg.privacy.enabled)
+    model = network_for(cfg, run.spec.schema)
     load_arrays(model, msg.content.array_records[ARRAYS])
     epochs = cfg.train.local_epochs
     plan = LocalTraining(
@@ -146,7 +133,7 @@ def train(msg: Message, context: Context) -> Message:
         proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),  # type: ignore[arg-type]
         seed=derive_seed(cfg.run.seed, "train", site.name, server_round),
     )
-    dpsgd = _dpsgd(cfg, len(site.train))
+    dpsgd = DpSgd.for_hospital(cfg, len(site.train))
     result = train_epochs(model, site.train, cfg.train, plan, device, augment=cfg.data.augment, dpsgd=dpsgd)
     privacy = {DPSGD_EPSILON: dpsgd.epsilon(server_round)} if dpsgd is not None else {}
     log.info(
@@ -173,31 +160,15 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def _dpsgd(cfg: RunConfig, images: int) -> DpSgd | None:
-    """This hospital's DP-SGD settings (noise from the target epsilon over all planned rounds)."""
-    p = cfg.privacy
-    if not p.dpsgd:
-        return None
-    return DpSgd.plan(
-        images=images,
-        batch_size=cfg.train.batch_size,
-        local_epochs=cfg.train.local_epochs,
-        rounds=cfg.federation.rounds,
-        clipping_norm=p.dpsgd_clipping_norm,
-        delta=p.dpsgd_delta,
-        noise_multiplier=p.dpsgd_noise_multiplier,
-        target_epsilon=p.dpsgd_target_epsilon,
-    )
-
-
 @app.evaluate()
 @_safe
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Score the received global model on the local validation split."""
-    cfg, site, device = _setup(context)
+    run = hospital_run(context)
+    site, device = run.site, run.device
     metrics: dict[str, float | int] = {NUM_EXAMPLES: len(site.val)}
     if len(site.val) > 0:
-        model = build_model(cfg.model.name, site.schema.channels, site.schema.num_outputs, private=cfg.privacy.enabled)
+        model = network_for(run.spec.config, run.spec.schema)
         load_arrays(model, msg.content.array_records[ARRAYS])
         started = time.perf_counter()
         result = evaluate(model, site.val, device)

@@ -14,12 +14,20 @@ from flwr.app import Context, Message
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedward.common.choices import ClientDp, choose
+from fedward.client.hospital.run_cache import run_spec
+from fedward.common.choices import ClientDp
+from fedward.common.errors import FedwardError
 
 
 def client_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Clip this hospital's update when the run asks for client-side clipping (train messages)."""
-    mode = choose(str(context.run_config.get("privacy.client-dp", "none")), ClientDp, "privacy.client-dp")
+    """Clip this hospital's update when the run asks for client-side clipping (train messages).
+
+    An invalid run config is left to the train handler, which replies with its error.
+    """
+    try:
+        mode = run_spec(context).config.privacy.client_dp
+    except FedwardError:
+        return call_next(msg, context)
     if mode is ClientDp.CLIENT_FIXED:
         return fixedclipping_mod(msg, context, call_next)
     if mode is ClientDp.CLIENT_ADAPTIVE:

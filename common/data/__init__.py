@@ -1,3 +1,6 @@
-"""Hospital data: MedMNIST .npz, DICOM and PNG/JPEG folders, the decode cache, hospital splits
-and the batch pipeline.
+"""Hospital data: readers, the decode cache, hospital splits and the batch pipeline.
+
+MedMNIST ``.npz`` files, DICOM and PNG/JPEG folders (with ``labels.csv`` or class
+sub-folders), partition plans of simulated hospitals, and the augmentation that runs on
+whole batches.
 """

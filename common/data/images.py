@@ -25,7 +25,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fedward.common.choices import Task
-from fedward.common.data.npz import ArraySplit, DatasetSchema
+from fedward.common.data.npz import ArraySplit
+from fedward.common.schema import DatasetSchema
 
 RESIZE_CHUNK = 1024
 """Images resized per MONAI call; bounds the float32 working memory."""

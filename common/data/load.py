@@ -19,14 +19,16 @@ import numpy as np
 import torch
 
 from fedward.common.choices import FrameMode, Task
-from fedward.common.data.cache import DecodeCache
+from fedward.common.config import RunConfig
+from fedward.common.data.cache import DecodeCache, default_cache_root
 from fedward.common.data.dicom import UnusableFileError
 from fedward.common.data.files import decode_file, to_model_input
 from fedward.common.data.folder import FolderScan, Problem, Sample, is_image_folder, label_index, multi_hot, scan_folder
 from fedward.common.data.hospital import HospitalData, holdout_split, hospital_from_folder
 from fedward.common.data.images import ImageDataset
-from fedward.common.data.npz import DatasetSchema
 from fedward.common.errors import DataError
+from fedward.common.ml.runtime import derive_seed
+from fedward.common.schema import DatasetSchema
 from fedward.common.wire import FILES_SKIPPED, FILES_USED, SKIPPED_PREFIX
 
 log = logging.getLogger(__name__)
@@ -218,3 +220,36 @@ def load_hospital_folder(
             cache_root=cache_root,
         )
     return hospital_from_folder(folder, dataset, schema, image_size, val_fraction, seed, name)
+
+
+def load_site_folder(
+    folder: Path, cfg: RunConfig, schema: DatasetSchema, *, name: str, cache_root: Path | None
+) -> HospitalData:
+    """A hospital folder loaded as a run's settings say: image size, frames, validation share and seed.
+
+    The one mapping from run settings to :func:`load_hospital_folder`, shared by hospitals
+    (deployment and simulation) and the centralized baseline, so both see the same images.
+
+    Raises:
+        DataError: as :func:`load_hospital_folder`.
+    """
+    data = cfg.data
+    return load_hospital_folder(
+        folder,
+        data.dataset,
+        schema,
+        data.image_size,
+        frames=data.frames,
+        val_fraction=data.val_fraction,
+        seed=derive_seed(cfg.run.seed, "holdout"),
+        name=name,
+        cache_root=cache_root,
+    )
+
+
+def cache_root_for(cfg: RunConfig, override: str | Path | None = None) -> Path | None:
+    """Where decoded images are cached: ``override`` (the agent's ``--cache-dir``), else
+    ``data.cache-dir``, else ``~/.fedward/cache/decoded``; ``None`` when ``data.cache`` is off."""
+    if not cfg.data.cache:
+        return None
+    return Path(str(override or cfg.data.cache_dir or default_cache_root())).expanduser()

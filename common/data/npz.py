@@ -23,6 +23,7 @@ import numpy as np
 from fedward.common.choices import Task
 from fedward.common.data.catalog import lookup
 from fedward.common.errors import DataError
+from fedward.common.schema import DatasetSchema
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -45,26 +46,6 @@ class ArraySplit:
     def subset(self, indices: np.ndarray) -> ArraySplit:
         """The rows at ``indices`` (int array of shape (M,)), as a new split."""
         return ArraySplit(self.images[indices], self.labels[indices])
-
-
-@dataclass(frozen=True, slots=True)
-class DatasetSchema:
-    """What a model trained on a dataset must know about it.
-
-    Attributes:
-        task: binary, multi-class or multi-label.
-        classes: class names (labels for multi-label), index order.
-        channels: image channels, 1 or 3.
-    """
-
-    task: Task
-    classes: tuple[str, ...]
-    channels: int
-
-    @property
-    def num_outputs(self) -> int:
-        """Number of logits the model needs: one per class or label."""
-        return len(self.classes)
 
 
 def read_npz(path: Path, splits: Iterable[str] = SPLITS) -> dict[str, ArraySplit]:

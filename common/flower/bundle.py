@@ -1,9 +1,9 @@
 """The Flower app bundle of a fedward run: configuration, not code.
 
 ``flwr run`` ships a folder's ``pyproject.toml`` as a FAB. fedward's bundle names the
-installed components (``fedward.server.app.serverapp:app``, ``fedward.client.hospital.clientapp:app``) and carries
-the resolved run config; it contains no Python, so a hospital only ever executes the
-fedward it installed itself. Runtime dependency installation is disabled on every
+installed components (:data:`SERVER_APP`, :data:`CLIENT_APP`) and carries the run's
+:class:`~fedward.common.config.spec.RunSpec` as Flower's run config; it contains no Python,
+so a hospital only ever executes the fedward it installed itself. Runtime dependency installation is disabled on every
 fedward SuperLink and SuperNode, so the bundle's (empty) dependency list is never
 installed either.
 """
@@ -15,17 +15,17 @@ from typing import Any
 
 import tomli_w
 
-from fedward.common.config import RunConfig
+from fedward.common.config import RunSpec
 from fedward.common.version import fedward_version
 
 SERVER_APP = "fedward.server.app.serverapp:app"
 CLIENT_APP = "fedward.client.hospital.clientapp:app"
 
 
-def bundle_pyproject(cfg: RunConfig) -> str:
+def bundle_pyproject(spec: RunSpec) -> str:
     """The ``pyproject.toml`` text of a run's app bundle."""
     nested: dict[str, dict[str, Any]] = {}
-    for key, value in cfg.to_flower().items():
+    for key, value in spec.to_flower().items():
         section, _, name = key.partition(".")
         nested.setdefault(section, {})[name] = value
     doc = {
@@ -49,11 +49,11 @@ def bundle_pyproject(cfg: RunConfig) -> str:
     return tomli_w.dumps(doc)
 
 
-def write_bundle(app_dir: Path, cfg: RunConfig) -> Path:
+def write_bundle(app_dir: Path, spec: RunSpec) -> Path:
     """Write the bundle folder (only ``pyproject.toml``) and return it."""
     app_dir = Path(app_dir)
     app_dir.mkdir(parents=True, exist_ok=True)
-    (app_dir / "pyproject.toml").write_text(bundle_pyproject(cfg), encoding="utf-8")
+    (app_dir / "pyproject.toml").write_text(bundle_pyproject(spec), encoding="utf-8")
     return app_dir
 
 

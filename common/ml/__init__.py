@@ -1,3 +1,5 @@
-"""Machine learning shared by every side: networks by name, plain PyTorch training and
-evaluation loops, metrics, DP accounting, device and seeding.
+"""Machine learning shared by every side: networks, loops, metrics, DP accounting, runtime.
+
+Networks by name, plain PyTorch training and evaluation loops (no Flower types),
+classification metrics, differential-privacy accounting, device choice and seeding.
 """

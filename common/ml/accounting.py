@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dp_accounting
 from dp_accounting.rdp import RdpAccountant
 
+from fedward.common.choices import ClientDp
+from fedward.common.config import RunConfig
 from fedward.common.errors import ConfigError
 
 # Rényi orders: the dp-accounting defaults, dense at small orders where tight bounds live.
@@ -255,6 +258,102 @@ class DpSgd:
         mechanism = RecordLevelGaussian(noise_multiplier, sample_rate, steps_per_round)
         return cls(noise_multiplier, clipping_norm, mechanism, delta)
 
+    @classmethod
+    def for_hospital(cls, cfg: RunConfig, images: int) -> DpSgd | None:
+        """A hospital's DP-SGD settings from the run config (``None`` when DP-SGD is off).
+
+        The noise comes from ``privacy.dpsgd-noise-multiplier``, else from
+        ``privacy.dpsgd-target-epsilon`` over all planned rounds x local epochs.
+
+        Raises:
+            ConfigError: as :meth:`plan`.
+        """
+        p = cfg.privacy
+        if not p.dpsgd:
+            return None
+        return cls.plan(
+            images=images,
+            batch_size=cfg.train.batch_size,
+            local_epochs=cfg.train.local_epochs,
+            rounds=cfg.federation.rounds,
+            clipping_norm=p.dpsgd_clipping_norm,
+            delta=p.dpsgd_delta,
+            noise_multiplier=p.dpsgd_noise_multiplier,
+            target_epsilon=p.dpsgd_target_epsilon,
+        )
+
     def epsilon(self, rounds: int) -> float:
         """This hospital's record-level epsilon at :attr:`delta` after ``rounds`` rounds."""
         return self.mechanism.epsilon(rounds, self.delta)
+
+
+def sampled_per_round(cfg: RunConfig) -> int:
+    """Hospitals a Flower strategy samples for training each round (its ``sample_size``)."""
+    fed = cfg.federation
+    minimum = max(1, math.floor(fed.fraction_train * fed.required_hospitals))
+    return max(math.floor(fed.fraction_train * fed.hospitals), minimum)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDpPlan:
+    """The client-level DP numbers of one run, decided once from its config: noise, accounting, rounds.
+
+    Attributes:
+        mode: the client-level DP mode.
+        noise_multiplier: the (effective) noise multiplier used.
+        clipping_norm: the clipping norm (initial one for adaptive modes).
+        delta: the client-level delta.
+        mechanism: the accounted mechanism.
+        rounds: rounds the run trains (planned rounds, or fewer under ``max-epsilon``).
+        planned_rounds: rounds the config asks for.
+        max_epsilon: the budget, if any.
+    """
+
+    mode: ClientDp
+    noise_multiplier: float
+    clipping_norm: float
+    delta: float
+    mechanism: ClientLevelGaussian | None
+    rounds: int
+    planned_rounds: int
+    max_epsilon: float | None
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> ClientDpPlan:
+        """Decide noise, accounting and rounds.
+
+        Raises:
+            ConfigError: if the target epsilon cannot be reached, or not even one round
+                fits ``max-epsilon``.
+        """
+        p = cfg.privacy
+        rounds = cfg.federation.rounds
+        if p.client_dp is ClientDp.NONE:
+            return cls(p.client_dp, 0.0, p.clipping_norm, p.delta, None, rounds, rounds, None)
+        hospitals, sampled = cfg.federation.hospitals, sampled_per_round(cfg)
+        if p.noise_multiplier is not None:
+            noise = p.noise_multiplier
+        else:
+            target = float(p.target_epsilon or 0.0)
+            noise = calibrate_noise(lambda z: ClientLevelGaussian(z, hospitals, sampled), rounds, target, p.delta)
+        mechanism = ClientLevelGaussian(noise, hospitals, sampled) if noise > 0 else None
+        allowed = rounds
+        if p.max_epsilon is not None and mechanism is not None:
+            allowed = rounds_within_budget(mechanism, p.max_epsilon, p.delta, rounds)
+            if allowed == 0:
+                raise ConfigError(
+                    f"privacy.max-epsilon {p.max_epsilon:g}: one round already spends epsilon "
+                    f"{mechanism.epsilon(1, p.delta):.3g} at delta {p.delta:g}; raise the noise or the budget"
+                )
+        return cls(p.client_dp, noise, p.clipping_norm, p.delta, mechanism, allowed, rounds, p.max_epsilon)
+
+    @property
+    def stopped_by_budget(self) -> bool:
+        """Whether ``max-epsilon`` cut the run short."""
+        return self.rounds < self.planned_rounds
+
+    def epsilon(self, rounds: int) -> float:
+        """Client-level epsilon at :attr:`delta` after ``rounds`` rounds (``inf`` without noise)."""
+        if self.mode is ClientDp.NONE:
+            return math.inf
+        return self.mechanism.epsilon(rounds, self.delta) if self.mechanism is not None else math.inf

@@ -1,4 +1,4 @@
-"""The model registry: CNNs by name, built from MONAI networks and blocks.
+"""Networks by name: the CNNs a run can train, built from MONAI networks and blocks.
 
 =================  ==============================================  ========  ===========
 name               network                                         min size  parameters*
@@ -34,9 +34,11 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import DenseNet121, EfficientNetBN, resnet18
 from torch import nn
 
-from fedward.common.choices import ModelName
-from fedward.common.config import IMAGE_SIZES
-from fedward.common.errors import ConfigError, ModelError
+from fedward.common.choices import MIN_IMAGE_SIZE, ModelName
+from fedward.common.config import RunConfig
+from fedward.common.errors import ModelError
+from fedward.common.ml.runtime import derive_seed
+from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
@@ -82,73 +84,56 @@ class SmallCNN(nn.Module):
 
 
 @dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """One registry entry.
+class NetworkSpec:
+    """One network fedward can build.
 
     Attributes:
-        name: registry name.
-        min_image_size: smallest square input (pixels) every downsampling stage can take.
+        name: the network's name in run configs.
         summary: one line for tables and model cards.
         build: ``(in_channels, num_outputs) -> nn.Module``.
     """
 
     name: ModelName
-    min_image_size: int
     summary: str
     build: Callable[[int, int], nn.Module]
 
+    @property
+    def min_image_size(self) -> int:
+        """Smallest square input (pixels) every downsampling stage can take."""
+        return MIN_IMAGE_SIZE[self.name]
 
-REGISTRY: dict[ModelName, ModelSpec] = {
-    ModelName.SMALL_CNN: ModelSpec(
+
+NETWORKS: dict[ModelName, NetworkSpec] = {
+    ModelName.SMALL_CNN: NetworkSpec(
         ModelName.SMALL_CNN,
-        8,
         "small VGG-style CNN (MONAI Convolution blocks)",
         lambda c, k: SmallCNN(c, k),
     ),
-    ModelName.RESNET18: ModelSpec(
+    ModelName.RESNET18: NetworkSpec(
         ModelName.RESNET18,
-        16,
         "ResNet-18 (MONAI)",
         lambda c, k: resnet18(spatial_dims=2, n_input_channels=c, num_classes=k),
     ),
-    ModelName.DENSENET121: ModelSpec(
+    ModelName.DENSENET121: NetworkSpec(
         ModelName.DENSENET121,
-        32,
         "DenseNet-121 (MONAI)",
         lambda c, k: DenseNet121(spatial_dims=2, in_channels=c, out_channels=k),
     ),
-    ModelName.EFFICIENTNET_B0: ModelSpec(
+    ModelName.EFFICIENTNET_B0: NetworkSpec(
         ModelName.EFFICIENTNET_B0,
-        32,
         "EfficientNet-B0 (MONAI EfficientNetBN, no pretrained weights)",
         lambda c, k: EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=c, num_classes=k),
     ),
 }
 
 
-def check_image_size(name: ModelName, image_size: int) -> None:
-    """Refuse, at config time, an image size the network cannot take.
-
-    Raises:
-        ConfigError: if ``image_size`` is below the network's minimum; the message names
-            the minimum and the allowed sizes that satisfy it.
-    """
-    spec = REGISTRY[name]
-    if image_size < spec.min_image_size:
-        fits = ", ".join(str(s) for s in IMAGE_SIZES if s >= spec.min_image_size)
-        raise ConfigError(
-            f"model {name.value} needs images of at least {spec.min_image_size} px; "
-            f"data.image-size is {image_size} (use {fits})"
-        )
-
-
-def build_model(name: ModelName, in_channels: int, num_outputs: int, *, private: bool = False) -> nn.Module:
-    """Build a freshly initialised network from the registry.
+def build_network(name: ModelName, in_channels: int, num_outputs: int, *, private: bool = False) -> nn.Module:
+    """Build a freshly initialised network by name.
 
     Seed PyTorch first (``torch.manual_seed``) for reproducible initial weights.
 
     Args:
-        name: registry name.
+        name: the network's name.
         in_channels: image channels C, 1 or 3.
         num_outputs: number of logits K (classes, or labels for multi-label), >= 2 for
             single-label tasks and >= 1 for multi-label.
@@ -168,11 +153,38 @@ def build_model(name: ModelName, in_channels: int, num_outputs: int, *, private:
         raise ModelError(f"models take 1 or 3 image channels; got {in_channels}")
     if num_outputs < 1:
         raise ModelError(f"a model needs at least one output; got {num_outputs}")
-    model = REGISTRY[name].build(in_channels, num_outputs)
+    model = NETWORKS[name].build(in_channels, num_outputs)
     if private:
         from opacus.validators import ModuleValidator
 
         model = ModuleValidator.fix(model)
+    return model
+
+
+def network_for(cfg: RunConfig, schema: DatasetSchema) -> nn.Module:
+    """The network a run trains, freshly initialised: ``model.name`` for the schema's channels and outputs.
+
+    Built Opacus-compatible when the run has any differential privacy (see :func:`build_network`).
+
+    Raises:
+        ModelError: as :func:`build_network`.
+    """
+    return build_network(cfg.model.name, schema.channels, schema.num_outputs, private=cfg.privacy.enabled)
+
+
+def initial_network(cfg: RunConfig, schema: DatasetSchema) -> nn.Module:
+    """The run's global model before round 1: seeded initial weights, then ``model.init-weights``.
+
+    The same seed gives the same initial weights in the federation and in its centralized
+    baseline (PyTorch's global generator is seeded from ``run.seed``).
+
+    Raises:
+        ModelError: as :func:`build_network` and :func:`load_initial_weights`.
+    """
+    torch.manual_seed(derive_seed(cfg.run.seed, "initial-model"))
+    model = network_for(cfg, schema)
+    if cfg.model.init_weights is not None:
+        load_initial_weights(model, cfg.model.init_weights)
     return model
 
 

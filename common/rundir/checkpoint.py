@@ -1,4 +1,4 @@
-"""Checkpoints: everything the ServerApp needs to continue a run after the last completed round.
+"""Checkpoints: everything a run needs to continue after its last completed round, in one file.
 
 Flower has no checkpoint/resume of its own. After every round (round 0 = the initial
 model) the ServerApp writes ``<run_dir>/checkpoint.safetensors``, one file:
@@ -24,38 +24,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
-from flwr.serverapp.strategy import Strategy
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from fedward.common.errors import FedwardError
+from fedward.common.fileio import write_atomically
+from fedward.common.rundir.layout import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = "fedward-checkpoint/1"
-
-STATE_ATTRIBUTES = ("m_t", "v_t", "momentum_vector", "current_arrays", "clipping_norm")
-"""Attributes of Flower 1.41's strategies and DP wrappers that change from round to round.
-
-``m_t``/``v_t``: FedOpt family moments (dict of arrays); ``momentum_vector``: FedAvgM
-(list of arrays); ``current_arrays``: FedOpt/FedAvgM/DP wrappers' copy of the global
-model (dict of arrays or ArrayRecord); ``clipping_norm``: adaptive clipping (float).
-Everything else on a strategy is configuration, rebuilt from the run config.
-"""
-
-NESTED = ("inner", "strategy")
-"""Attributes through which wrappers hold the strategy they wrap (fedward's guard, Flower's DP wrappers)."""
 
 
 class CheckpointError(FedwardError):
@@ -69,7 +55,8 @@ class Checkpoint:
     Attributes:
         server_round: the last completed round (0 = only the initial model).
         model: the global model, key -> array (the state dict's dtypes and shapes).
-        strategy: strategy state, ``<path>.<attribute>`` -> encoded value (see :func:`strategy_state`).
+        strategy: strategy state, ``<path>.<attribute>`` -> encoded value
+            (see :func:`fedward.server.app.strategy_state.strategy_state`).
         rng: generator states (see :func:`capture_rng`).
         extra: the run's own counters, JSON values.
     """
@@ -80,9 +67,9 @@ class Checkpoint:
     rng: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def model_arrays(self) -> ArrayRecord:
-        """The global model as a Flower ArrayRecord (keys in the state dict's order)."""
-        return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in self.model.items()})
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The global model as a PyTorch state dict (CPU tensors, keys in the state dict's order)."""
+        return {k: torch.from_numpy(np.ascontiguousarray(v).copy()) for k, v in self.model.items()}
 
 
 # ------------------------------------------------------------------------------------ RNG
@@ -104,82 +91,6 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(torch.from_numpy(np.asarray(state["torch"], dtype=np.uint8).copy()))
-
-
-# ------------------------------------------------------------------------- strategy state
-def _chain(strategy: Strategy) -> Iterator[tuple[str, Strategy]]:
-    """``(path, strategy)`` for ``strategy`` and every strategy it wraps."""
-    path, current = "root", strategy
-    seen: set[int] = set()
-    while id(current) not in seen:
-        seen.add(id(current))
-        yield path, current
-        for attribute in NESTED:
-            nested = getattr(current, attribute, None)
-            if isinstance(nested, Strategy):
-                path, current = f"{path}.{attribute}", nested
-                break
-        else:
-            return
-
-
-def strategy_state(strategy: Strategy) -> dict[str, Any]:
-    """The round-to-round state of ``strategy`` and the strategies it wraps.
-
-    Returns:
-        ``<path>.<attribute>`` -> ``{"kind": "dict"|"list"|"arrayrecord", "arrays": {key: array}}``
-        or ``{"kind": "float", "value": x}``; attributes that are ``None`` are left out.
-
-    Raises:
-        CheckpointError: if a state attribute holds a type this module cannot save
-            (a Flower upgrade changed a strategy; refuse rather than resume wrongly).
-    """
-    state: dict[str, Any] = {}
-    for path, current in _chain(strategy):
-        for attribute in STATE_ATTRIBUTES:
-            value = getattr(current, attribute, None)
-            if value is None:
-                continue
-            key = f"{path}.{attribute}"
-            if isinstance(value, ArrayRecord):
-                state[key] = {"kind": "arrayrecord", "arrays": {k: a.numpy() for k, a in value.items()}}
-            elif isinstance(value, dict):
-                state[key] = {"kind": "dict", "arrays": {str(k): np.asarray(v) for k, v in value.items()}}
-            elif isinstance(value, list):
-                state[key] = {"kind": "list", "arrays": {str(i): np.asarray(v) for i, v in enumerate(value)}}
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                state[key] = {"kind": "float", "value": float(value)}
-            else:
-                kind = type(value).__name__
-                raise CheckpointError(f"cannot checkpoint {type(current).__name__}.{attribute} ({kind})")
-    return state
-
-
-def restore_strategy_state(strategy: Strategy, state: Mapping[str, Any]) -> None:
-    """Set the attributes :func:`strategy_state` saved on the same chain of strategies.
-
-    Raises:
-        CheckpointError: if the checkpoint names a strategy the run does not have (the run
-            config changed since the checkpoint was written).
-    """
-    chain = dict(_chain(strategy))
-    for key, entry in state.items():
-        path, attribute = key.rsplit(".", 1)
-        target = chain.get(path)
-        if target is None or attribute not in STATE_ATTRIBUTES:
-            raise CheckpointError(f"the checkpoint holds state for {key}, which this run's strategy does not have")
-        kind = entry["kind"]
-        if kind == "float":
-            value: Any = float(entry["value"])
-        elif kind == "arrayrecord":
-            value = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in entry["arrays"].items()})
-        elif kind == "dict":
-            value = {k: np.array(v) for k, v in entry["arrays"].items()}
-        elif kind == "list":
-            value = [np.array(entry["arrays"][str(i)]) for i in range(len(entry["arrays"]))]
-        else:
-            raise CheckpointError(f"unknown state kind {kind!r} for {key}")
-        setattr(target, attribute, value)
 
 
 # ------------------------------------------------------------------------------ file I/O
@@ -215,13 +126,19 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
         "extra": checkpoint.extra,
     }
     path = Path(run_dir) / CHECKPOINT_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"fedward": json.dumps(meta)})
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_atomically(
+        path, lambda tmp: save_file(tensors, str(tmp), metadata={"fedward": json.dumps(meta)}), durable=True
+    )
     return path
+
+
+def read_checkpoint_round(run_dir: Path) -> int:
+    """The last completed round of a run directory's checkpoint.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`.
+    """
+    return load_checkpoint(run_dir).server_round
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint:
@@ -266,14 +183,3 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     if "rng/torch" in tensors:
         rng["torch"] = tensors["rng/torch"]
     return Checkpoint(int(meta["round"]), model, strategy, rng, dict(meta.get("extra", {})))
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory descriptors
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

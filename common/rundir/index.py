@@ -25,13 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fedward.common.errors import ConfigError, FedwardError
-from fedward.common.rundir.reader import (
-    TERMINAL,
-    RunEntry,
-    is_run_directory,
-    read_entry,
-    run_directories,
-)
+from fedward.common.rundir.layout import is_run_directory
+from fedward.common.rundir.reader import TERMINAL, RunEntry, read_entry, run_directories
 
 __all__ = [
     "INDEX_FILE",

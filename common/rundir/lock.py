@@ -1,4 +1,4 @@
-"""One ServerApp per run directory: an exclusive lock held while a run is being written.
+"""One writer per run directory: an exclusive OS lock held while a run is being written.
 
 A resumed run must never share its directory with a ServerApp that is still running
 (``fedward run resume`` on a run that did not crash, or a second ``simulate --resume``).
@@ -16,10 +16,9 @@ from pathlib import Path
 from types import TracebackType
 
 from fedward.common.errors import FedwardError
+from fedward.common.rundir.layout import LOCK_FILE
 
 log = logging.getLogger(__name__)
-
-LOCK_FILE = ".lock"
 
 
 class RunBusyError(FedwardError):

@@ -5,34 +5,18 @@
 moment the file was written. Whoever later reads a weight file — the model registry
 serving it, ``fedward model pull`` downloading it, ``fedward model evaluate|export|predict``
 loading it — checks it against this record, so a file changed after training is caught.
-The writer is :class:`fedward.common.rundir.recorder.RunRecorder`; this module is what every
-reader shares.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-MANIFEST_FILE = "models/manifest.json"
-"""The manifest's path inside a run directory."""
+from fedward.common.fileio import atomic_write, read_json_object, sha256_of
+from fedward.common.rundir.layout import MANIFEST_FILE
+
 MANIFEST_FORMAT = "fedward-models/1"
-CHUNK_BYTES = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks.
-
-    Raises:
-        OSError: if the file cannot be read.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -48,13 +32,24 @@ def read_manifest(run_dir: Path) -> dict[str, dict[str, Any]]:
     path = Path(run_dir) / MANIFEST_FILE
     if not path.is_file():
         return {}
-    document = json.loads(path.read_text(encoding="utf-8"))
-    files = document.get("files") if isinstance(document, dict) else None
+    files = read_json_object(path).get("files")
     if not isinstance(files, dict):
         raise ValueError(f"{path} is not a fedward weights manifest (no 'files' object)")
     return {str(name): dict(entry) for name, entry in files.items() if isinstance(entry, dict)}
 
 
-def manifest_document(files: dict[str, dict[str, Any]]) -> str:
-    """The manifest's JSON text for ``files`` (sorted by file name)."""
-    return json.dumps({"format": MANIFEST_FORMAT, "files": dict(sorted(files.items()))}, indent=2)
+def record_weights(run_dir: Path, weights: Path, server_round: int) -> None:
+    """Record the SHA-256 and size of a weight file just written (replacing its old entry).
+
+    Raises:
+        OSError, ValueError: as :func:`read_manifest`, or if the file cannot be hashed.
+    """
+    files = read_manifest(run_dir)
+    files[weights.name] = {"round": server_round, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}
+    write_manifest(run_dir, files)
+
+
+def write_manifest(run_dir: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Replace the manifest with ``files`` (sorted by file name), atomically."""
+    document = {"format": MANIFEST_FORMAT, "files": dict(sorted(files.items()))}
+    atomic_write(Path(run_dir) / MANIFEST_FILE, json.dumps(document, indent=2))

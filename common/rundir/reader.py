@@ -1,15 +1,15 @@
-"""A run directory read into one line of the run store: status, rounds, best metrics, epsilon.
+"""Reading a run directory back: one entry per run (status, rounds, best metrics, epsilon) for every reader.
 
 :func:`read_entry` reads what a run directory's files say (``status.json``,
-``config.toml``, ``metrics/server.jsonl``, ``models/best.json``, ``model_card.json``)
-and never raises: a half-written or damaged file leaves its fields at their defaults.
-:mod:`fedward.common.rundir.index` indexes these entries in SQLite.
+``config.toml``, ``run.json``, ``metrics/server.jsonl``, ``models/best.json``,
+``model_card.json``) and never raises: a half-written or damaged file leaves its fields at
+their defaults. The run store (:mod:`fedward.common.rundir.index`), the model registry and
+the CLI list runs through it; :func:`read_status` is what progress displays poll.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 import math
 import re
@@ -19,6 +19,17 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from fedward.common.fileio import read_json_or_empty, read_jsonl
+from fedward.common.rundir.layout import (
+    BEST_RECORD,
+    CARD_JSON,
+    CONFIG_FILE,
+    RUN_FILE,
+    STATUS_FILE,
+    RunDir,
+    is_run_directory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +94,6 @@ class RunEntry:
         return out
 
 
-def is_run_directory(path: Path) -> bool:
-    """Whether ``path`` is a run directory (a folder with ``status.json`` or ``config.toml``)."""
-    return path.is_dir() and ((path / "status.json").is_file() or (path / "config.toml").is_file())
-
-
 def run_directories(runs_dir: Path) -> builtins.list[Path]:
     """The run directories directly inside ``runs_dir``, by name."""
     try:
@@ -106,10 +112,11 @@ def read_entry(run_dir: Path) -> RunEntry:
     (``status`` ``unknown``). Never raises.
     """
     run_dir = Path(run_dir)
-    status = _read_json(run_dir / "status.json")
-    card = _read_json(run_dir / "model_card.json")
-    config = _read_toml(run_dir / "config.toml")
-    rows = _read_rows(run_dir / "metrics" / "server.jsonl")
+    status = read_json_or_empty(run_dir / STATUS_FILE)
+    card = read_json_or_empty(run_dir / CARD_JSON)
+    config = _read_toml(run_dir / CONFIG_FILE)
+    info = read_json_or_empty(run_dir / RUN_FILE)
+    rows = _read_rows(RunDir(run_dir).rows("server"))
     run_card = _table(card, "run")
     state = _str(status.get("state"))
     status_text = state if state in STATES else UNKNOWN
@@ -118,7 +125,7 @@ def read_entry(run_dir: Path) -> RunEntry:
     best = _table(status, "best")
     best_round = _int(best.get("round"))
     if best_round is None:
-        best = _read_json(run_dir / "models" / "best.json") or {}
+        best = read_json_or_empty(run_dir / BEST_RECORD)
         best_round = _int(best.get("round"))
     best_value = _num(best.get("value")) if best_round is not None else None
     best_metric = _str(best.get("metric")) if best_value is not None else None
@@ -138,7 +145,7 @@ def read_entry(run_dir: Path) -> RunEntry:
     epsilon, delta = _privacy(rows, config, card)
     return RunEntry(
         run_id=run_dir.name,
-        flower_run_id=_flower_run_id(run_dir.name, mode, config),
+        flower_run_id=_flower_run_id(run_dir.name, mode, info),
         status=status_text,
         mode=mode,
         started=_str(status.get("started")) or _str(run_card.get("started")) or _stamp_time(run_dir.name),
@@ -187,13 +194,17 @@ def _privacy(
     return None, client_delta if client_delta is not None else image_delta
 
 
-def _flower_run_id(name: str, mode: str, config: Mapping[str, Any]) -> int | None:
-    """Flower's run id from a coordinator run's directory name.
+def _flower_run_id(name: str, mode: str, info: Mapping[str, Any]) -> int | None:
+    """Flower's run id of a coordinator run: from ``run.json``, else from the directory name.
 
-    Simulations record ``run.dir`` in their ``config.toml`` and centralized runs have no
-    Flower run, so neither has one even when its name ends in digits.
+    Simulations and centralized runs have none (their ``run.json`` says ``null``), even when
+    their name ends in digits. A run directory without ``run.json`` (written before it
+    existed) is a coordinator's when its name ends in ``-<digits>``.
     """
-    if mode == "centralized" or _table(config, "run").get("dir"):
+    if info:
+        value = info.get("flower-run-id")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if mode == "centralized":
         return None
     stamp = _STAMP.match(name)
     match = _FLOWER_SUFFIX.fullmatch(name[stamp.end() :] if stamp else name)  # the name part must stay
@@ -211,14 +222,6 @@ def _stamp_time(name: str) -> str | None:
         return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -229,18 +232,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _read_rows(path: Path) -> builtins.list[dict[str, Any]]:
     """Rows of a JSON-lines file; damaged lines (a half-written last one) are skipped."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, ValueError):
+        return read_jsonl(path)
+    except OSError:
         return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """``status.json`` of a run (``{}`` while it is absent or unreadable)."""
+    return read_json_or_empty(Path(run_dir) / STATUS_FILE)
 
 
 def _table(mapping: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -28,45 +27,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedward.common.wire import NUM_EXAMPLES, SITE, SITE_NAME, cast_like
+from fedward.server.app.round_log import Exclusion, RoundLog, SiteReport
 from fedward.server.app.validation import update_problem
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SiteReport:
-    """What one hospital reported in one phase of a round.
-
-    Attributes:
-        name: hospital name.
-        node_id: Flower node id of its SuperNode.
-        metrics: its MetricRecord as floats (counts, losses, AUCs).
-    """
-
-    name: str
-    node_id: int
-    metrics: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class Exclusion:
-    """A hospital left out of a round's aggregation, and why."""
-
-    name: str
-    node_id: int
-    reason: str
-
-
-@dataclass(slots=True)
-class RoundLog:
-    """Everything the hospitals sent in one round."""
-
-    train: list[SiteReport] = field(default_factory=list)
-    evaluate: list[SiteReport] = field(default_factory=list)
-    rejected: list[Exclusion] = field(default_factory=list)
-    failed: list[Exclusion] = field(default_factory=list)
-    train_metrics: dict[str, float] = field(default_factory=dict)
-    evaluate_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _unchanged(message: Message, reference: ArrayRecord) -> bool:
@@ -117,8 +81,12 @@ class GuardedStrategy(Strategy):
         self._reference: ArrayRecord | None = None
 
     def log_for(self, server_round: int) -> RoundLog:
-        """The (possibly empty) log of ``server_round``."""
+        """The (possibly empty) log of ``server_round``, as it fills."""
         return self.rounds.setdefault(server_round, RoundLog())
+
+    def take_log(self, server_round: int) -> RoundLog:
+        """Hand the finished log of ``server_round`` over (the guard keeps no record of it)."""
+        return self.rounds.pop(server_round, RoundLog())
 
     # -------------------------------------------------------------- training
     def configure_train(
@@ -133,36 +101,7 @@ class GuardedStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate replies, aggregate the sound ones with ``inner``, log every hospital."""
         entry = self.log_for(server_round)
-        accepted: list[Message] = []
-        for message in self._ordered(replies):
-            name, node_id = site_name(message, self.names), message.metadata.src_node_id
-            if message.has_error():
-                entry.failed.append(Exclusion(name, node_id, message.error.reason or "unknown error"))
-                log.warning(
-                    "round %d: hospital %s (node %d) failed to train: %s",
-                    server_round,
-                    name,
-                    node_id,
-                    message.error.reason,
-                )
-                continue
-            problem = update_problem(message.content, self._reference) if self._reference is not None else None
-            reference = self._reference
-            if problem is None and self.reject_unchanged and reference is not None and _unchanged(message, reference):
-                problem = "the update leaves the model unchanged (nothing to clip)"
-            if problem is not None:
-                entry.rejected.append(Exclusion(name, node_id, problem))
-                log.warning(
-                    "round %d: rejected update from hospital %s (node %d): %s",
-                    server_round,
-                    name,
-                    node_id,
-                    problem,
-                )
-                continue
-            accepted.append(message)
-            reported = next(iter(message.content.metric_records.values()))
-            entry.train.append(SiteReport(name, node_id, _float_metrics(reported)))
+        accepted = [m for m in self._ordered(replies) if self._admit(server_round, m, entry)]
         if not accepted:
             log.error("round %d: no update could be aggregated; the global model stays as it was", server_round)
             return None, None
@@ -172,27 +111,52 @@ class GuardedStrategy(Strategy):
         except Exception as err:
             log.error(
                 "round %d: aggregation failed (%s: %s); the global model stays as it was",
-                server_round,
-                type(err).__name__,
-                err,
+                *(server_round, type(err).__name__, err),
             )
             return None, None
         if arrays is not None:
-            if buffers:
-                arrays = ArrayRecord({k: Array(buffers[k]) if k in buffers else v for k, v in arrays.items()})
-            broken = [k for k, v in arrays.items() if not _finite(v)]
-            if broken:
-                log.error(
-                    "round %d: the aggregated model holds non-finite values (%s); the global model stays as it was",
-                    server_round,
-                    ", ".join(broken[:3]),
-                )
+            arrays = self._finished(server_round, arrays, buffers)
+            if arrays is None:
                 return None, None
-            if self._reference is not None:
-                arrays = cast_like(arrays, self._reference)
         if metrics is not None:
             entry.train_metrics = _float_metrics(metrics)
         return arrays, metrics
+
+    def _admit(self, server_round: int, message: Message, entry: RoundLog) -> bool:
+        """Whether a training reply may be aggregated; a failure or rejection is logged with its reason."""
+        name, node_id = site_name(message, self.names), message.metadata.src_node_id
+        if message.has_error():
+            entry.failed.append(Exclusion(name, node_id, message.error.reason or "unknown error"))
+            log.warning(
+                "round %d: hospital %s (node %d) failed to train: %s", server_round, name, node_id, message.error.reason
+            )
+            return False
+        reference = self._reference
+        problem = update_problem(message.content, reference) if reference is not None else None
+        if problem is None and self.reject_unchanged and reference is not None and _unchanged(message, reference):
+            problem = "the update leaves the model unchanged (nothing to clip)"
+        if problem is not None:
+            entry.rejected.append(Exclusion(name, node_id, problem))
+            log.warning(
+                "round %d: rejected update from hospital %s (node %d): %s", server_round, name, node_id, problem
+            )
+            return False
+        reported = next(iter(message.content.metric_records.values()))
+        entry.train.append(SiteReport(name, node_id, _float_metrics(reported)))
+        return True
+
+    def _finished(self, server_round: int, arrays: ArrayRecord, buffers: dict[str, np.ndarray]) -> ArrayRecord | None:
+        """The aggregate with averaged buffers, in the global model's dtypes; ``None`` if it is not finite."""
+        if buffers:
+            arrays = ArrayRecord({k: Array(buffers[k]) if k in buffers else v for k, v in arrays.items()})
+        broken = [k for k, v in arrays.items() if not _finite(v)]
+        if broken:
+            log.error(
+                "round %d: the aggregated model holds non-finite values (%s); the global model stays as it was",
+                *(server_round, ", ".join(broken[:3])),
+            )
+            return None
+        return cast_like(arrays, self._reference) if self._reference is not None else arrays
 
     # -------------------------------------------------------------- evaluation
     def configure_evaluate(

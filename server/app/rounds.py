@@ -7,10 +7,12 @@ strategy.py``), in the same order, with a first round:
 
     configure_train -> send_and_receive -> aggregate_train
     configure_evaluate -> send_and_receive -> aggregate_evaluate
-    evaluate_fn(round, arrays)
+    on_round_end(round, arrays, round log)
 
 so an uninterrupted run and a run resumed from a checkpoint make the same calls with
 the same round numbers (FedAdam's bias correction, for one, depends on the round).
+Where ``Strategy.start`` calls its ``evaluate_fn`` hook, this loop calls the run's
+explicit end-of-round step with the round's log, handed over by the guard.
 """
 
 from __future__ import annotations
@@ -19,38 +21,41 @@ import logging
 import time
 from collections.abc import Callable
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+
+from fedward.server.app.guard import GuardedStrategy
+from fedward.server.app.round_log import RoundLog
 
 log = logging.getLogger(__name__)
 
-EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+RoundEnd = Callable[[int, ArrayRecord, RoundLog], None]
+"""``(round, global model after it, what the hospitals sent)``; round 0 is the initial model."""
 
 
 def run_rounds(
-    strategy: Strategy,
+    strategy: GuardedStrategy,
     grid: Grid,
     arrays: ArrayRecord,
     *,
     first_round: int,
     num_rounds: int,
     timeout: float,
-    evaluate_fn: EvaluateFn,
+    on_round_end: RoundEnd,
     train_config: ConfigRecord | None = None,
     evaluate_config: ConfigRecord | None = None,
 ) -> ArrayRecord:
     """Run rounds ``first_round..num_rounds`` of ``strategy`` starting from ``arrays``.
 
     Args:
-        strategy: any Flower strategy (fedward's guarded, possibly DP-wrapped one).
+        strategy: fedward's guarded (possibly DP-wrapped) strategy.
         grid: the grid to the hospitals' SuperNodes.
         arrays: the global model after round ``first_round - 1``.
         first_round: 1 for a new run, ``k + 1`` to resume after round ``k``. A new run
-            evaluates ``arrays`` as round 0 first, as Flower's ``start`` does.
+            ends round 0 (the initial model) first, as Flower's ``start`` evaluates it.
         num_rounds: the last round; nothing runs when ``first_round > num_rounds``.
         timeout: seconds to wait for the hospitals' replies in each phase.
-        evaluate_fn: server-side evaluation, called after every round with the new global model.
+        on_round_end: called after every round with the new global model and the round's log.
         train_config: config sent with every training instruction.
         evaluate_config: config sent with every evaluation instruction.
 
@@ -61,7 +66,7 @@ def run_rounds(
     evaluate_config = evaluate_config if evaluate_config is not None else ConfigRecord()
     started = time.monotonic()
     if first_round <= 1:
-        evaluate_fn(0, arrays)
+        on_round_end(0, arrays, RoundLog())
     for current in range(max(first_round, 1), num_rounds + 1):
         log.info("[ROUND %d/%d]", current, num_rounds)
         replies = grid.send_and_receive(
@@ -74,6 +79,6 @@ def run_rounds(
             messages=strategy.configure_evaluate(current, arrays, evaluate_config, grid), timeout=timeout
         )
         strategy.aggregate_evaluate(current, replies)
-        evaluate_fn(current, arrays)
+        on_round_end(current, arrays, strategy.take_log(current))
     log.info("rounds %d..%d done in %.1f s", first_round, num_rounds, time.monotonic() - started)
     return arrays

@@ -15,10 +15,10 @@ from torch import nn
 
 from fedward.common.config import RunConfig
 from fedward.common.data.images import ImageDataset, make_dataset
-from fedward.common.data.locate import locate_dataset
-from fedward.common.data.npz import DatasetSchema, read_npz
-from fedward.common.errors import DataError, FedwardError
+from fedward.common.errors import DataError
 from fedward.common.ml.training import evaluate
+from fedward.common.runsetup import find_dataset_file
+from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +31,18 @@ def load_test_split(cfg: RunConfig, schema: DatasetSchema) -> ImageDataset | Non
     Raises:
         DataError: if the file exists but is invalid.
     """
-    try:
-        path = locate_dataset(cfg.data.dataset, cfg.data.image_size, cfg.data.data_dir, download=False)
-    except FedwardError as err:
-        log.info("no test split on the server (%s); server-side evaluation is off", err)
+    dataset = find_dataset_file(cfg, ["test"])
+    if dataset is None:
+        log.info("no test split on the server; server-side evaluation is off")
         return None
-    test = read_npz(path, ["test"])["test"]
+    test = dataset.splits["test"]
     if len(test) == 0:
-        log.info("%s has an empty test split; server-side evaluation is off", path.name)
+        log.info("%s has an empty test split; server-side evaluation is off", dataset.path.name)
         return None
     return make_dataset(test, schema, cfg.data.image_size)
 
 
-class TestEvaluator:
+class ServerTestScorer:
     """Scores a model on the test split and returns ``test-*`` metrics.
 
     Args:

@@ -9,21 +9,13 @@
 * runtime dependency installation disabled and telemetry off;
 * ServerApp run directories written under ``<state>/runs``.
 
-The state folder::
-
-    <state>/state.db            Flower's database: runs and registered SuperNodes
-    <state>/coordinator.json    where this SuperLink listens and how to reach it (for later commands)
-    <state>/hospitals.json      hospital name -> node id and key fingerprint (fedward's registry)
-    <state>/flwr-home/          FLWR_HOME for the flwr CLI (connection "fedward")
-    <state>/runs/               one run directory per run (metrics, models, model card)
-    <state>/logs/superlink.log  the SuperLink's log
+The state folder's layout is :mod:`fedward.server.coordinator.state`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 import stat
@@ -36,80 +28,17 @@ from types import FrameType
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from fedward.common.errors import ConfigError, FedwardError
-from fedward.common.flower.flwr_cli import Connection, FlwrCli
+from fedward.common.errors import ConfigError
 from fedward.common.flower.processes import quiet_environment, stop_group, tool
 from fedward.common.security.certs import FederationCerts
 from fedward.common.security.tls import Address, SuperLinkConnectionError, probe
+from fedward.server.coordinator.state import RUNS_DIR_ENV, STATE_DIR_ENV, CoordinatorError, CoordinatorState
 
 log = logging.getLogger(__name__)
 
-CONNECTION = "fedward"
 DEFAULT_PORT = 9092
-RUNS_DIR_ENV = "FEDWARD_RUNS_DIR"
-STATE_DIR_ENV = "FEDWARD_STATE_DIR"
+"""The SuperLink's port for every API (Fleet, Control, ServerApp runtime)."""
 STARTUP_TIMEOUT_S = 60.0
-
-
-class CoordinatorError(FedwardError):
-    """The coordinator cannot start, or its state folder is not usable."""
-
-
-@dataclass(frozen=True, slots=True)
-class CoordinatorState:
-    """Paths inside a coordinator's state folder."""
-
-    root: Path
-
-    @property
-    def database(self) -> Path:
-        return self.root / "state.db"
-
-    @property
-    def endpoint_file(self) -> Path:
-        return self.root / "coordinator.json"
-
-    @property
-    def hospitals_file(self) -> Path:
-        return self.root / "hospitals.json"
-
-    @property
-    def flwr_home(self) -> Path:
-        return self.root / "flwr-home"
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / "logs" / "superlink.log"
-
-    def create(self) -> None:
-        """Create the folder tree (0700: it holds the hospital registry and all runs)."""
-        for folder in (self.root, self.runs, self.log_file.parent, self.flwr_home):
-            folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
-
-    def connection(self) -> Connection:
-        """How ``flwr`` reaches the SuperLink that last started on this state folder.
-
-        Raises:
-            CoordinatorError: if no SuperLink was ever started here.
-        """
-        try:
-            endpoint = json.loads(self.endpoint_file.read_text(encoding="utf-8"))
-            address, ca = str(endpoint["address"]), endpoint.get("ca")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            raise CoordinatorError(
-                f"{self.endpoint_file} not found: start the coordinator first "
-                f"(fedward server start --state {self.root})"
-            ) from None
-        return Connection(CONNECTION, address, Path(ca) if ca else None, insecure=not ca)
-
-    def flwr(self) -> FlwrCli:
-        """The ``flwr`` CLI bound to this coordinator's SuperLink."""
-        return FlwrCli(self.flwr_home, self.connection())
 
 
 @dataclass(frozen=True, slots=True)

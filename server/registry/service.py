@@ -47,7 +47,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from fedward.common.errors import ConfigError, FedwardError
 from fedward.common.rundir.index import RunEntry, RunNotFoundError, RunStore
-from fedward.common.rundir.manifest import MANIFEST_FILE, read_manifest
+from fedward.common.rundir.layout import MANIFEST_FILE
+from fedward.common.rundir.manifest import read_manifest
 from fedward.common.security.certs import FederationCerts
 from fedward.server.registry.tokens import HEX_SHA256, REGISTRY_DIR, TokenError, TokenStore
 

@@ -37,7 +37,7 @@ from fixtures.deploy_tools import (
 )
 
 from fedward.cli.main import app
-from fedward.server.coordinator.superlink import CoordinatorState
+from fedward.server.coordinator.state import CoordinatorState
 
 INTEGRATION_TESTS = [ROOT / "tests" / "integration" / name for name in ("test_deployment.py", "test_registry_tls.py")]
 SERVICES = {("server", "start"), ("client", "start"), ("registry", "serve")}

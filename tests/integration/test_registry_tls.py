@@ -28,7 +28,7 @@ from fixtures.deadlines import deadline
 from fixtures.registry import RUN_ID, flip_byte, write_run
 
 from fedward.common.flower.processes import free_port
-from fedward.common.rundir.manifest import sha256_of
+from fedward.common.fileio import sha256_of
 from fedward.server.registry.tokens import TokenStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(deadline(300))]

@@ -23,6 +23,8 @@ from fixtures.weights import weights_digest
 pytestmark = pytest.mark.slow
 
 VOLATILE = ("time", "elapsed-s", "train-seconds", "eval-seconds")
+REFERENCE = Path(__file__).parent / "reference" / "simulation_3x2.json"
+"""Per-round metrics of the first run below, recorded before the restructure into rooms."""
 
 
 SETTINGS = ["--hospitals", "3", "--partition", "dirichlet", "--alpha", "1.0", "--seed", "0"]
@@ -91,6 +93,7 @@ def test_run_directory_is_complete(two_runs: tuple[Path, Path]) -> None:
     run_dir = two_runs[0]
     for name in (
         "config.toml",
+        "run.json",
         "partitions.json",
         "status.json",
         "model_card.json",
@@ -136,6 +139,29 @@ def test_the_global_model_beats_round_zero(two_runs: tuple[Path, Path]) -> None:
 def test_same_seed_same_per_round_metrics(two_runs: tuple[Path, Path]) -> None:
     """Same seed, same metrics in every round, even across a SIGKILL and a resume."""
     assert server_rows(two_runs[0]) == server_rows(two_runs[1])
+
+
+def test_per_round_metrics_equal_the_recorded_reference(two_runs: tuple[Path, Path]) -> None:
+    """The same settings give the metrics recorded before the code was reorganised into rooms.
+
+    On the machine kind and PyTorch build it was recorded with, every value is identical; where
+    PyTorch picks other CPU kernels (another instruction set), floating-point sums may differ in
+    the last bits and values are compared to 1e-6. Counts are always exact.
+    """
+    import torch
+
+    reference = json.loads(REFERENCE.read_text())
+    recorded = reference["recorded-with"]
+    same_kernels = (torch.__version__, torch.backends.cpu.get_cpu_capability()) == (
+        recorded["torch"],
+        recorded["cpu-capability"],
+    )
+    rows = server_rows(two_runs[0])
+    assert [sorted(r) for r in rows] == [sorted(r) for r in reference["rows"]], "the same metrics every round"
+    if same_kernels:
+        assert rows == reference["rows"]
+    else:
+        assert rows == pytest.approx(reference["rows"], rel=1e-6, abs=1e-6)
 
 
 def test_sigkill_and_resume_ends_with_the_identical_model(two_runs: tuple[Path, Path]) -> None:

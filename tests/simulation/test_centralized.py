@@ -25,7 +25,7 @@ def test_centralized_run_directory(tmp_path: Path) -> None:
             "run": {"output-dir": str(tmp_path / "runs")},
         }
     )
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, mode="centralized")
     seen: list[int] = []
     recorder = run_centralized(prepared, lambda status: seen.append(status["round"]))
     assert seen == [0, 1, 2]
@@ -66,10 +66,10 @@ def test_other_tasks_train_end_to_end(tmp_path: Path, kind: str) -> None:
             "run": {"output-dir": str(tmp_path / "runs")},
         }
     )
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, mode="centralized")
     recorder = run_centralized(prepared)
     rows = recorder.server_rows
     expected = Task.MULTICLASS if kind == "multiclass-rgb" else Task.MULTILABEL
-    assert prepared.cfg.data.task is expected and prepared.cfg.data.channels == 3
+    assert prepared.spec.schema.task is expected and prepared.spec.schema.channels == 3
     assert rows[-1]["test-auc"] > 0.8
     assert {"test-accuracy", "test-sensitivity", "test-specificity", "test-f1", "test-loss"} <= set(rows[-1])

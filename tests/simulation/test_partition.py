@@ -10,7 +10,7 @@ from rich.console import Console
 
 from fedward.common.choices import Partition
 from fedward.common.config import FederationConfig
-from fedward.common.data.hospital import PartitionPlan
+from fedward.common.data.plan import PartitionPlan
 from fedward.common.errors import ConfigError
 from fedward.simulation.partition import (
     HospitalSummary,
@@ -210,7 +210,7 @@ def test_make_plan_val_splits(real_plan: PartitionPlan, real_labels: np.ndarray,
             count = int((local == cls).sum())
             if count >= 2:
                 assert (held == cls).sum() == min(max(round(0.1 * count), 1), count - 1)
-    real_plan.write(tmp_path / "partitions.json")
+    (tmp_path / "partitions.json").write_text(real_plan.to_json())
     again = PartitionPlan.read(tmp_path / "partitions.json")
     assert all(np.array_equal(a.val, b.val) for a, b in zip(again.hospitals, real_plan.hospitals, strict=True))
 

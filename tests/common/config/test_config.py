@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from fedward.common.choices import ModelName, Partition, StrategyName, Task
-from fedward.common.config import RunConfig
-from fedward.common.data.npz import DatasetSchema
+from fedward.common.config import RunConfig, RunSpec
 from fedward.common.errors import ConfigError
+from fedward.common.schema import DatasetSchema
 
 
 def test_defaults_are_valid_and_round_trip_through_flower_run_config() -> None:
@@ -21,12 +21,13 @@ def test_defaults_are_valid_and_round_trip_through_flower_run_config() -> None:
 
 
 def test_resolved_schema_and_paths_survive_the_round_trip(tmp_path: Path) -> None:
-    cfg = RunConfig.from_mapping({"data": {"data-dir": str(tmp_path)}, "run": {"dir": str(tmp_path / "run")}})
-    cfg = cfg.replace(data=cfg.data.with_schema(DatasetSchema(Task.BINARY, ("normal", "a, b"), 1)))
-    again = RunConfig.from_flower(cfg.to_flower())
-    assert again == cfg
-    assert again.data.classes == ("normal", "a, b")
-    assert again.data.schema().num_outputs == 2
+    cfg = RunConfig.from_mapping({"data": {"data-dir": str(tmp_path)}})
+    spec = RunSpec(cfg, DatasetSchema(Task.BINARY, ("normal", "a, b"), 1), run_dir=tmp_path / "run", resume=True)
+    again = RunSpec.from_flower(spec.to_flower())
+    assert again == spec
+    assert again.schema.classes == ("normal", "a, b")
+    assert again.schema.num_outputs == 2
+    assert not any(key.startswith("resolved.") for key in cfg.to_flower()), "found values stay out of the config"
 
 
 def test_toml_file_then_overrides(tmp_path: Path) -> None:
@@ -96,8 +97,14 @@ def test_model_fits_larger_images() -> None:
 
 
 def test_unresolved_schema_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"data\.task"):
-        RunConfig().data.schema()
+    with pytest.raises(ConfigError, match=r"resolved\.\* values"):
+        RunSpec.from_flower(RunConfig().to_flower())
+    with pytest.raises(ConfigError, match="unknown config section"):
+        RunConfig.from_mapping({"resolved.task": "binary"})  # users cannot set found values
+    with pytest.raises(ConfigError, match=r"declare data\.task, data\.classes and data\.channels together"):
+        RunConfig.from_mapping({"data": {"classes": ["a", "b"]}})
+    declared = RunConfig.from_mapping({"data": {"task": "binary", "classes": ["a", "b"], "channels": 1}})
+    assert declared.data.declared_schema() == DatasetSchema(Task.BINARY, ("a", "b"), 1)
 
 
 def test_bad_toml_file_is_a_config_error(tmp_path: Path) -> None:

@@ -13,14 +13,8 @@ from fedward.common.errors import ConfigError
 from fedward.common.security.certs import FederationCerts, init_federation
 from fedward.common.security.tls import Address
 from fedward.server.coordinator import superlink as coordinator
-from fedward.server.coordinator.superlink import (
-    CONNECTION,
-    CoordinatorError,
-    CoordinatorState,
-    SuperLinkSettings,
-    check_certificates,
-    superlink_command,
-)
+from fedward.server.coordinator.state import CONNECTION, CoordinatorError, CoordinatorState
+from fedward.server.coordinator.superlink import SuperLinkSettings, check_certificates, superlink_command
 
 
 @pytest.fixture(autouse=True)

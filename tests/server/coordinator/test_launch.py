@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from fixtures.synthetic import write_npz
 
+from fedward.common import runsetup
 from fedward.common.choices import Task
-from fedward.common.config import RunConfig
+from fedward.common.config import RunConfig, RunSpec
 from fedward.common.errors import ConfigError
 from fedward.common.flower.bundle import read_bundle_config
-from fedward.server.coordinator import launch
-from fedward.server.coordinator.launch import deployment_config, find_run_dir, resolve_schema, run_rows, start_run
+from fedward.common.runsetup import ResolvedRun, Setting, resolve_run
+from fedward.common.schema import DatasetSchema
+from fedward.server.coordinator.launch import find_run_dir, run_rows, start_run
 
 
 @pytest.fixture(autouse=True)
@@ -48,58 +50,62 @@ class FakeFlwr:
 
 
 # ---------------------------------------------------------------------- schema
+def coordinator_run(cfg: RunConfig) -> ResolvedRun:
+    return resolve_run(cfg, Setting.COORDINATOR)
+
+
 def test_default_dataset_resolves_from_the_catalog_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_file(*args: object, **kwargs: object) -> Path:
         raise AssertionError("the catalog must be enough")
 
-    monkeypatch.setattr(launch, "locate_dataset", no_file)
+    monkeypatch.setattr(runsetup, "locate_dataset", no_file)
     cfg = RunConfig()
-    assert not cfg.data.resolved
-    resolved = resolve_schema(cfg)
-    assert resolved.data.resolved
-    assert resolved.data.task is Task.BINARY
-    assert resolved.data.classes == ("normal", "pneumonia")
-    assert resolved.data.channels == 1
-    assert resolved.data.dataset == "pneumoniamnist"
-    assert resolved.train == cfg.train
-    assert resolve_schema(resolved) is resolved  # already resolved: returned as is
+    assert cfg.data.declared_schema() is None
+    resolved = coordinator_run(cfg)
+    assert resolved.schema == DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)
+    assert resolved.cfg.data.dataset == "pneumoniamnist"
+    assert resolved.cfg.train == cfg.train
+    assert resolved.cfg.data.declared_schema() is None  # found values never go back into the config
 
 
 def test_rgb_catalog_dataset() -> None:
-    cfg = resolve_schema(RunConfig.from_mapping({"data": {"dataset": "DermaMNIST"}}))
-    assert cfg.data.task is Task.MULTICLASS
-    assert cfg.data.channels == 3
-    assert len(cfg.data.classes) == 7
+    schema = coordinator_run(RunConfig.from_mapping({"data": {"dataset": "DermaMNIST"}})).schema
+    assert schema.task is Task.MULTICLASS
+    assert schema.channels == 3
+    assert len(schema.classes) == 7
 
 
 def test_schema_given_in_the_config_is_kept() -> None:
     cfg = RunConfig.from_mapping(
         {"data": {"dataset": "private-xrays", "task": "multiclass", "classes": ["a", "b", "c"], "channels": 1}}
     )
-    assert resolve_schema(cfg) is cfg
+    assert coordinator_run(cfg).schema == DatasetSchema(Task.MULTICLASS, ("a", "b", "c"), 1)
 
 
 def test_unknown_dataset_without_a_file(tmp_path: Path) -> None:
     cfg = RunConfig.from_mapping({"data": {"dataset": "foo"}})
-    with pytest.raises(ConfigError, match="'foo' is not a MedMNIST dataset") as info:
-        resolve_schema(cfg)
+    with pytest.raises(ConfigError, match="'foo' is neither on this machine nor a MedMNIST dataset") as info:
+        coordinator_run(cfg)
     assert "data.classes" in str(info.value)
     cfg = RunConfig.from_mapping({"data": {"dataset": "foo", "data-dir": str(tmp_path / "missing")}})
-    with pytest.raises(ConfigError, match="not a MedMNIST dataset"):
-        resolve_schema(cfg)
+    with pytest.raises(ConfigError, match="nor a MedMNIST dataset"):
+        coordinator_run(cfg)
 
 
 def test_unknown_dataset_with_its_file_here(tmp_path: Path) -> None:
     write_npz(tmp_path / "data" / "tinymnist.npz", sizes=(10, 4, 6))
     cfg = RunConfig.from_mapping({"data": {"dataset": "tinymnist", "data-dir": str(tmp_path / "data")}})
-    resolved = resolve_schema(cfg)
-    assert resolved.data.task is Task.BINARY
-    assert resolved.data.classes == ("0", "1")
-    assert resolved.data.channels == 1
+    assert coordinator_run(cfg).schema == DatasetSchema(Task.BINARY, ("0", "1"), 1)
 
 
-# ---------------------------------------------------------------------- deployment config
-def test_deployment_config_drops_hospital_dirs(tmp_path: Path) -> None:
+def test_a_declaration_that_contradicts_the_data_is_refused() -> None:
+    cfg = RunConfig.from_mapping({"data": {"task": "multiclass", "classes": ["a", "b", "c"], "channels": 1}})
+    with pytest.raises(ConfigError, match="do not match pneumoniamnist"):
+        coordinator_run(cfg)
+
+
+# ---------------------------------------------------------------------- what a coordinator run ships
+def test_a_coordinator_run_drops_hospital_dirs(tmp_path: Path) -> None:
     cfg = RunConfig.from_mapping(
         {
             "data": {"hospital-dirs": [str(tmp_path / "a"), str(tmp_path / "b")]},
@@ -107,22 +113,22 @@ def test_deployment_config_drops_hospital_dirs(tmp_path: Path) -> None:
         }
     )
     assert len(cfg.data.hospital_dirs) == 2
-    shipped = deployment_config(cfg)
-    assert shipped.data.hospital_dirs == ()
-    assert shipped.data.resolved
-    assert shipped.federation == cfg.federation
-    assert shipped.model == cfg.model
+    shipped = coordinator_run(cfg)
+    assert shipped.cfg.data.hospital_dirs == ()
+    assert shipped.schema.num_outputs == 2
+    assert shipped.cfg.federation == cfg.federation
+    assert shipped.cfg.model == cfg.model
 
 
-def test_deployment_config_refuses_init_weights(tmp_path: Path) -> None:
+def test_a_coordinator_run_refuses_init_weights(tmp_path: Path) -> None:
     cfg = RunConfig.from_mapping({"model": {"init-weights": str(tmp_path / "w.safetensors")}})
     with pytest.raises(ConfigError, match="init-weights"):
-        deployment_config(cfg)
+        coordinator_run(cfg)
 
 
-def test_deployment_config_propagates_schema_errors() -> None:
-    with pytest.raises(ConfigError, match="not a MedMNIST dataset"):
-        deployment_config(RunConfig.from_mapping({"data": {"dataset": "foo"}}))
+def test_a_coordinator_run_propagates_schema_errors() -> None:
+    with pytest.raises(ConfigError, match="nor a MedMNIST dataset"):
+        coordinator_run(RunConfig.from_mapping({"data": {"dataset": "foo"}}))
 
 
 # ---------------------------------------------------------------------- start_run
@@ -145,11 +151,11 @@ def test_start_run_submits_a_config_only_bundle(tmp_path: Path) -> None:
     assert flwr.pyproject["project"]["dependencies"] == []
     assert flwr.config["federation.rounds"] == 3
     assert flwr.config["data.dataset"] == "pneumoniamnist"
-    assert flwr.config["data.task"] == "binary"
-    assert flwr.config["data.channels"] == 1
+    assert flwr.config["resolved.task"] == "binary"
+    assert flwr.config["resolved.channels"] == 1
     assert flwr.config["data.hospital-dirs"] == "[]"
     assert str(tmp_path) not in str(flwr.config)
-    assert RunConfig.from_flower(flwr.config).data.classes == ("normal", "pneumonia")
+    assert RunSpec.from_flower(flwr.config).schema.classes == ("normal", "pneumonia")
     assert not flwr.app_dirs[0].exists()  # the temporary bundle is removed
 
 

@@ -9,15 +9,10 @@ import pytest
 from fixtures.synthetic import write_npz
 
 from fedward.common.choices import Task
-from fedward.common.data.hospital import (
-    HospitalSplit,
-    PartitionPlan,
-    holdout_split,
-    hospital_from_folder,
-    hospital_from_plan,
-)
-from fedward.common.data.npz import DatasetSchema
+from fedward.common.data.hospital import holdout_split, hospital_from_folder, hospital_from_plan
+from fedward.common.data.plan import HospitalSplit, PartitionPlan
 from fedward.common.errors import DataError
+from fedward.common.schema import DatasetSchema
 
 BINARY = DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)
 
@@ -52,7 +47,7 @@ def test_plan_round_trip_and_hospital_loading(tmp_path: Path) -> None:
             HospitalSplit("hospital-1", np.arange(66, 120), np.arange(0)),
         ),
     )
-    plan.write(tmp_path / "partitions.json")
+    (tmp_path / "partitions.json").write_text(plan.to_json())
     again = PartitionPlan.read(tmp_path / "partitions.json")
     assert again.hospitals[0].name == "hospital-0"
     assert np.array_equal(again.hospitals[1].train, np.arange(66, 120))

@@ -24,8 +24,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam
 
-from fedward.common.config import RunConfig
+from fedward.common.choices import Task
+from fedward.common.config import RunConfig, RunSpec
 from fedward.common.errors import ConfigError
+from fedward.common.fileio import sha256_of
 from fedward.common.rundir.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
@@ -33,12 +35,11 @@ from fedward.common.rundir.checkpoint import (
     capture_rng,
     load_checkpoint,
     restore_rng,
-    restore_strategy_state,
     save_checkpoint,
-    strategy_state,
 )
 from fedward.common.rundir.lock import RunBusyError, RunLock
-from fedward.common.rundir.manifest import read_manifest, sha256_of
+from fedward.common.rundir.manifest import read_manifest
+from fedward.common.schema import DatasetSchema
 from fedward.common.version import fedward_version
 from fedward.common.wire import (
     NUM_EXAMPLES,
@@ -49,7 +50,8 @@ from fedward.common.wire import (
     TRAIN_EXAMPLES,
     VAL_EXAMPLES,
 )
-from fedward.server.app.serverapp import coordinator_overrides, run_federation
+from fedward.server.app.serverapp import place_run, run_federation
+from fedward.server.app.strategy_state import restore_strategy_state, strategy_state
 
 HOSPITALS = {11: "alpha", 22: "bravo", 33: "charlie"}
 
@@ -118,17 +120,19 @@ class ScriptedGrid(Grid):
         return Message(RecordDict({"metrics": metrics, SITE: ConfigRecord({SITE_NAME: name})}), reply_to=message)
 
 
-def make_config(out: Path, **sections: dict[str, Any]) -> RunConfig:
+def make_config(out: Path, **sections: dict[str, Any]) -> RunSpec:
     raw: dict[str, dict[str, Any]] = {
-        "data": {"dataset": "pneumoniamnist", "data-dir": str(out / "no-data"), "task": "binary"},
+        "data": {"dataset": "pneumoniamnist", "data-dir": str(out / "no-data")},
         "federation": {"hospitals": 3, "rounds": 4, "round-timeout": 30.0},
         "run": {"seed": 7, "output-dir": str(out)},
     }
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
-    cfg = RunConfig.from_mapping(raw)
-    data = dataclasses.replace(cfg.data, classes=("normal", "pneumonia"), channels=1)
-    return cfg.replace(data=data)
+    return RunSpec(RunConfig.from_mapping(raw), DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1))
+
+
+def resumed_spec(spec: RunSpec, run_dir: Path) -> RunSpec:
+    return dataclasses.replace(spec, run_dir=run_dir, resume=True)
 
 
 def run_dir_of(out: Path) -> Path:
@@ -164,7 +168,7 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path: Path
     random.seed(12345)
     np.random.seed(54321)
     resumed_grid = ScriptedGrid()
-    resumed = crashed.replace(run=dataclasses.replace(crashed.run, dir=run_dir, resume=True))
+    resumed = resumed_spec(crashed, run_dir)
     run_federation(resumed_grid, resumed)
 
     assert sorted({r for r, _ in resumed_grid.trained}) == [3, 4], "rounds 1-2 are not trained again"
@@ -203,7 +207,7 @@ def test_a_crash_between_metrics_and_checkpoint_leaves_no_duplicate_round(tmp_pa
     with open(run_dir / "metrics" / "server.jsonl", "a") as handle:
         handle.write(json.dumps({"round": 3, "val-auc": 0.99}) + "\n" + '{"round": 4, "val-a')
     (run_dir / "models" / "round-003.safetensors").write_bytes(b"partial")
-    resumed = cfg.replace(run=dataclasses.replace(cfg.run, dir=run_dir, resume=True))
+    resumed = resumed_spec(cfg, run_dir)
     run_federation(ScriptedGrid(), resumed)
     rounds = [json.loads(line)["round"] for line in (run_dir / "metrics" / "server.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2, 3, 4]
@@ -215,7 +219,7 @@ def test_a_run_directory_in_use_is_not_resumed(tmp_path: Path) -> None:
     with pytest.raises(CrashError):
         run_federation(ScriptedGrid(crash_in=2), cfg)
     run_dir = run_dir_of(tmp_path)
-    resumed = cfg.replace(run=dataclasses.replace(cfg.run, dir=run_dir, resume=True))
+    resumed = resumed_spec(cfg, run_dir)
     with RunLock(run_dir), pytest.raises(RunBusyError, match="in use by a running ServerApp"):
         run_federation(ScriptedGrid(), resumed)  # e.g. a second resume while the first still runs
     assert load_checkpoint(run_dir).server_round == 1, "nothing was written by the refused ServerApp"
@@ -271,8 +275,12 @@ def test_a_coordinator_resumes_only_its_own_run_directories(tmp_path: Path, monk
     (runs / "20260101-000000-x-1").mkdir(parents=True)
     monkeypatch.setenv("FEDWARD_RUNS_DIR", str(runs))
     cfg = make_config(tmp_path)
-    inside = cfg.replace(run=dataclasses.replace(cfg.run, dir=runs / "20260101-000000-x-1", resume=True))
-    assert coordinator_overrides(inside).run.dir == runs / "20260101-000000-x-1"
-    outside = cfg.replace(run=dataclasses.replace(cfg.run, dir=tmp_path / "elsewhere", resume=True))
+    inside = resumed_spec(cfg, runs / "20260101-000000-x-1")
+    assert place_run(inside, 5) == (inside, False)
+    outside = resumed_spec(cfg, tmp_path / "elsewhere")
     with pytest.raises(ConfigError, match="not a run directory of this coordinator"):
-        coordinator_overrides(outside)
+        place_run(outside, 5)
+    new, created = place_run(cfg, 5)  # a new run goes into the coordinator's runs folder, named with its run id
+    assert (
+        created and new.run_dir is not None and new.run_dir.parent == runs.resolve() and new.run_dir.name.endswith("-5")
+    )

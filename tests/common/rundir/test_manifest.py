@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fedward.common.rundir.manifest import MANIFEST_FILE, manifest_document, read_manifest, sha256_of
+from fedward.common.fileio import sha256_of
+from fedward.common.rundir.layout import MANIFEST_FILE
+from fedward.common.rundir.manifest import read_manifest, write_manifest
 
 
 def test_round_trip_and_hash(tmp_path: Path) -> None:
@@ -16,7 +18,7 @@ def test_round_trip_and_hash(tmp_path: Path) -> None:
     weights.write_bytes(b"x" * 3_000_000)  # more than one read block
     assert sha256_of(weights) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
     entry = {"round": 1, "sha256": sha256_of(weights), "bytes": 3_000_000}
-    (tmp_path / MANIFEST_FILE).write_text(manifest_document({"round-001.safetensors": entry}))
+    write_manifest(tmp_path, {"round-001.safetensors": entry})
     assert read_manifest(tmp_path) == {"round-001.safetensors": entry}
 
 

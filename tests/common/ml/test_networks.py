@@ -1,4 +1,4 @@
-"""Model registry: every network gives (B, K) logits; sizes and weights are checked."""
+"""Networks by name: every network gives (B, K) logits; sizes and weights are checked."""
 
 from __future__ import annotations
 
@@ -9,22 +9,17 @@ import torch
 from safetensors.torch import save_file
 
 from fedward.common.choices import ModelName
+from fedward.common.config.checks import check_image_size
 from fedward.common.errors import ConfigError, ModelError
-from fedward.common.ml.networks import (
-    REGISTRY,
-    build_model,
-    check_image_size,
-    load_initial_weights,
-    read_state_dict,
-)
+from fedward.common.ml.networks import NETWORKS, build_network, load_initial_weights, read_state_dict
 
 
 @pytest.mark.parametrize("name", list(ModelName))
 @pytest.mark.parametrize(("channels", "outputs"), [(1, 2), (3, 5)])
 def test_output_shape_at_min_and_64px(name: ModelName, channels: int, outputs: int) -> None:
     torch.manual_seed(0)
-    model = build_model(name, channels, outputs).eval()
-    for size in sorted({REGISTRY[name].min_image_size, 64}):
+    model = build_network(name, channels, outputs).eval()
+    for size in sorted({NETWORKS[name].min_image_size, 64}):
         with torch.no_grad():
             logits = model(torch.rand(2, channels, size, size))
         assert logits.shape == (2, outputs)
@@ -33,44 +28,44 @@ def test_output_shape_at_min_and_64px(name: ModelName, channels: int, outputs: i
 
 @pytest.mark.parametrize("name", [ModelName.SMALL_CNN, ModelName.RESNET18])
 def test_cpu_models_take_28px(name: ModelName) -> None:
-    model = build_model(name, 1, 2).train()
+    model = build_network(name, 1, 2).train()
     assert model(torch.rand(4, 1, 28, 28)).shape == (4, 2)
 
 
 @pytest.mark.parametrize("name", [ModelName.DENSENET121, ModelName.EFFICIENTNET_B0])
 def test_models_refuse_too_small_images_at_config_time(name: ModelName) -> None:
-    with pytest.raises(ConfigError, match=f"at least {REGISTRY[name].min_image_size} px"):
+    with pytest.raises(ConfigError, match=f"at least {NETWORKS[name].min_image_size} px"):
         check_image_size(name, 28)
     check_image_size(name, 64)
 
 
 def test_bad_channels_or_outputs() -> None:
     with pytest.raises(ModelError):
-        build_model(ModelName.SMALL_CNN, 2, 2)
+        build_network(ModelName.SMALL_CNN, 2, 2)
     with pytest.raises(ModelError):
-        build_model(ModelName.SMALL_CNN, 1, 0)
+        build_network(ModelName.SMALL_CNN, 1, 0)
 
 
 def test_same_seed_same_initial_weights() -> None:
     torch.manual_seed(3)
-    a = build_model(ModelName.SMALL_CNN, 1, 2).state_dict()
+    a = build_network(ModelName.SMALL_CNN, 1, 2).state_dict()
     torch.manual_seed(3)
-    b = build_model(ModelName.SMALL_CNN, 1, 2).state_dict()
+    b = build_network(ModelName.SMALL_CNN, 1, 2).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_transfer_learning_keeps_fitting_layers_and_skips_the_head(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    source = build_model(ModelName.SMALL_CNN, 1, 10)
+    source = build_network(ModelName.SMALL_CNN, 1, 10)
     path = tmp_path / "pretrained.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
-    target = build_model(ModelName.SMALL_CNN, 1, 2)
+    target = build_network(ModelName.SMALL_CNN, 1, 2)
     report = load_initial_weights(target, path)
     assert "classifier.1.weight" in report.skipped
     assert torch.equal(target.state_dict()["features.0.conv.weight"], source.state_dict()["features.0.conv.weight"])
     pt = tmp_path / "pretrained.pt"
     torch.save({"state_dict": source.state_dict()}, pt)
-    assert load_initial_weights(build_model(ModelName.SMALL_CNN, 1, 2), pt).loaded == report.loaded
+    assert load_initial_weights(build_network(ModelName.SMALL_CNN, 1, 2), pt).loaded == report.loaded
 
 
 def test_unusable_weight_files(tmp_path: Path) -> None:
@@ -83,4 +78,4 @@ def test_unusable_weight_files(tmp_path: Path) -> None:
     other = tmp_path / "other.safetensors"
     save_file({"unrelated": torch.zeros(3)}, str(other))
     with pytest.raises(ModelError, match="no tensor"):
-        load_initial_weights(build_model(ModelName.SMALL_CNN, 1, 2), other)
+        load_initial_weights(build_network(ModelName.SMALL_CNN, 1, 2), other)

@@ -11,7 +11,7 @@ import torch
 from fixtures.model_dirs import CLASSES, flip_byte, pull_like, write_run
 from fixtures.synthetic import write_npz
 
-from fedward.client.evaluator.model_dir import build_network, load_model, open_model_dir
+from fedward.client.evaluator.model_dir import load_model, open_model_dir, trained_network
 from fedward.common.choices import Task
 from fedward.common.data.images import make_dataset
 from fedward.common.data.npz import read_npz
@@ -46,8 +46,8 @@ def test_round_option_picks_that_rounds_weights(run_dir: Path) -> None:
     opened = open_model_dir(run_dir, round=2)
     assert opened.weights.name == "round-002.safetensors" and opened.round == 2
     assert opened.verified_against[0] == "models/manifest.json"
-    best = build_network(open_model_dir(run_dir)).state_dict()
-    second = build_network(opened).state_dict()
+    best = trained_network(open_model_dir(run_dir)).state_dict()
+    second = trained_network(opened).state_dict()
     assert any(not torch.equal(best[k], second[k]) for k in best)
     with pytest.raises(ModelError, match=r"round-007\.safetensors.*rounds: 0, 1, 2"):
         open_model_dir(run_dir, round=7)
@@ -96,8 +96,8 @@ def test_missing_files_give_errors_naming_them(run_dir: Path, tmp_path: Path) ->
 
 
 def test_weights_that_do_not_fit_the_config_are_a_model_error(run_dir: Path) -> None:
-    config = run_dir / "config.toml"
-    config.write_text(config.read_text().replace("channels = 1", "channels = 3"))
+    info = run_dir / "run.json"
+    info.write_text(info.read_text().replace('"channels": 1', '"channels": 3'))
     with pytest.raises(ModelError, match=r"best\.safetensors does not fit smallcnn with 3 channel"):
         load_model(run_dir)
 
@@ -108,7 +108,7 @@ def test_probabilities_match_the_training_evaluation_path(run_dir: Path, tmp_pat
     split = read_npz(write_npz(tmp_path / "tiny.npz"), ["test"])["test"]
     dataset = make_dataset(split, loaded.model_dir.schema, 28)
     ours = loaded.probabilities(dataset.images, batch_size=7)
-    theirs, _ = predict(build_network(loaded.model_dir), dataset, torch.device("cpu"))
+    theirs, _ = predict(trained_network(loaded.model_dir), dataset, torch.device("cpu"))
     assert ours.dtype == np.float32 and ours.shape == (40, 2)
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
     np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-6)

@@ -11,7 +11,7 @@ from fedward.common.choices import ModelName, Task
 from fedward.common.config import RunConfig, TrainConfig
 from fedward.common.data.images import ImageDataset, to_model_size
 from fedward.common.errors import DataError
-from fedward.common.ml.networks import build_model
+from fedward.common.ml.networks import build_network
 from fedward.common.ml.training import LocalTraining, class_weights, evaluate, learning_rate, train_epochs
 
 CPU = torch.device("cpu")
@@ -24,7 +24,7 @@ def dataset(n: int, seed: int) -> ImageDataset:
 
 def fresh_model(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(ModelName.SMALL_CNN, 1, 2)
+    return build_network(ModelName.SMALL_CNN, 1, 2)
 
 
 def test_training_learns_a_separable_task() -> None:

@@ -14,11 +14,13 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from fedward.client.hospital.clientapp import HospitalError
 from fedward.client.hospital.clientapp import app as client_app
 from fedward.common.choices import ModelName, Task
-from fedward.common.config import RunConfig
-from fedward.common.data.npz import DatasetSchema
+from fedward.common.config import RunConfig, RunSpec
 from fedward.common.ml.accounting import RecordLevelGaussian
-from fedward.common.ml.networks import build_model
+from fedward.common.ml.networks import build_network
+from fedward.common.schema import DatasetSchema
 from fedward.common.wire import model_to_arrays
+
+SCHEMA = DatasetSchema(Task.BINARY, ("a", "b"), 1)
 
 
 @pytest.fixture
@@ -27,19 +29,18 @@ def hospital(tmp_path: Path) -> tuple[RunConfig, Context]:
     base = RunConfig.from_mapping(
         {"data": {"dataset": "tinymnist"}, "federation": {"rounds": 2}, "train": {"local-epochs": 1}}
     )
-    cfg = base.replace(data=base.data.with_schema(DatasetSchema(Task.BINARY, ("a", "b"), 1)))
     context = Context(
         run_id=1,
         node_id=7,
         node_config={"data-dir": str(tmp_path / "st-olav")},
         state=RecordDict(),
-        run_config=cfg.to_flower(),
+        run_config=RunSpec(base, SCHEMA).to_flower(),
     )
-    return cfg, context
+    return base, context
 
 
 def global_model_message(message_type: str, server_round: int = 1) -> Message:
-    model = build_model(ModelName.SMALL_CNN, 1, 2)
+    model = build_network(ModelName.SMALL_CNN, 1, 2)
     content = RecordDict({"arrays": model_to_arrays(model), "config": ConfigRecord({"server-round": server_round})})
     return Message(content=content, dst_node_id=7, message_type=message_type)
 
@@ -51,7 +52,7 @@ def assert_only_weights_and_numbers(reply: Message) -> None:
     for record in content.config_records.values():
         assert set(record) <= SITE_KEYS
         assert all(isinstance(v, str) and "/" not in v for v in record.values()), "no paths leave the hospital"
-    model_keys = set(build_model(ModelName.SMALL_CNN, 1, 2).state_dict())
+    model_keys = set(build_network(ModelName.SMALL_CNN, 1, 2).state_dict())
     for record in content.array_records.values():
         assert set(record) == model_keys, "only model weights leave the hospital"
 
@@ -112,16 +113,14 @@ def test_a_coordinator_on_another_version_is_reported_at_the_hospital(
 def private_context(context: Context, cfg: RunConfig, **privacy: object) -> Context:
     mapping = cfg.to_mapping()
     mapping["privacy"] = dict(privacy)
-    private = RunConfig.from_mapping(mapping)
-    return Context(
-        run_id=1, node_id=7, node_config=context.node_config, state=RecordDict(), run_config=private.to_flower()
-    )
+    private = RunSpec(RunConfig.from_mapping(mapping), SCHEMA).to_flower()
+    return Context(run_id=2, node_id=7, node_config=context.node_config, state=RecordDict(), run_config=private)
 
 
 def test_dpsgd_reports_the_hospitals_epsilon(hospital: tuple[RunConfig, Context]) -> None:
     cfg, context = hospital
     context = private_context(context, cfg, **{"dpsgd": True, "dpsgd-noise-multiplier": 1.0, "dpsgd-delta": 1e-3})
-    model = build_model(ModelName.SMALL_CNN, 1, 2, private=True)
+    model = build_network(ModelName.SMALL_CNN, 1, 2, private=True)
     content = RecordDict({"arrays": model_to_arrays(model), "config": ConfigRecord({"server-round": 2})})
     reply = client_app(Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN), context)
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
@@ -135,7 +134,7 @@ def test_dpsgd_reports_the_hospitals_epsilon(hospital: tuple[RunConfig, Context]
 def test_dpsgd_refuses_a_delta_that_could_release_an_image(hospital: tuple[RunConfig, Context]) -> None:
     cfg, context = hospital
     context = private_context(context, cfg, **{"dpsgd": True, "dpsgd-noise-multiplier": 1.0, "dpsgd-delta": 0.1})
-    model = build_model(ModelName.SMALL_CNN, 1, 2, private=True)
+    model = build_network(ModelName.SMALL_CNN, 1, 2, private=True)
     content = RecordDict({"arrays": model_to_arrays(model), "config": ConfigRecord({"server-round": 1})})
     with pytest.raises(HospitalError, match="dpsgd-delta"):
         client_app(Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN), context)

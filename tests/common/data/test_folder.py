@@ -16,8 +16,8 @@ from fedward.common.choices import FrameMode, Task
 from fedward.common.data.dicom import Reason
 from fedward.common.data.folder import scan_folder
 from fedward.common.data.load import load_hospital_folder, load_image_folder
-from fedward.common.data.npz import DatasetSchema
 from fedward.common.errors import DataError
+from fedward.common.schema import DatasetSchema
 
 BINARY = DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)
 

@@ -10,10 +10,15 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from fedward.client.hospital.clipping import client_clipping_mod
-from fedward.common.config import RunConfig
+from fedward.common.choices import Task
+from fedward.common.config import RunConfig, RunSpec
 from fedward.common.errors import ConfigError
-from fedward.server.app.dp_plan import DpSgdSummary, PrivacyPlan, sampled_per_round
+from fedward.common.ml.accounting import ClientDpPlan, sampled_per_round
+from fedward.common.schema import DatasetSchema
+from fedward.server.app.dp_plan import DpSgdSummary, privacy_card, wrap_strategy
 from fedward.server.app.guard import GuardedStrategy
+
+BINARY = DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)
 
 SHAPE = (200, 100)  # 20,000 parameters: enough draws for the noise's standard deviation
 
@@ -27,8 +32,8 @@ def zeros() -> ArrayRecord:
 
 
 def wrapped(cfg: RunConfig):  # type: ignore[no-untyped-def]
-    plan = PrivacyPlan.from_config(cfg)
-    strategy = plan.wrap(FedAvg(min_available_nodes=1, min_train_nodes=1), cfg)
+    plan = ClientDpPlan.from_config(cfg)
+    strategy = wrap_strategy(plan, FedAvg(min_available_nodes=1, min_train_nodes=1), cfg)
     strategy.current_arrays = zeros()  # as configure_train sets it
     return plan, strategy
 
@@ -63,7 +68,9 @@ def test_client_side_clipping_bounds_the_update_that_leaves_the_hospital() -> No
         message_type=MessageType.TRAIN,
     )
     cfg = config(**{"client-dp": "client-fixed", "noise-multiplier": 1.0, "clipping-norm": 0.75})
-    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg.to_flower())
+    context = Context(
+        run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=RunSpec(cfg, BINARY).to_flower()
+    )
 
     def train(msg: Message, ctx: Context) -> Message:
         trained = ArrayRecord({"w": Array(np.full(SHAPE, 5.0, np.float32)), "b": Array(np.full(3, -4.0, np.float32))})
@@ -79,8 +86,10 @@ def test_client_side_clipping_bounds_the_update_that_leaves_the_hospital() -> No
 def test_without_client_dp_the_mod_and_the_strategy_leave_updates_untouched() -> None:
     cfg = config()
     inner = FedAvg(min_available_nodes=1, min_train_nodes=1)
-    assert PrivacyPlan.from_config(cfg).wrap(inner, cfg) is inner
-    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg.to_flower())
+    assert wrap_strategy(ClientDpPlan.from_config(cfg), inner, cfg) is inner
+    context = Context(
+        run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=RunSpec(cfg, BINARY).to_flower()
+    )
     message = Message(content=RecordDict({"arrays": zeros()}), dst_node_id=1, message_type=MessageType.TRAIN)
     big = ArrayRecord({"w": Array(np.full(SHAPE, 9.0, np.float32))})
 
@@ -93,10 +102,10 @@ def test_without_client_dp_the_mod_and_the_strategy_leave_updates_untouched() ->
 
 def test_target_epsilon_sets_the_noise_and_the_card_states_the_guarantee() -> None:
     cfg = config(hospitals=5, **{"client-dp": "server-fixed", "target-epsilon": 5.0, "delta": 1e-3})
-    plan = PrivacyPlan.from_config(cfg)
+    plan = ClientDpPlan.from_config(cfg)
     assert plan.noise_multiplier > 0 and plan.rounds == 10
     assert plan.epsilon(10) == pytest.approx(5.0, rel=0.01) and plan.epsilon(10) <= 5.0 + 1e-6
-    card = plan.card(10)
+    card = privacy_card(plan, 10)
     (guarantee,) = card["guarantees"]
     assert guarantee["unit"] == "hospital" and guarantee["delta"] == 1e-3
     assert guarantee["noise_multiplier"] == plan.noise_multiplier and guarantee["clipping_norm"] == 1.0
@@ -116,16 +125,16 @@ def test_an_unchanged_update_is_rejected_before_server_side_clipping() -> None:
 
 def test_max_epsilon_keeps_the_rounds_that_fit() -> None:
     cfg = config(hospitals=3, **{"client-dp": "server-fixed", "noise-multiplier": 1.0, "delta": 1e-3})
-    per_round = [PrivacyPlan.from_config(cfg).epsilon(r) for r in (1, 2, 3)]
+    per_round = [ClientDpPlan.from_config(cfg).epsilon(r) for r in (1, 2, 3)]
     budget = (per_round[1] + per_round[2]) / 2
     capped = config(
         hospitals=3, **{"client-dp": "server-fixed", "noise-multiplier": 1.0, "delta": 1e-3, "max-epsilon": budget}
     )
-    plan = PrivacyPlan.from_config(capped)
+    plan = ClientDpPlan.from_config(capped)
     assert plan.rounds == 2 and plan.stopped_by_budget
-    assert "stopped after round 2 of 10" in plan.card(2)["statement"]
+    assert "stopped after round 2 of 10" in privacy_card(plan, 2)["statement"]
     with pytest.raises(ConfigError, match="one round already spends"):
-        PrivacyPlan.from_config(
+        ClientDpPlan.from_config(
             config(hospitals=3, **{"client-dp": "server-fixed", "noise-multiplier": 1.0, "max-epsilon": 0.01})
         )
 
@@ -134,8 +143,8 @@ def test_max_epsilon_keeps_the_rounds_that_fit() -> None:
 def test_adaptive_clipping_works_with_few_hospitals(mode: str) -> None:
     # Flower's default clipped-count noise (hospitals / 20) cannot carry noise 1.0 with 5 hospitals.
     cfg = config(hospitals=5, **{"client-dp": mode, "noise-multiplier": 1.0, "delta": 1e-3})
-    plan = PrivacyPlan.from_config(cfg)
-    strategy = plan.wrap(FedAvg(min_available_nodes=1, min_train_nodes=1), cfg)
+    plan = ClientDpPlan.from_config(cfg)
+    strategy = wrap_strategy(plan, FedAvg(min_available_nodes=1, min_train_nodes=1), cfg)
     assert strategy.clipped_count_stddev == pytest.approx(1.0)
     assert strategy.noise_multiplier == pytest.approx(1.0 / np.sqrt(1 - 0.25))
 
@@ -143,7 +152,7 @@ def test_adaptive_clipping_works_with_few_hospitals(mode: str) -> None:
 def test_the_card_states_the_dpsgd_guarantee() -> None:
     privacy = {"dpsgd": True, "dpsgd-noise-multiplier": 1.2, "dpsgd-clipping-norm": 0.5}
     cfg = RunConfig.from_mapping({"privacy": privacy})
-    card = PrivacyPlan.from_config(cfg).card(7, DpSgdSummary.of(cfg, 3.25))
+    card = privacy_card(ClientDpPlan.from_config(cfg), 7, DpSgdSummary.of(cfg, 3.25))
     (image,) = card["guarantees"]
     assert image["unit"] == "image" and image["epsilon"] == 3.25 and image["delta"] == 1e-5
     assert image["noise_multiplier"] == 1.2 and image["clipping_norm"] == 0.5 and image["rounds"] == 7
@@ -152,6 +161,6 @@ def test_the_card_states_the_dpsgd_guarantee() -> None:
 
 def test_clipping_without_noise_claims_no_guarantee() -> None:
     cfg = config(**{"client-dp": "server-fixed", "noise-multiplier": 0.0})
-    card = PrivacyPlan.from_config(cfg).card(3)
+    card = privacy_card(ClientDpPlan.from_config(cfg), 3)
     assert card["guarantees"] == [] or all(g["unit"] != "hospital" for g in card["guarantees"])
     assert "no formal guarantee" in card["statement"]

@@ -19,7 +19,7 @@ from fedward.common.data.hospital import hospital_from_plan
 from fedward.common.data.load import load_image_folder
 from fedward.common.errors import DataError
 from fedward.simulation.dicom_export import SECONDARY_CAPTURE, Compression, export_plan
-from fedward.simulation.driver import plan_hospitals, resolve_data
+from fedward.simulation.driver import plan_hospitals, resolve_dataset
 
 
 @pytest.fixture
@@ -31,13 +31,15 @@ def resolved(tmp_path: Path):  # type: ignore[no-untyped-def]
             "federation": {"hospitals": 2, "min-hospital-size": 5},
         }
     )
-    return resolve_data(cfg)
+    return resolve_dataset(cfg)[0]
 
 
 @pytest.mark.parametrize("compression", list(Compression))
 def test_export_is_valid_dicom_with_the_same_pixels(tmp_path: Path, resolved, compression: Compression) -> None:  # type: ignore[no-untyped-def]
     plan = plan_hospitals(resolved)
-    folders = export_plan(tmp_path / "out", resolved.splits, resolved.schema, plan, compression, include_test=True)
+    folders = export_plan(
+        tmp_path / "out", resolved.dataset.splits, resolved.schema, plan, compression, include_test=True
+    )
     assert [f.name for f in folders] == ["hospital-0", "hospital-1", "test"]
     uids, names = set(), set()
     for folder in folders:
@@ -59,7 +61,7 @@ def test_export_is_valid_dicom_with_the_same_pixels(tmp_path: Path, resolved, co
             name=folder.name,
             cache_root=None,
         )
-        plan.write(tmp_path / "plan.json")
+        (tmp_path / "plan.json").write_text(plan.to_json())
         original = hospital_from_plan(tmp_path / "plan.json", index, resolved.schema, 28)
         assert torch.equal(exported.train.images, original.train.images)
         assert np.array_equal(exported.train.labels, original.train.labels)
@@ -70,7 +72,7 @@ def test_export_refuses_a_folder_that_is_not_empty(tmp_path: Path, resolved) -> 
     (tmp_path / "out" / "hospital-0").mkdir(parents=True)
     (tmp_path / "out" / "hospital-0" / "keep.txt").write_text("x")
     with pytest.raises(DataError, match="not empty"):
-        export_plan(tmp_path / "out", resolved.splits, resolved.schema, plan_hospitals(resolved))
+        export_plan(tmp_path / "out", resolved.dataset.splits, resolved.schema, plan_hospitals(resolved))
 
 
 def test_cli_export(tmp_path: Path) -> None:
@@ -106,6 +108,6 @@ def test_jpeg2000_needs_32_px(tmp_path: Path) -> None:
             "federation": {"hospitals": 2, "min-hospital-size": 5},
         }
     )
-    small = resolve_data(cfg)
+    small = resolve_dataset(cfg)[0]
     with pytest.raises(DataError, match="at least 32 px"):
-        export_plan(tmp_path / "out", small.splits, small.schema, plan_hospitals(small), Compression.JPEG2000)
+        export_plan(tmp_path / "out", small.dataset.splits, small.schema, plan_hospitals(small), Compression.JPEG2000)

@@ -15,10 +15,13 @@ import torch
 from fixtures.cli import fedward
 
 from fedward.common.choices import Task
-from fedward.common.config import RunConfig
-from fedward.common.data.npz import DatasetSchema
+from fedward.common.config import RunConfig, RunSpec
 from fedward.common.rundir.index import INDEX_FILE, RunEntry, RunNotFoundError, RunStore, index_run, read_entry
-from fedward.common.rundir.recorder import RunRecorder, new_run_dir
+from fedward.common.rundir.layout import new_run_dir
+from fedward.common.rundir.recorder import RunRecorder
+from fedward.common.schema import DatasetSchema
+
+SIMULATION_INFO: dict[str, Any] = {"format": "fedward-run/1", "mode": "federated", "flower-run-id": None}
 
 
 def make_run(
@@ -30,8 +33,10 @@ def make_run(
     rounds: int = 3,
     rows: list[dict[str, Any]] | None = None,
     config: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = SIMULATION_INFO,
 ) -> Path:
-    """A run directory written by hand: status.json, config.toml, metrics/server.jsonl."""
+    """A run directory written by hand: status.json, config.toml, run.json (unless ``info`` is
+    ``None``, as in run directories written before run.json existed), metrics/server.jsonl."""
     run_dir = runs / name
     (run_dir / "metrics").mkdir(parents=True)
     rows = (
@@ -53,9 +58,10 @@ def make_run(
         },
     }
     (run_dir / "status.json").write_text(json.dumps(status), encoding="utf-8")
-    cfg = config if config is not None else {"run": {"dir": str(run_dir)}}
-    cfg = {"data": {"dataset": "pneumoniamnist"}, "model": {"name": "smallcnn"}, **cfg}
+    cfg = {"data": {"dataset": "pneumoniamnist"}, "model": {"name": "smallcnn"}, **(config or {})}
     (run_dir / "config.toml").write_text(tomli_w.dumps(cfg), encoding="utf-8")
+    if info is not None:
+        (run_dir / "run.json").write_text(json.dumps(info), encoding="utf-8")
     (run_dir / "metrics" / "server.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return run_dir
 
@@ -70,10 +76,10 @@ def runs(tmp_path: Path) -> Path:
 
 
 def test_recorder_indexes_every_round_and_the_end(tmp_path: Path) -> None:
-    base = RunConfig.from_mapping({"federation": {"rounds": 3}, "run": {"output-dir": str(tmp_path / "runs")}})
-    cfg = base.replace(data=base.data.with_schema(DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)))
-    run_dir = new_run_dir(cfg)
-    recorder = RunRecorder(run_dir, cfg, mode="federated")
+    cfg = RunConfig.from_mapping({"federation": {"rounds": 3}, "run": {"output-dir": str(tmp_path / "runs")}})
+    spec = RunSpec(cfg, DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1))
+    run_dir = new_run_dir(tmp_path / "runs", "pneumoniamnist")
+    recorder = RunRecorder(run_dir, spec, mode="federated")
     store = RunStore(tmp_path / "runs")
     assert (tmp_path / "runs" / INDEX_FILE).is_file()
     assert store.list()[0].status == "running"
@@ -231,11 +237,14 @@ def test_epsilon_is_the_larger_of_client_and_record_level(tmp_path: Path) -> Non
 
 def test_flower_run_id_only_for_coordinator_runs(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
+    info = {**SIMULATION_INFO, "flower-run-id": 2**64 - 1}
     coordinator = make_run(
-        runs, "20250101-100000-exp-2-18446744073709551615", started="2025-01-01T10:00:00+00:00", config={}
+        runs, "20250101-100000-exp-2-18446744073709551615", started="2025-01-01T10:00:00+00:00", info=info
     )
     simulation = make_run(runs, "20250101-100000-exp-2", started="2025-01-01T10:00:00+00:00")
-    named = make_run(runs, "20250101-100000-42", started="2025-01-01T10:00:00+00:00", config={})
+    named = make_run(runs, "20250101-100000-42", started="2025-01-01T10:00:00+00:00", info=None)
+    legacy = make_run(runs, "20250101-100000-exp-7", started="2025-01-01T10:00:00+00:00", info=None)
+    assert read_entry(legacy).flower_run_id == 7  # no run.json (an older run): the name's suffix
     assert read_entry(coordinator).flower_run_id == 2**64 - 1  # unsigned 64-bit: stored as text
     assert read_entry(simulation).flower_run_id is None
     assert read_entry(named).flower_run_id is None  # "42" is the run's name, not a Flower id
@@ -287,7 +296,7 @@ def test_cli_lists_and_reindexes_a_runs_folder(runs: Path, tmp_path: Path) -> No
 
     state = tmp_path / "state"
     (state / "runs").mkdir(parents=True)
-    make_run(state / "runs", "20250101-100000-pneumoniamnist-77", started="2025-01-01T10:00:00+00:00", config={})
+    make_run(state / "runs", "20250101-100000-pneumoniamnist-77", started="2025-01-01T10:00:00+00:00", info=None)
     table = fedward("run", "list", "--state", str(state), timeout=120)
     assert table.returncode == 0, table.stdout + table.stderr
     assert "20250101-100000-pneumoniamnist-77" in table.stdout and "0.7000 (round 2)" in table.stdout
@@ -303,7 +312,7 @@ def test_cli_merges_flower_live_status(tmp_path: Path, monkeypatch: pytest.Monke
     from fedward.cli.main import app
     from fedward.common.flower.flwr_cli import Connection
     from fedward.common.security import tls
-    from fedward.server.coordinator.superlink import CoordinatorState
+    from fedward.server.coordinator.state import CoordinatorState
 
     class FakeFlwr:
         def runs(self) -> list[dict[str, Any]]:
@@ -314,13 +323,13 @@ def test_cli_merges_flower_live_status(tmp_path: Path, monkeypatch: pytest.Monke
             ]
 
     state = tmp_path / "state"
-    make_run(state / "runs", "20250101-100000-pneumoniamnist-77", started="2025-01-01T10:00:00+00:00", config={})
+    make_run(state / "runs", "20250101-100000-pneumoniamnist-77", started="2025-01-01T10:00:00+00:00", info=None)
     make_run(
         state / "runs",
         "20250102-100000-pneumoniamnist-78",
         started="2025-01-02T10:00:00+00:00",
         state="running",
-        config={},
+        info={**SIMULATION_INFO, "flower-run-id": 78},
     )
     monkeypatch.setattr(CoordinatorState, "connection", lambda self: Connection("fedward", "127.0.0.1:9", None, True))
     monkeypatch.setattr(CoordinatorState, "flwr", lambda self: FakeFlwr())

@@ -12,9 +12,9 @@ from flwr.common.serde import recorddict_to_proto
 
 from fedward.client.hospital.clientapp import app as client_app
 from fedward.common.choices import ModelName, Task
-from fedward.common.config import RunConfig
-from fedward.common.data.npz import DatasetSchema
-from fedward.common.ml.networks import build_model
+from fedward.common.config import RunConfig, RunSpec
+from fedward.common.ml.networks import build_network
+from fedward.common.schema import DatasetSchema
 from fedward.common.wire import model_to_arrays
 
 
@@ -26,16 +26,16 @@ def hospital(tmp_path: Path) -> Context:
     base = RunConfig.from_mapping(
         {"federation": {"rounds": 1}, "train": {"local-epochs": 1}, "data": {"cache-dir": str(tmp_path / "cache")}}
     )
-    cfg = base.replace(data=base.data.with_schema(DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)))
+    spec = RunSpec(base, DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1))
     return Context(
-        run_id=1, node_id=3, node_config={"data-dir": str(folder)}, state=RecordDict(), run_config=cfg.to_flower()
+        run_id=1, node_id=3, node_config={"data-dir": str(folder)}, state=RecordDict(), run_config=spec.to_flower()
     )
 
 
 def instruction(message_type: str) -> Message:
     content = RecordDict(
         {
-            "arrays": model_to_arrays(build_model(ModelName.SMALL_CNN, 1, 2)),
+            "arrays": model_to_arrays(build_network(ModelName.SMALL_CNN, 1, 2)),
             "config": ConfigRecord({"server-round": 1, "fedward-version": "0.1.0"}),
         }
     )

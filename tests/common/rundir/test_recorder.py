@@ -10,24 +10,30 @@ import torch
 from safetensors.torch import load_file
 
 from fedward.common.choices import ModelName, Task
-from fedward.common.config import RunConfig
-from fedward.common.data.npz import DatasetSchema
-from fedward.common.ml.networks import build_model
-from fedward.common.rundir.card import HospitalEntry, build_model_card, render_markdown, write_model_card
-from fedward.common.rundir.manifest import sha256_of
-from fedward.common.rundir.recorder import RunRecorder, new_run_dir, rows_to_csv
+from fedward.common.config import RunConfig, RunSpec
+from fedward.common.fileio import sha256_of
+from fedward.common.ml.networks import build_network
+from fedward.common.rundir.card import HospitalEntry, RunEnding, build_model_card, render_markdown, write_model_card
+from fedward.common.rundir.info import read_run_info
+from fedward.common.rundir.layout import new_run_dir
+from fedward.common.rundir.recorder import RunRecorder, rows_to_csv
+from fedward.common.schema import DatasetSchema
 
 
 @pytest.fixture
-def cfg(tmp_path: Path) -> RunConfig:
-    base = RunConfig.from_mapping({"federation": {"rounds": 3}, "run": {"output-dir": str(tmp_path / "runs")}})
-    return base.replace(data=base.data.with_schema(DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)))
+def spec(tmp_path: Path) -> RunSpec:
+    cfg = RunConfig.from_mapping({"federation": {"rounds": 3}, "run": {"output-dir": str(tmp_path / "runs")}})
+    return RunSpec(cfg, DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1))
 
 
-def test_run_directory_contents_and_best_model(cfg: RunConfig) -> None:
-    run_dir = new_run_dir(cfg)
-    recorder = RunRecorder(run_dir, cfg, mode="federated")
-    model = build_model(ModelName.SMALL_CNN, 1, 2)
+def new_dir(spec: RunSpec) -> Path:
+    return new_run_dir(spec.config.run.output_dir, spec.config.data.dataset)
+
+
+def test_run_directory_contents_and_best_model(spec: RunSpec) -> None:
+    run_dir = new_dir(spec)
+    recorder = RunRecorder(run_dir, spec, mode="federated")
+    model = build_network(ModelName.SMALL_CNN, 1, 2)
     for server_round, val_auc in [(0, None), (1, 0.80), (2, 0.90), (3, 0.85)]:
         with torch.no_grad():
             next(model.parameters()).fill_(float(server_round))
@@ -42,17 +48,13 @@ def test_run_directory_contents_and_best_model(cfg: RunConfig) -> None:
         )
     recorder.finish("completed")
     card = build_model_card(
-        cfg,
-        recorder,
-        status="completed",
-        hospitals=[HospitalEntry("h-0", 10, 2)],
-        parameters=123,
-        test_images=624,
+        recorder, RunEnding("completed", hospitals=[HospitalEntry("h-0", 10, 2)], parameters=123, test_images=624)
     )
     write_model_card(run_dir, card)
 
     for name in (
         "config.toml",
+        "run.json",
         "status.json",
         "metrics/server.jsonl",
         "metrics/server.csv",
@@ -67,7 +69,8 @@ def test_run_directory_contents_and_best_model(cfg: RunConfig) -> None:
         "plots/learning_curves.png",
     ):
         assert (run_dir / name).is_file(), name
-    assert RunConfig.from_toml(run_dir / "config.toml") == cfg
+    assert RunConfig.from_toml(run_dir / "config.toml") == spec.config
+    assert read_run_info(run_dir).schema == spec.schema
     best = load_file(str(run_dir / "models" / "best.safetensors"))
     first = next(iter(model.state_dict()))
     assert float(best[first].flatten()[0]) == 2.0  # round 2 had the best validation AUC
@@ -95,18 +98,18 @@ def test_run_directory_contents_and_best_model(cfg: RunConfig) -> None:
     assert "Selected model: round 2 by val-auc" in markdown and card["weights"]["best"]["sha256"] in markdown
 
 
-def test_without_validation_auc_the_last_round_stands_in(cfg: RunConfig) -> None:
-    recorder = RunRecorder(new_run_dir(cfg), cfg, mode="centralized")
-    model = build_model(ModelName.SMALL_CNN, 1, 2)
+def test_without_validation_auc_the_last_round_stands_in(spec: RunSpec) -> None:
+    recorder = RunRecorder(new_dir(spec), spec, mode="centralized")
+    model = build_network(ModelName.SMALL_CNN, 1, 2)
     recorder.record_round(0, model.state_dict(), {})
     recorder.record_round(1, model.state_dict(), {"train-loss": 0.3})
     recorder.finish("completed")
     assert (recorder.run_dir / "models" / "best.safetensors").is_file()
-    assert build_model_card(cfg, recorder, status="completed")["selection"]["round"] == 1
+    assert build_model_card(recorder, RunEnding("completed"))["selection"]["round"] == 1
 
 
-def test_run_directories_are_never_reused(cfg: RunConfig) -> None:
-    assert new_run_dir(cfg) != new_run_dir(cfg)
+def test_run_directories_are_never_reused(spec: RunSpec) -> None:
+    assert new_dir(spec) != new_dir(spec)
 
 
 def test_csv_union_of_columns() -> None:
