@@ -27,8 +27,8 @@ from fixtures.cli import ENV, fedward, fedward_cli
 from fixtures.deadlines import deadline
 from fixtures.registry import RUN_ID, flip_byte, write_run
 
-from fedward.common.flower.processes import free_port
 from fedward.common.fileio import sha256_of
+from fedward.common.flower.processes import free_port
 from fedward.server.registry.tokens import TokenStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(deadline(300))]
