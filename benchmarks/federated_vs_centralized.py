@@ -30,7 +30,7 @@ def main() -> None:
     console = Console()
     cfg = build_config(args)
 
-    central = prepare(cfg.replace(run=dataclasses.replace(cfg.run, name="centralized")))
+    central = prepare(cfg.replace(run=dataclasses.replace(cfg.run, name="centralized")), mode="centralized")
     started = time.perf_counter()
     run_centralized(central)
     central_s = time.perf_counter() - started

@@ -6,6 +6,8 @@
   import hides a cycle from Python, not from this test).
 * Every module starts with a docstring whose first line says its job.
 * No two modules share a file name unless they are package ``__init__`` files.
+* Every Sphinx cross-reference in the source (``:mod:`fedward...```, ``:func:``...) names
+  something that exists, so moving a module cannot leave a docstring pointing nowhere.
 
 The checks read the source with :mod:`ast`, so adding a forbidden import makes them fail
 before anything runs.
@@ -14,6 +16,8 @@ before anything runs.
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -137,3 +141,32 @@ def test_no_two_modules_share_a_file_name() -> None:
             by_name[path.name].append(name)
     shared = {file: names for file, names in by_name.items() if len(names) > 1}
     assert not shared, shared
+
+
+REFERENCE = re.compile(r":(?:mod|func|class|meth|data|attr):`~?(fedward\.[A-Za-z_.]+)`")
+
+
+def resolves(reference: str) -> bool:
+    """Whether ``fedward.a.b.Name.attr`` names an importable module and attributes on it."""
+    parts = reference.split(".")
+    for cut in range(len(parts), 1, -1):
+        try:
+            target: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(target, attribute):
+                return False
+            target = getattr(target, attribute)
+        return True
+    return False
+
+
+def test_docstring_references_name_what_exists() -> None:
+    broken = sorted(
+        f"{path.relative_to(REPO)}: {match}"
+        for path in sources().values()
+        for match in REFERENCE.findall(path.read_text(encoding="utf-8"))
+        if not resolves(match)
+    )
+    assert not broken, "\n".join(broken)

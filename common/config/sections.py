@@ -95,7 +95,7 @@ class ModelConfig:
     """Which network to train.
 
     Attributes:
-        name: registry name (:class:`~fedward.common.choices.ModelName`).
+        name: the network to train (:class:`~fedward.common.choices.ModelName`).
         init_weights: optional ``.safetensors`` or ``.pt`` state dict to start from
             (transfer learning); layers whose shapes differ (e.g. the classifier head)
             keep their fresh initialisation.

@@ -63,7 +63,7 @@ class RunEnding:
         hospitals: the participating hospitals and their sizes.
         parameters: trainable parameter count of the model.
         test_images: size of the server-side test split, if one was scored.
-        privacy: the privacy section (:meth:`fedward.server.app.dp_plan.PrivacyPlan.card`);
+        privacy: the privacy section (:func:`fedward.server.app.dp_plan.privacy_card`);
             ``None`` means no differential privacy.
     """
 

@@ -45,7 +45,7 @@ LABEL org.opencontainers.image.title="fedward-hospital" \
       org.opencontainers.image.description="fedward hospital agent: Flower SuperNode and ClientApp (CUDA)" \
       org.opencontainers.image.licenses="Apache-2.0"
 # Telemetry, update checks and runtime dependency installation off in every process
-# (the same variables as fedward.common.processes.QUIET_VARIABLES).
+# (the same variables as fedward.common.flower.processes.QUIET_VARIABLES).
 ENV PATH=/opt/fedward/bin:$PATH \
     HOME=/home/fedward \
     PYTHONDONTWRITEBYTECODE=1 \

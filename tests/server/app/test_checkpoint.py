@@ -24,6 +24,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam
 
+from fedward.common import wire
 from fedward.common.choices import Task
 from fedward.common.config import RunConfig, RunSpec
 from fedward.common.errors import ConfigError
@@ -41,15 +42,6 @@ from fedward.common.rundir.lock import RunBusyError, RunLock
 from fedward.common.rundir.manifest import read_manifest
 from fedward.common.schema import DatasetSchema
 from fedward.common.version import fedward_version
-from fedward.common.wire import (
-    NUM_EXAMPLES,
-    SITE,
-    SITE_DEVICE,
-    SITE_NAME,
-    SITE_VERSION,
-    TRAIN_EXAMPLES,
-    VAL_EXAMPLES,
-)
 from fedward.server.app.serverapp import place_run, run_federation
 from fedward.server.app.strategy_state import restore_strategy_state, strategy_state
 
@@ -94,9 +86,9 @@ class ScriptedGrid(Grid):
         name = HOSPITALS[node]
         kind = message.metadata.message_type
         if kind == MessageType.QUERY:
-            site = ConfigRecord({SITE_NAME: name, SITE_VERSION: fedward_version(), SITE_DEVICE: "cpu"})
-            counts = MetricRecord({TRAIN_EXAMPLES: 100 + node, VAL_EXAMPLES: 20})
-            return Message(RecordDict({SITE: site, "metrics": counts}), reply_to=message)
+            site = ConfigRecord({wire.SITE_NAME: name, wire.SITE_VERSION: fedward_version(), wire.SITE_DEVICE: "cpu"})
+            counts = MetricRecord({wire.TRAIN_EXAMPLES: 100 + node, wire.VAL_EXAMPLES: 20})
+            return Message(RecordDict({wire.SITE: site, "metrics": counts}), reply_to=message)
         server_round = int(message.content["config"]["server-round"])  # type: ignore[arg-type]
         if kind == MessageType.TRAIN:
             if server_round == self.crash_in:
@@ -112,12 +104,16 @@ class ScriptedGrid(Grid):
                     for k, a in arrays.items()  # type: ignore[union-attr]
                 }
             )
-            metrics = MetricRecord({NUM_EXAMPLES: 100 + node, "train-loss": 1.0 / server_round})
-            content = RecordDict({"arrays": update, "metrics": metrics, SITE: ConfigRecord({SITE_NAME: name})})
+            metrics = MetricRecord({wire.NUM_EXAMPLES: 100 + node, "train-loss": 1.0 / server_round})
+            content = RecordDict(
+                {"arrays": update, "metrics": metrics, wire.SITE: ConfigRecord({wire.SITE_NAME: name})}
+            )
             return Message(content, reply_to=message)
         auc = 0.5 + 0.1 * server_round + 0.001 * node
-        metrics = MetricRecord({NUM_EXAMPLES: 20, "val-auc": auc})
-        return Message(RecordDict({"metrics": metrics, SITE: ConfigRecord({SITE_NAME: name})}), reply_to=message)
+        metrics = MetricRecord({wire.NUM_EXAMPLES: 20, "val-auc": auc})
+        return Message(
+            RecordDict({"metrics": metrics, wire.SITE: ConfigRecord({wire.SITE_NAME: name})}), reply_to=message
+        )
 
 
 def make_config(out: Path, **sections: dict[str, Any]) -> RunSpec:
