@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fedward.common.errors import ConfigError
+from fedward.common.registry_api import DEFAULT_PORT, HEALTH_PATH, is_healthy
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ def server_health(
 
 
 def registry_health(
-    url: Annotated[str, typer.Option("--url", help="The registry, https://HOST:PORT.")] = "https://127.0.0.1:9095",
+    url: Annotated[
+        str, typer.Option("--url", help="The registry, https://HOST:PORT.")
+    ] = f"https://127.0.0.1:{DEFAULT_PORT}",
     ca: Ca = None,
     insecure: Insecure = False,
     timeout: Timeout = 5.0,
@@ -92,15 +95,15 @@ def registry_health(
         raise ConfigError(f"--url {url!r}: with --insecure the registry serves plain http://")
     verify: ssl.SSLContext | bool = client_context(ca) if ca is not None else False
     try:
-        response = httpx.get(f"{base}/v1/health", verify=verify, timeout=timeout)
+        response = httpx.get(f"{base}{HEALTH_PATH}", verify=verify, timeout=timeout)
     except httpx.HTTPError as err:
         raise _unhealthy(f"{base}: {err or type(err).__name__}") from None
     try:
         answer = response.json() if response.status_code == 200 else None
     except ValueError:
         answer = None
-    if not isinstance(answer, dict) or answer.get("status") != "ok":
-        raise _unhealthy(f"{base}/v1/health answered HTTP {response.status_code}, not a healthy fedward registry")
+    if not is_healthy(answer):
+        raise _unhealthy(f"{base}{HEALTH_PATH} answered HTTP {response.status_code}, not a healthy fedward registry")
     console.print(f"model registry at {base} is up", highlight=False)
 
 

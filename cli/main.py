@@ -331,8 +331,8 @@ _register_deployment_commands()
 
 def _register_evaluator_commands() -> None:
     """``fedward model ...``, ``fedward predict`` and ``fedward registry ...``, with fedward's error handling."""
-    from fedward.cli import model_commands, pull  # noqa: F401  (their commands register on model_app)
-    from fedward.cli.models import model_app
+    from fedward.cli import model_registry_commands  # noqa: F401  (list and pull register on model_app)
+    from fedward.cli.model_commands import model_app, predict
     from fedward.cli.registry import registry_app
 
     for sub, name in ((model_app, "model"), (registry_app, "registry")):
@@ -342,9 +342,7 @@ def _register_evaluator_commands() -> None:
                 info.callback = handle_errors(info.callback)
         if sub.registered_commands or sub.registered_groups:
             app.add_typer(sub, name=name)
-    predict = getattr(model_commands, "predict", None)
-    if predict is not None:
-        app.command("predict")(handle_errors(predict))
+    app.command("predict")(handle_errors(predict))
 
 
 _register_evaluator_commands()

@@ -1,6 +1,8 @@
-"""``fedward model export|evaluate`` and ``fedward predict``.
+"""``fedward model ...`` and ``fedward predict``: the evaluators' command group, with export, evaluate and predict.
 
-Commands are registered on :data:`fedward.cli.models.model_app`; ``predict`` is a
+Thin like the rest of the CLI: parse, call the evaluator's room, print. :data:`model_app`
+is the ``fedward model`` group; ``export`` and ``evaluate`` are defined here, ``list`` and
+``pull`` (a model registry) in :mod:`fedward.cli.model_registry_commands`; ``predict`` is a
 top-level command wired by :mod:`fedward.cli.main`. Heavy imports stay inside the
 commands so that ``fedward --help`` stays fast.
 
@@ -13,17 +15,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from fedward.cli.models import model_app
+if TYPE_CHECKING:
+    from fedward.client.evaluator.evaluate import Evaluation
 
 __all__ = ["model_app", "predict"]
 
+model_app = typer.Typer(help="Evaluators: pull, export, evaluate and use a global model.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -58,8 +62,9 @@ def model_export(
     The export takes scaled images, float32 (B, C, S, S) in [0, 1] (pixels / 255 at the
     training size), and outputs class probabilities (B, K).
     """
-    from fedward.client.evaluator.model_dir import load_model
-    from fedward.client.evaluator.model_export import ExportFormat, export_model
+    from fedward.client.evaluator.export_formats import ExportFormat
+    from fedward.client.evaluator.loaded_model import load_model
+    from fedward.client.evaluator.model_export import export_model
     from fedward.common.choices import choose
 
     export_format = choose(fmt, ExportFormat, "--format")
@@ -113,7 +118,7 @@ def model_evaluate(
 ) -> None:
     """AUC, accuracy, sensitivity, specificity and F1 with 95% bootstrap intervals, and a ROC curve PNG."""
     from fedward.client.evaluator.evaluate import default_out_dir, evaluate_model
-    from fedward.client.evaluator.model_dir import load_model
+    from fedward.client.evaluator.loaded_model import load_model
     from fedward.common.errors import ConfigError
 
     if split not in ("val", "test"):
@@ -126,6 +131,11 @@ def model_evaluate(
     if as_json:
         console.print_json(json.dumps(result.to_json()))
         return
+    _print_evaluation(result)
+
+
+def _print_evaluation(result: Evaluation) -> None:
+    """The metrics table, per-class AUC, bootstrap details and the files written."""
     boot = result.bootstrap
     table = Table(
         "metric",
@@ -165,7 +175,7 @@ def predict(
 
     Exit code 0 when every file was predicted, 1 when some could not be, 2 on bad arguments.
     """
-    from fedward.client.evaluator.model_dir import load_model
+    from fedward.client.evaluator.loaded_model import load_model
     from fedward.client.evaluator.predict import predict_files
 
     loaded = load_model(model_dir, round_, device)

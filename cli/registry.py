@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedward.common.errors import ConfigError
+from fedward.common.registry_api import DEFAULT_PORT, TOKEN_ENV
 
 registry_app = typer.Typer(help="Coordinator: serve global models to evaluators over TLS.", no_args_is_help=True)
 token_app = typer.Typer(help="Create, revoke and list the registry's bearer tokens.", no_args_is_help=True)
@@ -50,7 +51,7 @@ def registry_serve(
     state: State = None,
     certs: Annotated[Path | None, typer.Option("--certs", help="Folder made by 'fedward certs init'.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(help="Port of the registry (Flower uses 9091-9093).")] = 9095,
+    port: Annotated[int, typer.Option(help="Port of the registry (Flower uses 9091-9093).")] = DEFAULT_PORT,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Serve plain HTTP without TLS (development only).")
     ] = False,
@@ -63,7 +64,7 @@ def registry_serve(
     import logging
 
     from fedward.common.logs import configure_logging
-    from fedward.server.registry.service import serve
+    from fedward.server.registry.serve import serve
 
     if certs is not None and insecure:
         raise ConfigError("--certs and --insecure exclude each other")
@@ -94,7 +95,7 @@ def token_create(
     token = tokens.create(name, force=force)
     err_console.print(
         f"token {name!r} created; copy it now, it is not shown again (stored as a SHA-256 in {tokens.path}). "
-        "Evaluators pass it with --token or the FEDWARD_REGISTRY_TOKEN environment variable.",
+        f"Evaluators pass it with --token or the {TOKEN_ENV} environment variable.",
         highlight=False,
     )
     typer.echo(token)

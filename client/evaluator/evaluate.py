@@ -1,41 +1,31 @@
-"""Evaluate a model directory on labelled data: metrics, bootstrap intervals, ROC curves.
+"""Evaluate a loaded model on labelled data: metrics, bootstrap intervals, ``results.json`` and ``roc.png``.
 
-Data (``--data``) is read with fedward's own readers:
-
-* a MedMNIST-layout ``.npz`` (or a folder holding exactly one): its ``test`` (or ``val``)
-  split, exactly as the server's test evaluation reads it;
-* a hospital image folder (``labels.csv`` or class sub-folders; DICOM, PNG, JPEG): the
-  rows of the requested split when the manifest assigns splits, else every image. Files
-  that do not decode are skipped and listed, as in training.
-
-Metrics are those of :mod:`fedward.common.ml.metrics` (AUC, accuracy, sensitivity,
-specificity, F1). Their 95% intervals are percentile bootstrap intervals (Efron &
-Tibshirani, "An Introduction to the Bootstrap", 1993): images are resampled with
-replacement ``resamples`` times with a seeded NumPy generator and the metrics recomputed;
-a resample where a metric is undefined (e.g. AUC when it holds one class only) is
-skipped for that metric and counted. ROC curves (one per class one-vs-rest, or per
-label) are drawn with matplotlib, AUC in the legend.
+Data is read by :mod:`fedward.client.evaluator.labelled_data`, ROC curves are drawn by
+:mod:`fedward.client.evaluator.roc`. Metrics are those of :mod:`fedward.common.ml.metrics`
+(AUC, accuracy, sensitivity, specificity, F1). Their 95% intervals are percentile
+bootstrap intervals (Efron & Tibshirani, "An Introduction to the Bootstrap", 1993):
+images are resampled with replacement ``resamples`` times with a seeded NumPy generator
+and the metrics recomputed; a resample where a metric is undefined (e.g. AUC when it
+holds one class only) is skipped for that metric and counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from fedward.client.evaluator.model_dir import LoadedModel, ModelDir
+from fedward.client.evaluator.labelled_data import LabelledData, load_labelled
+from fedward.client.evaluator.loaded_model import LoadedModel
+from fedward.client.evaluator.model_dir import ModelDir
+from fedward.client.evaluator.roc import RocCurve, plot_roc, roc_curves
 from fedward.common.choices import Task
-from fedward.common.data.cache import DecodeCache
-from fedward.common.data.folder import FolderScan, Problem, is_image_folder, label_index, multi_hot, scan_folder
-from fedward.common.data.images import ImageDataset, make_dataset
-from fedward.common.data.load import decode_scan, unknown_labels
-from fedward.common.data.npz import SPLITS, ArraySplit, read_npz
 from fedward.common.errors import DataError
 from fedward.common.ml.metrics import classification_metrics
 
@@ -45,23 +35,6 @@ DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
 REPORTED = ("auc", "accuracy", "sensitivity", "specificity", "f1")
 """Metrics evaluated and bootstrapped, in report order."""
-
-
-@dataclass(frozen=True, slots=True)
-class LabelledData:
-    """Labelled images ready for the model.
-
-    Attributes:
-        source: what was read (file and split, or folder and layout).
-        split: the split evaluated (``test``, ``val``...) or ``all`` (folder without splits).
-        dataset: uint8 images (N, C, S, S) and their labels.
-        problems: files or manifest rows that were skipped.
-    """
-
-    source: str
-    split: str
-    dataset: ImageDataset
-    problems: list[Problem] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,23 +54,6 @@ class Bootstrap:
     skipped: dict[str, int]
     seed: int
     confidence: float
-
-
-@dataclass(frozen=True, slots=True)
-class RocCurve:
-    """One ROC curve.
-
-    Attributes:
-        name: class or label name.
-        fpr: false positive rates, float64 (T,), from 0 to 1.
-        tpr: true positive rates, float64 (T,).
-        auc: area under it (MONAI ``compute_roc_auc``).
-    """
-
-    name: str
-    fpr: np.ndarray
-    tpr: np.ndarray
-    auc: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,103 +114,6 @@ class Evaluation:
         }
 
 
-# ------------------------------------------------------------------------------ data
-def load_labelled(data: Path, model_dir: ModelDir, split: str = "test") -> LabelledData:
-    """Read labelled images for a model: a MedMNIST ``.npz`` or a hospital folder.
-
-    Args:
-        data: an ``.npz`` file, a folder holding one, or a hospital image folder.
-        model_dir: the model (schema, image size, frames).
-        split: the split to evaluate (``test`` or ``val``; ``train`` is allowed).
-
-    Raises:
-        DataError: if the data is missing, unreadable, has labels outside the model's
-            classes or images of other channels, or holds no usable image.
-    """
-    data = Path(data)
-    if split not in SPLITS:
-        raise DataError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
-    if data.is_file():
-        return _from_npz(data, model_dir, split)
-    if not data.is_dir():
-        raise DataError(f"--data {data} does not exist")
-    if is_image_folder(data):
-        return _from_folder(data, model_dir, split)
-    files = sorted(data.glob("*.npz"))
-    if len(files) != 1:
-        raise DataError(f"{data} holds neither labels.csv, class sub-folders nor exactly one .npz file")
-    return _from_npz(files[0], model_dir, split)
-
-
-def _from_npz(path: Path, model_dir: ModelDir, split: str) -> LabelledData:
-    if path.suffix.lower() != ".npz":
-        raise DataError(f"--data {path}: give a MedMNIST-layout .npz file or a hospital folder")
-    arrays = read_npz(path, [split])[split]
-    if len(arrays) == 0:
-        raise DataError(f"{path.name} has no {split} images")
-    _check_fits(path, split, arrays, model_dir)
-    dataset = make_dataset(arrays, model_dir.schema, model_dir.cfg.data.image_size)
-    return LabelledData(f"{path} ({split} split)", split, dataset)
-
-
-def _check_fits(path: Path, split: str, arrays: ArraySplit, model_dir: ModelDir) -> None:
-    schema = model_dir.schema
-    channels = 3 if arrays.images.ndim == 4 else 1
-    if channels != schema.channels:
-        raise DataError(f"{path.name}: {split} images have {channels} channel(s); the model takes {schema.channels}")
-    if schema.task is Task.MULTILABEL:
-        if arrays.labels.shape[1] != len(schema.classes):
-            raise DataError(
-                f"{path.name}: {arrays.labels.shape[1]} labels per image; the model has {len(schema.classes)}"
-            )
-    elif arrays.labels.shape[1] != 1 or int(arrays.labels.max()) >= len(schema.classes):
-        raise DataError(
-            f"{path.name}: {split}_labels are not class indices of the model's {len(schema.classes)} classes "
-            f"({', '.join(schema.classes)})"
-        )
-
-
-def _from_folder(folder: Path, model_dir: ModelDir, split: str) -> LabelledData:
-    schema = model_dir.schema
-    scan = scan_folder(folder)
-    bad = unknown_labels(scan.samples, schema)
-    if bad:
-        listed = ", ".join(f"{label!r} ({count})" for label, count in bad.most_common(10))
-        raise DataError(f"{folder}: labels that are not the model's classes ({', '.join(schema.classes)}): {listed}")
-    if any(s.split for s in scan.samples):
-        chosen = [s for s in scan.samples if s.split == split]
-        if not chosen:
-            raise DataError(f"{folder}: the manifest assigns splits but no row is in split {split!r}")
-        used = split
-    else:
-        chosen, used = list(scan.samples), "all"
-    cache = DecodeCache(None, folder, ())
-    frames = model_dir.cfg.data.frames
-    decoded = decode_scan(
-        FolderScan(folder, scan.layout, chosen, list(scan.problems)),
-        schema,
-        model_dir.cfg.data.image_size,
-        frames,
-        cache,
-    )
-    if not decoded.samples:
-        raise DataError(f"{folder}: no image decodes ({len(decoded.problems)} files or rows skipped)")
-    width = len(schema.classes) if schema.task is Task.MULTILABEL else 1
-    labels: list[list[int]] = []
-    for sample, frames_tensor in zip(decoded.samples, decoded.images, strict=True):
-        target = (
-            multi_hot(sample.label, schema.classes)
-            if schema.task is Task.MULTILABEL
-            else [label_index(sample.label, schema.classes) or 0]
-        )
-        labels += [list(target or [0] * width)] * int(frames_tensor.shape[0])
-    images = torch.cat(decoded.images)
-    dataset = ImageDataset(
-        images, np.asarray(labels, dtype=np.int64).reshape(-1, width), schema.task, len(schema.classes)
-    )
-    return LabelledData(f"{folder} ({scan.layout}, split {used})", used, dataset, decoded.problems)
-
-
 # --------------------------------------------------------------------------- statistics
 def bootstrap_intervals(
     task: Task,
@@ -313,67 +172,6 @@ def bootstrap_intervals(
     return Bootstrap(intervals, resamples, skipped, seed, confidence)
 
 
-def roc_points(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve of one column: (fpr, tpr), float64 (T,), one point per distinct score.
-
-    Args:
-        scores: float (N,), higher means more likely positive.
-        truth: bool or 0/1 (N,), with both classes present.
-    """
-    order = np.argsort(-scores, kind="mergesort")
-    ranked, hits = scores[order], truth[order].astype(np.float64)
-    last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]  # last index of each distinct score
-    tps = np.cumsum(hits)[last]
-    fps = (last + 1) - tps
-    return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
-
-
-def roc_curves(task: Task, labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> list[RocCurve]:
-    """One ROC curve per class (one-vs-rest) or label; binary tasks: the positive class only.
-
-    Classes whose labels are all equal have no curve.
-    """
-    from monai.metrics import compute_roc_auc
-
-    multilabel = task is Task.MULTILABEL
-    truth = labels.astype(bool) if multilabel else np.eye(len(classes), dtype=bool)[labels[:, 0]]
-    columns = [1] if task is Task.BINARY else list(range(len(classes)))
-    curves = []
-    for column in columns:
-        positives = int(truth[:, column].sum())
-        if positives in (0, truth.shape[0]):
-            continue
-        scores = probabilities[:, column].astype(np.float64)
-        fpr, tpr = roc_points(scores, truth[:, column])
-        auc = compute_roc_auc(torch.from_numpy(scores), torch.from_numpy(truth[:, column].astype(np.int64)))
-        curves.append(RocCurve(classes[column], fpr, tpr, float(auc)))  # type: ignore[arg-type]
-    return curves
-
-
-def plot_roc(curves: list[RocCurve], path: Path, title: str) -> Path:
-    """Draw ROC curves (AUC in the legend) into a PNG (matplotlib, no display needed)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.5, 5.0))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
-    for curve in curves:
-        ax.plot(curve.fpr, curve.tpr, linewidth=1.5, label=f"{curve.name} (AUC {curve.auc:.3f})")
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        xlabel="false positive rate (1 - specificity)",
-        ylabel="true positive rate (sensitivity)",
-        title=title,
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
-
-
 # ------------------------------------------------------------------------------- driver
 def evaluate_model(
     loaded: LoadedModel,
@@ -389,7 +187,7 @@ def evaluate_model(
 
     Args:
         loaded: the model.
-        data: see :func:`load_labelled`.
+        data: see :func:`~fedward.client.evaluator.labelled_data.load_labelled`.
         split: the split to evaluate.
         out_dir: folder for ``results.json`` and ``roc.png`` (``None``: write nothing).
         resamples: bootstrap resamples.
@@ -397,13 +195,23 @@ def evaluate_model(
         threshold: decision threshold for binary and multi-label predictions, in [0, 1].
 
     Raises:
-        DataError: as :func:`load_labelled` and :func:`bootstrap_intervals`, or a
-            threshold outside [0, 1].
+        DataError: as :func:`~fedward.client.evaluator.labelled_data.load_labelled` and
+            :func:`bootstrap_intervals`, or a threshold outside [0, 1].
     """
     if not 0.0 <= threshold <= 1.0:
         raise DataError(f"--threshold must be in [0, 1]; got {threshold}")
+    labelled = load_labelled(data, loaded.model_dir, split)
+    result, curves = _measure(loaded, labelled, resamples=resamples, seed=seed, threshold=threshold)
+    if out_dir is None:
+        return result
+    return _write_results(result, curves, Path(out_dir), Path(data).name)
+
+
+def _measure(
+    loaded: LoadedModel, labelled: LabelledData, *, resamples: int, seed: int, threshold: float
+) -> tuple[Evaluation, list[RocCurve]]:
+    """Point metrics, bootstrap intervals, per-class AUC and ROC curves of the model on the data."""
     model_dir = loaded.model_dir
-    labelled = load_labelled(data, model_dir, split)
     probabilities = loaded.probabilities(labelled.dataset.images)
     labels = labelled.dataset.labels
     task, classes = model_dir.task, model_dir.classes
@@ -423,19 +231,22 @@ def evaluate_model(
         {c: int(k) for c, k in zip(classes, counts, strict=True)},
         threshold,
     )
-    if out_dir is None:
-        return result
-    out_dir = Path(out_dir)
+    return result, curves
+
+
+def _write_results(result: Evaluation, curves: list[RocCurve], out_dir: Path, data_name: str) -> Evaluation:
+    """Write ``roc.png`` (when there is a curve) and ``results.json`` into ``out_dir``.
+
+    Returns:
+        ``result`` with the paths written.
+    """
     png = None
     if curves:
-        png = plot_roc(
-            curves, out_dir / "roc.png", f"ROC: {model_dir.run_name} on {Path(data).name} ({labelled.split})"
-        )
+        title = f"ROC: {result.model.run_name} on {data_name} ({result.data.split})"
+        png = plot_roc(curves, out_dir / "roc.png", title)
     else:
         log.warning("no ROC curve: every class is absent or is the only one in the data")
-    written = Evaluation(
-        model_dir, labelled, metrics, boot, class_auc, result.class_counts, threshold, png, out_dir / "results.json"
-    )
+    written = dataclasses.replace(result, roc_png=png, results_json=out_dir / "results.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(
         json.dumps(written.to_json(), indent=2, default=_plain) + "\n", encoding="utf-8"

@@ -1,18 +1,24 @@
-"""A model directory: a pulled global model or a run directory, opened, verified and loaded.
+"""A model directory: a pulled global model or a run directory, opened and its weights verified.
 
 Two layouts hold a trained global model:
 
-* **pulled** (``fedward model pull``): ``model.safetensors``, ``config.toml``, ``run.json``,
-  ``model_card.json``, ``model_card.md`` and ``pull.json`` (run, round, sha256);
+* **pulled** (``fedward model pull``, :mod:`fedward.client.evaluator.pulled_layout`):
+  ``model.safetensors``, ``config.toml``, ``run.json``, ``model_card.json``,
+  ``model_card.md`` (the run files the run had) and ``pull.json`` (run, round, sha256);
 * **run directory** (written by a run): ``config.toml``, ``run.json``,
   ``models/best.safetensors`` (or ``models/round-NNN.safetensors`` for a chosen round),
   ``models/manifest.json`` and ``model_card.json``.
+
+The dataset schema (task, classes, channels) is read from ``run.json`` first, then from
+the model card, then from the config's own declaration, so a model pulled from a run that
+has no card yet opens too.
 
 Integrity: the weights' SHA-256 is checked against every hash recorded for that file
 (run directories: ``models/manifest.json``, recorded when the file was written, and the
 model card's ``weights`` entry; pulled models: ``pull.json`` and the card's entry for the
 pulled round). A mismatch raises :class:`~fedward.common.errors.IntegrityError`; a file
-with no recorded hash is used and reported as unverified.
+with no recorded hash is used and reported as unverified. Loading the network is
+:mod:`fedward.client.evaluator.loaded_model`.
 
 Preprocessing is the training pipeline, reused, never re-implemented: images become
 uint8 (N, C, S, S) at the run's image size and channels
@@ -29,16 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from fedward.common.choices import DeviceChoice, FrameMode, ModelName, Task, choose
+from fedward.client.evaluator.pulled_layout import PULL_RECORD, PULLED_WEIGHTS
+from fedward.common.choices import FrameMode, ModelName, Task
 from fedward.common.config import RunConfig
 from fedward.common.data.images import BatchPipeline
 from fedward.common.errors import ConfigError, IntegrityError, ModelError
 from fedward.common.fileio import read_json_object, sha256_of
-from fedward.common.ml.networks import network_for, read_state_dict
 from fedward.common.rundir.info import read_run_info
 from fedward.common.rundir.layout import (
     BEST_RECORD,
@@ -56,10 +60,8 @@ from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
-PULLED_WEIGHTS = "model.safetensors"
-PULL_RECORD = "pull.json"
-PREDICT_BATCH = 256
-"""Images per forward pass when computing probabilities."""
+Recorded = list[tuple[str, str]]
+"""(where it is recorded, hex SHA-256) pairs a weights file must match."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,14 +180,7 @@ def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
         IntegrityError: if the weights' SHA-256 differs from a recorded one.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise ModelError(f"model directory {path} does not exist")
-    pulled = (path / PULLED_WEIGHTS).is_file() and not (path / MODELS_DIR).is_dir()
-    if not pulled and not (path / MODELS_DIR).is_dir():
-        raise ModelError(
-            f"{path} is not a model directory: it has neither {PULLED_WEIGHTS} (a model from 'fedward model pull') "
-            "nor models/ (a run directory)"
-        )
+    pulled = _is_pulled(path)
     config_file = path / CONFIG_FILE
     if not config_file.is_file():
         raise ModelError(f"{config_file} is missing: the model directory must hold the run's {CONFIG_FILE}")
@@ -195,17 +190,60 @@ def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
     if pulled:
         if round is not None:
             raise ConfigError(f"--round applies to run directories; {path} holds one pulled model")
-        weights = path / PULLED_WEIGHTS
-        record = _read_json(path / PULL_RECORD)
-        model_round = _as_int(record.get("round")) if record else _metadata_round(weights)
-        recorded = _pulled_hashes(record, card, model_round)
+        weights, model_round, recorded = _pulled_weights(path, card)
     else:
-        weights = path / (BEST_WEIGHTS if round is None else round_weights(round))
-        if not weights.is_file():
-            raise ModelError(_missing_weights(path, weights, round))
-        entry = _manifest_entry(path, weights.name)
-        model_round = _round_of(path, weights, entry)
-        recorded = _run_hashes(weights, entry, card)
+        weights, model_round, recorded = _run_weights(path, card, round)
+    sha256 = _verified_sha256(weights, recorded)
+    kind = "pulled" if pulled else "run"
+    sources = tuple(source for source, _ in recorded)
+    return ModelDir(path, kind, cfg, schema, weights, model_round, sha256, sources, card)
+
+
+def _is_pulled(path: Path) -> bool:
+    """Whether ``path`` is a pulled model (else a run directory).
+
+    Raises:
+        ModelError: if it is neither, or does not exist.
+    """
+    if not path.is_dir():
+        raise ModelError(f"model directory {path} does not exist")
+    pulled = (path / PULLED_WEIGHTS).is_file() and not (path / MODELS_DIR).is_dir()
+    if not pulled and not (path / MODELS_DIR).is_dir():
+        raise ModelError(
+            f"{path} is not a model directory: it has neither {PULLED_WEIGHTS} (a model from 'fedward model pull') "
+            f"nor {MODELS_DIR}/ (a run directory)"
+        )
+    return pulled
+
+
+def _pulled_weights(path: Path, card: dict[str, Any]) -> tuple[Path, int | None, Recorded]:
+    """A pulled model's weights file, round and recorded hashes (``pull.json``, the card)."""
+    weights = path / PULLED_WEIGHTS
+    record = _read_json(path / PULL_RECORD)
+    model_round = _as_int(record.get("round")) if record else _metadata_round(weights)
+    return weights, model_round, _pulled_hashes(record, card, model_round)
+
+
+def _run_weights(path: Path, card: dict[str, Any], round: int | None) -> tuple[Path, int | None, Recorded]:
+    """A run directory's weights file (best or ``round``), round and recorded hashes (manifest, card).
+
+    Raises:
+        ModelError: if the weights file is missing.
+    """
+    weights = path / (BEST_WEIGHTS if round is None else round_weights(round))
+    if not weights.is_file():
+        raise ModelError(_missing_weights(path, weights, round))
+    entry = _manifest_entry(path, weights.name)
+    return weights, _round_of(path, weights, entry), _run_hashes(weights, entry, card)
+
+
+def _verified_sha256(weights: Path, recorded: Recorded) -> str:
+    """The weights' SHA-256, checked against every recorded one.
+
+    Raises:
+        ModelError: if the weights cannot be read.
+        IntegrityError: if a recorded hash differs.
+    """
     try:
         sha256 = sha256_of(weights)
     except OSError as err:
@@ -218,123 +256,7 @@ def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
             )
     if not recorded:
         log.warning("%s: no recorded sha256 to check the weights against; using them unverified", weights)
-    return ModelDir(
-        path,
-        "pulled" if pulled else "run",
-        cfg,
-        schema,
-        weights,
-        model_round,
-        sha256,
-        tuple(s for s, _ in recorded),
-        card,
-    )
-
-
-def trained_network(model_dir: ModelDir) -> nn.Module:
-    """The trained network of a model directory, in eval mode on the CPU.
-
-    Raises:
-        ModelError: if the weights file cannot be read or does not fit the network the
-            config describes.
-    """
-    schema = model_dir.schema
-    network = network_for(model_dir.cfg, schema)
-    state = read_state_dict(model_dir.weights)
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(
-            f"{model_dir.weights} does not fit {model_dir.model_name.value} with {schema.channels} channel(s) and "
-            f"{schema.num_outputs} outputs{' (differential privacy: GroupNorm)' if model_dir.private else ''}: "
-            f"{first}"
-        ) from None
-    return network.eval()
-
-
-class ProbabilityModel(nn.Module):
-    """A network with its output activation: scaled images in, probabilities out.
-
-    Softmax over classes for binary and multi-class tasks, sigmoid per label for
-    multi-label tasks. This is what the exports contain.
-
-    Args:
-        network: the trained network (logits).
-        task: the task, which picks the activation.
-
-    Shapes:
-        input float32 (B, C, S, S) in [0, 1]; output float32 (B, K) probabilities.
-    """
-
-    def __init__(self, network: nn.Module, task: Task) -> None:
-        super().__init__()
-        self.network = network
-        self.multilabel = task is Task.MULTILABEL
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Probabilities (B, K) of scaled images (B, C, S, S)."""
-        logits = self.network(images)
-        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
-
-
-class LoadedModel:
-    """A model directory's network, ready to compute probabilities.
-
-    Args:
-        model_dir: the opened directory.
-        device: where the network runs.
-    """
-
-    def __init__(self, model_dir: ModelDir, device: torch.device | None = None) -> None:
-        self.model_dir = model_dir
-        self.device = device or torch.device("cpu")
-        self.network = trained_network(model_dir)
-        self.head = ProbabilityModel(self.network, model_dir.task).eval().to(self.device)
-
-    @torch.no_grad()
-    def probabilities(self, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-        """Class (or label) probabilities of preprocessed images.
-
-        Args:
-            images: uint8 (N, C, S, S) at the model's size and channels (see
-                :class:`Preprocessing`).
-            batch_size: images per forward pass.
-
-        Returns:
-            float32 (N, K): softmax rows summing to 1 (binary, multi-class) or per-label
-            sigmoids (multi-label).
-
-        Raises:
-            ModelError: if the images do not have the model's shape.
-        """
-        prep = self.model_dir.preprocessing
-        expected = (prep.channels, prep.image_size, prep.image_size)
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-            raise ModelError(f"images must have shape (N, {', '.join(map(str, expected))}); got {tuple(images.shape)}")
-        outputs = [np.empty((0, self.model_dir.schema.num_outputs), dtype=np.float32)]
-        for start in range(0, images.shape[0], batch_size):
-            batch = prep.scale(images[start : start + batch_size].to(self.device))
-            outputs.append(self.head(batch).float().cpu().numpy())
-        return np.concatenate(outputs)
-
-
-def load_model(path: Path | ModelDir, round: int | None = None, device: str = "cpu") -> LoadedModel:
-    """Open, verify and load a model directory.
-
-    Args:
-        path: the directory (or an already opened one).
-        round: run directories: the round to load instead of the best model.
-        device: ``cpu``, ``cuda`` or ``auto``.
-
-    Raises:
-        ModelError, IntegrityError: as :func:`open_model_dir` and :func:`build_network`.
-        ConfigError: as :func:`open_model_dir`, or an unknown device, or CUDA without a GPU.
-    """
-    from fedward.common.ml.runtime import resolve_device
-
-    model_dir = path if isinstance(path, ModelDir) else open_model_dir(Path(path), round)
-    return LoadedModel(model_dir, resolve_device(choose(device, DeviceChoice, "--device")))
+    return sha256
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -407,9 +329,9 @@ def _card_entries(card: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in weights.values() if isinstance(e, dict)] if isinstance(weights, dict) else []
 
 
-def _run_hashes(weights: Path, entry: Any, card: dict[str, Any]) -> list[tuple[str, str]]:
+def _run_hashes(weights: Path, entry: Any, card: dict[str, Any]) -> Recorded:
     """(source, sha256) pairs recorded for a run directory's weights file."""
-    out: list[tuple[str, str]] = []
+    out: Recorded = []
     if isinstance(entry, dict) and entry.get("sha256"):
         out.append((MANIFEST_FILE, str(entry["sha256"])))
     relative = f"{MODELS_DIR}/{weights.name}"
@@ -420,9 +342,9 @@ def _run_hashes(weights: Path, entry: Any, card: dict[str, Any]) -> list[tuple[s
     return out
 
 
-def _pulled_hashes(record: dict[str, Any], card: dict[str, Any], model_round: int | None) -> list[tuple[str, str]]:
+def _pulled_hashes(record: dict[str, Any], card: dict[str, Any], model_round: int | None) -> Recorded:
     """(source, sha256) pairs recorded for a pulled model's weights."""
-    out: list[tuple[str, str]] = []
+    out: Recorded = []
     if record.get("sha256"):
         out.append((PULL_RECORD, str(record["sha256"])))
     if model_round is not None:

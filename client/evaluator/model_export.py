@@ -1,7 +1,7 @@
 """Export a model directory's network as ONNX, TorchScript or a MONAI bundle.
 
 Every export computes probabilities, not logits: the graph ends with the softmax
-(binary, multi-class) or sigmoid (multi-label) that :class:`~fedward.client.evaluator.model_dir.ProbabilityModel`
+(binary, multi-class) or sigmoid (multi-label) that :class:`~fedward.client.evaluator.loaded_model.ProbabilityModel`
 adds. Its input is the *scaled* image batch, float32 (B, C, S, S) in [0, 1]: pixels at the
 model's size and channels divided by 255 (see :class:`~fedward.client.evaluator.model_dir.Preprocessing`);
 the batch axis is dynamic.
@@ -30,68 +30,32 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fedward.client.evaluator.model_dir import LoadedModel, ModelDir
-from fedward.common.choices import Task
+from fedward.client.evaluator.export_formats import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportFormat,
+    ExportResult,
+    default_output,
+    model_properties,
+)
+from fedward.client.evaluator.loaded_model import LoadedModel
+from fedward.client.evaluator.model_dir import ModelDir
+from fedward.client.evaluator.monai_bundle import export_monai_bundle
 from fedward.common.errors import ModelError
-from fedward.common.version import fedward_version
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 18
 """ONNX opset of exported graphs (supported by onnxruntime >= 1.14)."""
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
 CHECK_TOLERANCE = 1e-4
 """Largest absolute difference from PyTorch's probabilities an export may show."""
 CHECK_IMAGES = 8
-
-
-class ExportFormat(StrEnum):
-    """What ``fedward model export --format`` writes."""
-
-    ONNX = "onnx"
-    TORCHSCRIPT = "torchscript"
-    MONAI_BUNDLE = "monai-bundle"
-
-
-DEFAULT_NAMES = {
-    ExportFormat.ONNX: "model.onnx",
-    ExportFormat.TORCHSCRIPT: "model.ts",
-    ExportFormat.MONAI_BUNDLE: "bundle",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ExportResult:
-    """What an export wrote.
-
-    Attributes:
-        format: the export format.
-        path: the file (ONNX, TorchScript) or folder (MONAI bundle).
-        files: every file written.
-        exporter: how the graph was produced.
-        max_abs_diff: largest absolute difference between the export's and PyTorch's
-            probabilities on random images; ``None`` when not checked (no onnxruntime).
-    """
-
-    format: ExportFormat
-    path: Path
-    files: tuple[Path, ...]
-    exporter: str
-    max_abs_diff: float | None
-
-
-def default_output(model_dir: ModelDir, fmt: ExportFormat) -> Path:
-    """``<model dir>/export/model.onnx``, ``.../model.ts`` or ``.../bundle``."""
-    return model_dir.path / "export" / DEFAULT_NAMES[fmt]
 
 
 def export_model(loaded: LoadedModel, fmt: ExportFormat, out: Path | None = None) -> ExportResult:
@@ -107,27 +71,7 @@ def export_model(loaded: LoadedModel, fmt: ExportFormat, out: Path | None = None
         return export_onnx(loaded, target)
     if fmt is ExportFormat.TORCHSCRIPT:
         return export_torchscript(loaded, target)
-    from fedward.client.evaluator.monai_bundle import export_monai_bundle
-
     return export_monai_bundle(loaded, target)
-
-
-def model_properties(model_dir: ModelDir) -> dict[str, str]:
-    """String metadata stored with exports: what the model expects and outputs."""
-    prep = model_dir.preprocessing
-    return {
-        "fedward_version": fedward_version(),
-        "run": model_dir.run_name,
-        "round": "" if model_dir.round is None else str(model_dir.round),
-        "weights_sha256": model_dir.sha256,
-        "model": model_dir.model_name.value,
-        "dataset": model_dir.cfg.data.dataset,
-        "task": model_dir.task.value,
-        "classes": json.dumps(list(model_dir.classes)),
-        "input": f"{INPUT_NAME}: float32 (B, {prep.channels}, {prep.image_size}, {prep.image_size}), pixels / 255",
-        "output": f"{OUTPUT_NAME}: float32 (B, {len(model_dir.classes)}), "
-        + ("sigmoid per label" if model_dir.task is Task.MULTILABEL else "softmax over classes"),
-    }
 
 
 # ---------------------------------------------------------------------------------- ONNX
@@ -248,7 +192,6 @@ def export_torchscript(loaded: LoadedModel, out: Path) -> ExportResult:
     return ExportResult(ExportFormat.TORCHSCRIPT, out, (out,), "torch.jit.trace", diff)
 
 
-# -------------------------------------------------------------------------- MONAI bundle
 # ------------------------------------------------------------------------------ helpers
 def _random_images(model_dir: ModelDir, n: int, seed: int) -> torch.Tensor:
     """Scaled random model input, float32 (n, C, S, S) in [0, 1]."""

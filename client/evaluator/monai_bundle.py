@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedward.client.evaluator.model_dir import LoadedModel, ModelDir
-from fedward.client.evaluator.model_export import ExportFormat, ExportResult, model_properties
+from fedward.client.evaluator.export_formats import ExportFormat, ExportResult, model_properties
+from fedward.client.evaluator.loaded_model import LoadedModel
+from fedward.client.evaluator.model_dir import ModelDir, Preprocessing
 from fedward.common.choices import Task
 from fedward.common.errors import ModelError
 from fedward.common.rundir.layout import CARD_JSON, CARD_MD
@@ -106,35 +107,35 @@ def bundle_metadata(model_dir: ModelDir) -> dict[str, Any]:
         "eval_metrics": best_metrics,
         "intended_use": str(model_dir.card.get("intended_use", "Research only; not for clinical decisions.")),
         "references": ["Yang et al., MedMNIST v2, Scientific Data 10, 41 (2023)"],
-        "network_data_format": {
-            "inputs": {
-                "image": {
-                    "type": "image",
-                    "format": "magnitude",
-                    "modality": "any",
-                    "num_channels": prep.channels,
-                    "spatial_shape": [prep.image_size, prep.image_size],
-                    "dtype": "float32",
-                    "value_range": list(prep.value_range),
-                    "is_patch_data": False,
-                    "channel_def": {str(i): f"channel {i}" for i in range(prep.channels)},
-                }
-            },
-            "outputs": {
-                "pred": {
-                    "type": "probabilities",
-                    "format": "labels" if multilabel else "classes",
-                    "num_channels": len(classes),
-                    "spatial_shape": [1, len(classes)],
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "is_onehot": False,
-                    "channel_def": {str(i): c for i, c in enumerate(classes)},
-                }
-            },
-        },
+        "network_data_format": _network_data_format(prep, classes, multilabel),
         "fedward": {**model_properties(model_dir), "classes": classes},
     }
+
+
+def _network_data_format(prep: Preprocessing, classes: list[str], multilabel: bool) -> dict[str, Any]:
+    """The metadata's ``network_data_format``: the scaled image in, probabilities out."""
+    image = {
+        "type": "image",
+        "format": "magnitude",
+        "modality": "any",
+        "num_channels": prep.channels,
+        "spatial_shape": [prep.image_size, prep.image_size],
+        "dtype": "float32",
+        "value_range": list(prep.value_range),
+        "is_patch_data": False,
+        "channel_def": {str(i): f"channel {i}" for i in range(prep.channels)},
+    }
+    pred = {
+        "type": "probabilities",
+        "format": "labels" if multilabel else "classes",
+        "num_channels": len(classes),
+        "spatial_shape": [1, len(classes)],
+        "dtype": "float32",
+        "value_range": [0, 1],
+        "is_onehot": False,
+        "channel_def": {str(i): c for i, c in enumerate(classes)},
+    }
+    return {"inputs": {"image": image}, "outputs": {"pred": pred}}
 
 
 def inference_config(model_dir: ModelDir) -> dict[str, Any]:
@@ -157,26 +158,7 @@ def inference_config(model_dir: ModelDir) -> dict[str, Any]:
         "network": "$@network_def.to(@device)",
         "datalist": "$[{'image': str(p)} for p in sorted(pathlib.Path(@input_dir).iterdir()) "
         "if p.suffix.lower() in ('.png', '.jpg', '.jpeg', '.dcm')]",
-        "preprocessing": {
-            "_target_": "Compose",
-            "transforms": [
-                {
-                    "_target_": "fedward.client.evaluator.predict.LoadModelInputd",
-                    "keys": "image",
-                    "channels": prep.channels,
-                    "image_size": prep.image_size,
-                },
-                {
-                    "_target_": "ScaleIntensityRanged",
-                    "keys": "image",
-                    "a_min": 0.0,
-                    "a_max": 255.0,
-                    "b_min": 0.0,
-                    "b_max": 1.0,
-                    "clip": True,
-                },
-            ],
-        },
+        "preprocessing": _preprocessing(prep),
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {
             "_target_": "DataLoader",
@@ -190,32 +172,62 @@ def inference_config(model_dir: ModelDir) -> dict[str, Any]:
             "_target_": "Compose",
             "transforms": [{"_target_": "Activationsd", "keys": "pred", **activation}],
         },
-        "handlers": [
-            {
-                "_target_": "CheckpointLoader",
-                "load_path": "$@bundle_root + '/models/model.pt'",
-                "load_dict": {"model": "@network"},
-                "map_location": "@device",
-            },
-            {
-                "_target_": "ClassificationSaver",
-                "output_dir": "@output_dir",
-                "filename": "predictions.csv",
-                "batch_transform": "$lambda x: [xx['image'].meta for xx in x]",
-                "output_transform": "$lambda x: [xx['pred'] for xx in x]",
-            },
-        ],
-        "evaluator": {
-            "_target_": "SupervisedEvaluator",
-            "device": "@device",
-            "val_data_loader": "@dataloader",
-            "network": "@network",
-            "inferer": "@inferer",
-            "postprocessing": "@postprocessing",
-            "val_handlers": "@handlers",
-            "amp": False,
-        },
+        "handlers": _handlers(),
+        "evaluator": _evaluator(),
         "run": ["$@evaluator.run()"],
+    }
+
+
+def _preprocessing(prep: Preprocessing) -> dict[str, Any]:
+    """The config's ``preprocessing``: fedward's decoding to uint8 model input, then scaling to [0, 1]."""
+    load = {
+        "_target_": "fedward.client.evaluator.predict.LoadModelInputd",
+        "keys": "image",
+        "channels": prep.channels,
+        "image_size": prep.image_size,
+    }
+    scale = {
+        "_target_": "ScaleIntensityRanged",
+        "keys": "image",
+        "a_min": 0.0,
+        "a_max": 255.0,
+        "b_min": 0.0,
+        "b_max": 1.0,
+        "clip": True,
+    }
+    return {"_target_": "Compose", "transforms": [load, scale]}
+
+
+def _handlers() -> list[dict[str, Any]]:
+    """The config's ``handlers``: load ``models/model.pt``, save ``predictions.csv``."""
+    return [
+        {
+            "_target_": "CheckpointLoader",
+            "load_path": "$@bundle_root + '/models/model.pt'",
+            "load_dict": {"model": "@network"},
+            "map_location": "@device",
+        },
+        {
+            "_target_": "ClassificationSaver",
+            "output_dir": "@output_dir",
+            "filename": "predictions.csv",
+            "batch_transform": "$lambda x: [xx['image'].meta for xx in x]",
+            "output_transform": "$lambda x: [xx['pred'] for xx in x]",
+        },
+    ]
+
+
+def _evaluator() -> dict[str, Any]:
+    """The config's ``evaluator``: a SupervisedEvaluator over the other parts."""
+    return {
+        "_target_": "SupervisedEvaluator",
+        "device": "@device",
+        "val_data_loader": "@dataloader",
+        "network": "@network",
+        "inferer": "@inferer",
+        "postprocessing": "@postprocessing",
+        "val_handlers": "@handlers",
+        "amp": False,
     }
 
 

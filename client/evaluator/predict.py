@@ -13,7 +13,7 @@ Files are decoded with fedward's readers and preprocessed as training does
 A file that cannot be used gets a one-line reason (the stable codes of
 :class:`~fedward.common.data.dicom.Reason`) and never stops the other files.
 :class:`LoadModelInputd` is the same decoding as a MONAI dictionary transform, for the
-MONAI bundle that :mod:`fedward.client.evaluator.model_export` writes.
+MONAI bundle that :mod:`fedward.client.evaluator.monai_bundle` writes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from fedward.client.evaluator.model_dir import LoadedModel
+from fedward.client.evaluator.loaded_model import LoadedModel
 from fedward.common.choices import FrameMode, Task
 from fedward.common.data.dicom import Reason, UnusableFileError
 from fedward.common.data.files import decode_file, to_model_input

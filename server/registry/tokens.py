@@ -21,15 +21,15 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fedward.common.errors import ConfigError, FedwardError
+from fedward.common.fileio import atomic_write
+from fedward.common.timestamps import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,6 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
 class TokenStore:
     """The registry's token file.
 
@@ -128,7 +124,7 @@ class TokenStore:
                 "('fedward registry token revoke') or pass --force to replace it"
             )
         token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
-        entries[name] = {"sha256": hash_token(token), "created": _now(), "revoked": None}
+        entries[name] = {"sha256": hash_token(token), "created": now_iso(), "revoked": None}
         self._write(entries)
         log.info("registry token %r created", name)
         return token
@@ -147,7 +143,7 @@ class TokenStore:
             known = ", ".join(sorted(entries)) or "none"
             raise TokenError(f"no registry token named {name!r} in {self.path} (tokens: {known})")
         if entry.get("revoked") is None:
-            entry["revoked"] = _now()
+            entry["revoked"] = now_iso()
             self._write(entries)
             log.info("registry token %r revoked", name)
         return TokenInfo(name, str(entry.get("created", "")), str(entry["revoked"]))
@@ -199,20 +195,12 @@ class TokenStore:
         return {str(k): dict(v) for k, v in data.items()}
 
     def _write(self, entries: dict[str, dict[str, Any]]) -> None:
-        """Replace the file atomically, readable by its owner only (0600)."""
-        payload = json.dumps(dict(sorted(entries.items())), indent=2).encode("utf-8")
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        """Replace the file atomically (and durably), readable by its owner only (0600, folder 0700)."""
+        payload = json.dumps(dict(sorted(entries.items())), indent=2)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            atomic_write(self.path, payload, mode=0o600, durable=True)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             raise TokenError(f"cannot write {self.path}: {err.strerror or type(err).__name__}") from None
 
 

@@ -2,10 +2,11 @@
 
 Certificates from ``fedward certs init``; the registry serves a runs folder with one good
 run and one whose best weights were changed after training. Checked: ``model pull`` over
-TLS verifies and writes the files, a tampered file fails verification and leaves nothing,
-no CA / no token / a revoked token are clear errors, raw ``..`` paths are 404 as uvicorn
-passes them, plain HTTP to the TLS port gets no HTTP response, downloads are logged. The
-server process (its whole process group) is stopped in a ``finally``, pass or fail.
+TLS verifies and writes the files (``run.json`` among them), a tampered file fails
+verification and leaves nothing, no CA / no token / a revoked token are clear errors, raw
+``..`` paths are 404 as uvicorn passes them, plain HTTP to the TLS port gets no HTTP
+response, downloads are logged. The server process (its whole process group) is stopped
+in a ``finally``, pass or fail.
 """
 
 from __future__ import annotations
@@ -116,8 +117,9 @@ def test_pull_over_tls_verifies_and_writes_the_files(registry: Registry) -> None
     best = registry.store / RUN_ID / "models" / "best.safetensors"
     assert (out / "model.safetensors").read_bytes() == best.read_bytes()
     assert json.loads((out / "pull.json").read_text())["sha256"] == sha256_of(best)
-    for name in ("model_card.json", "model_card.md", "config.toml"):
+    for name in ("model_card.json", "model_card.md", "config.toml", "run.json"):
         assert (out / name).is_file()
+    assert (out / "run.json").read_bytes() == (registry.store / RUN_ID / "run.json").read_bytes()
     assert "verified" in result.stdout
 
     rows = [json.loads(line) for line in (registry.store / "registry" / "downloads.jsonl").read_text().splitlines()]

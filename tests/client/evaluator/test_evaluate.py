@@ -13,16 +13,10 @@ from fixtures.model_dirs import write_run
 from fixtures.synthetic import write_npz
 from typer.testing import CliRunner
 
-from fedward.client.evaluator.evaluate import (
-    REPORTED,
-    bootstrap_intervals,
-    evaluate_model,
-    load_labelled,
-    plot_roc,
-    roc_curves,
-    roc_points,
-)
-from fedward.client.evaluator.model_dir import LoadedModel, load_model
+from fedward.client.evaluator.evaluate import REPORTED, bootstrap_intervals, evaluate_model
+from fedward.client.evaluator.labelled_data import load_labelled
+from fedward.client.evaluator.loaded_model import LoadedModel, load_model
+from fedward.client.evaluator.roc import plot_roc, roc_curves, roc_points
 from fedward.common.choices import Task
 from fedward.common.errors import DataError
 from fedward.common.ml.metrics import classification_metrics

@@ -11,7 +11,8 @@ import torch
 from fixtures.model_dirs import CLASSES, flip_byte, pull_like, write_run
 from fixtures.synthetic import write_npz
 
-from fedward.client.evaluator.model_dir import load_model, open_model_dir, trained_network
+from fedward.client.evaluator.loaded_model import load_model, trained_network
+from fedward.client.evaluator.model_dir import open_model_dir
 from fedward.common.choices import Task
 from fedward.common.data.images import make_dataset
 from fedward.common.data.npz import read_npz
@@ -147,3 +148,34 @@ def test_a_model_pulled_from_a_registry_opens_verified(tmp_path: Path) -> None:
     assert final.round == 2 and final.verified_against == ("pull.json", "model_card.json")  # the card's final entry
     probabilities = load_model(best).probabilities(torch.zeros((3, 1, 28, 28), dtype=torch.uint8))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_a_model_pulled_from_a_run_without_a_card_opens_with_the_schema_of_run_json(tmp_path: Path) -> None:
+    """run.json travels with the weights, so a pulled model of a run that has no card yet still opens."""
+    testclient = pytest.importorskip("fastapi.testclient")
+    from fixtures.registry import BEST_ROUND, RUN_ID
+    from fixtures.registry import write_run as write_registry_run
+
+    from fedward.client.evaluator.pull import pull
+    from fedward.server.registry.service import create_app
+    from fedward.server.registry.tokens import TokenStore
+
+    store = tmp_path / "runs"
+    run = write_registry_run(store)
+    (run / "model_card.json").unlink()
+    (run / "model_card.md").unlink()
+    token = TokenStore.for_store(store).create("evaluator")
+    with testclient.TestClient(create_app(store), base_url="http://registry.test") as http:
+        pull("http://registry.test", token, RUN_ID, "best", tmp_path / "pulled", insecure=True, http=http)
+    assert sorted(p.name for p in (tmp_path / "pulled").iterdir()) == [
+        "config.toml",
+        "model.safetensors",
+        "pull.json",
+        "run.json",
+    ]
+    opened = open_model_dir(tmp_path / "pulled")
+    assert opened.kind == "pulled" and opened.round == BEST_ROUND and opened.card == {}
+    assert opened.task is Task.BINARY and opened.classes == CLASSES
+    assert opened.verified_against == ("pull.json",)
+    probabilities = load_model(opened).probabilities(torch.zeros((2, 1, 28, 28), dtype=torch.uint8))
+    assert probabilities.shape == (2, 2)

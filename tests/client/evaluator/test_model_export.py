@@ -12,8 +12,9 @@ import torch
 from fixtures.model_dirs import write_pngs, write_run
 from typer.testing import CliRunner
 
-from fedward.client.evaluator.model_dir import LoadedModel, load_model
-from fedward.client.evaluator.model_export import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, ExportFormat, export_model
+from fedward.client.evaluator.export_formats import INPUT_NAME, OUTPUT_NAME, ExportFormat
+from fedward.client.evaluator.loaded_model import LoadedModel, load_model
+from fedward.client.evaluator.model_export import ONNX_OPSET, export_model
 from fedward.client.evaluator.predict import load_model_input
 from fedward.common.data.images import to_model_size
 from fedward.common.data.npz import read_npz

@@ -13,7 +13,7 @@ from fixtures.synthetic import write_npz
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
-from fedward.client.evaluator.model_dir import LoadedModel, load_model
+from fedward.client.evaluator.loaded_model import LoadedModel, load_model
 from fedward.client.evaluator.predict import predict_files
 from fedward.common.data.images import to_model_size
 

@@ -9,14 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fixtures.registry import (
-    BEST_ROUND,
-    RUN_ID,
-    copy_store,
-    flip_byte,
-)
+from fixtures.registry import BEST_ROUND, RUN_ID, copy_store, flip_byte
 
-from fedward.client.evaluator.pull import RegistryClient, RegistryError, list_runs, parse_which, pull
+from fedward.client.evaluator.pull import list_runs, parse_which, pull
+from fedward.client.evaluator.registry_client import RegistryClient, RegistryRequestError
 from fedward.common.errors import ConfigError, IntegrityError
 from fedward.common.flower.processes import free_port
 
@@ -59,7 +55,14 @@ def test_pull_best_writes_verified_weights_card_config_and_record(served: Served
     assert pulled.round == BEST_ROUND
     assert pulled.sha256 == hashlib.sha256(best).hexdigest()
     assert (out / "model.safetensors").read_bytes() == best
-    assert leftovers(out) == ["config.toml", "model.safetensors", "model_card.json", "model_card.md", "pull.json"]
+    assert leftovers(out) == [
+        "config.toml",
+        "model.safetensors",
+        "model_card.json",
+        "model_card.md",
+        "pull.json",
+        "run.json",
+    ]
     assert (out / "model_card.json").read_bytes() == (served.run_dir / "model_card.json").read_bytes()
     assert (out / "config.toml").read_bytes() == (served.run_dir / "config.toml").read_bytes()
     record = json.loads((out / "pull.json").read_text(encoding="utf-8"))
@@ -70,6 +73,32 @@ def test_pull_best_writes_verified_weights_card_config_and_record(served: Served
     assert record["pulled"]
     assert "model card" in " ".join(record["verified-against"])
     assert served.token not in (out / "pull.json").read_text(encoding="utf-8")
+
+
+def test_pull_writes_run_json_with_the_dataset_schema(served: Served, tmp_path: Path) -> None:
+    pulled = served.pull(tmp_path / "pulled")
+    run_json = tmp_path / "pulled" / "run.json"
+    assert run_json.read_bytes() == (served.run_dir / "run.json").read_bytes()
+    assert json.loads(run_json.read_text(encoding="utf-8"))["schema"]["classes"] == ["normal", "pneumonia"]
+    assert pulled.files[0] == pulled.path and run_json in pulled.files
+    assert pulled.files[-1] == tmp_path / "pulled" / "pull.json"
+
+
+def test_a_run_without_run_json_is_pulled_without_it(served: Served, tmp_path: Path) -> None:
+    (served.run_dir / "run.json").unlink()
+    served.pull(tmp_path / "pulled")
+    assert "run.json" not in leftovers(tmp_path / "pulled")
+    assert "model.safetensors" in leftovers(tmp_path / "pulled")
+
+
+def test_an_unwritable_out_folder_is_a_config_error_naming_it(served: Served, tmp_path: Path) -> None:
+    out = tmp_path / "pulled"
+    out.mkdir()
+    (out / "config.toml").mkdir()  # a folder where the file must go: the rename fails
+    with pytest.raises(ConfigError, match=r"--out .*pulled: cannot write config\.toml"):
+        served.pull(out)
+    assert "model.safetensors" not in leftovers(out)
+    assert not [name for name in leftovers(out) if name.startswith(".")]
 
 
 def test_pull_a_round_verifies_against_the_model_list(served: Served, tmp_path: Path) -> None:
@@ -128,20 +157,20 @@ def test_without_a_model_card_best_is_checked_against_the_model_list(served: Ser
 def test_revoked_and_wrong_tokens_are_clear_errors(served: Served, tmp_path: Path) -> None:
     from fedward.server.registry.tokens import TokenStore
 
-    with pytest.raises(RegistryError, match="refused the token"):
+    with pytest.raises(RegistryRequestError, match="refused the token"):
         served.pull(tmp_path / "a", token="fwd_wrong")
     TokenStore.for_store(served.store).revoke("evaluator")
-    with pytest.raises(RegistryError, match=r"refused the token.*FEDWARD_REGISTRY_TOKEN"):
+    with pytest.raises(RegistryRequestError, match=r"refused the token.*FEDWARD_REGISTRY_TOKEN"):
         served.pull(tmp_path / "b")
     assert leftovers(tmp_path / "b") == []
 
 
 def test_unknown_run_and_round_are_clear_errors(served: Served, tmp_path: Path) -> None:
-    with pytest.raises(RegistryError, match="no run 'nope'"):
+    with pytest.raises(RegistryRequestError, match="no run 'nope'"):
         pull(URL, served.token, "nope", "best", tmp_path / "a", insecure=True, http=served.http)
-    with pytest.raises(RegistryError, match=r"no run '\.\./x'"):
+    with pytest.raises(RegistryRequestError, match=r"no run '\.\./x'"):
         pull(URL, served.token, "../x", "best", tmp_path / "a", insecure=True, http=served.http)
-    with pytest.raises(RegistryError, match=r"no weights for round 9.*0, 1, 2"):
+    with pytest.raises(RegistryRequestError, match=r"no weights for round 9.*0, 1, 2"):
         served.pull(tmp_path / "a", which=9)
     assert leftovers(tmp_path / "a") == []
 
@@ -189,9 +218,9 @@ def test_parse_which_refuses_the_rest(text: str | int) -> None:
 
 def test_nothing_listening_names_the_url_and_suggests_ca(tmp_path: Path) -> None:
     url = f"https://127.0.0.1:{free_port()}"
-    with pytest.raises(RegistryError) as caught:
+    with pytest.raises(RegistryRequestError) as caught:
         list_runs(url, "fwd_x")
     assert url in str(caught.value) and "--ca" in str(caught.value)
-    with pytest.raises(RegistryError, match=url):
+    with pytest.raises(RegistryRequestError, match=url):
         pull(url, "fwd_x", RUN_ID, "best", tmp_path / "out")
     assert leftovers(tmp_path / "out") == []

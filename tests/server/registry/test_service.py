@@ -12,15 +12,11 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from fixtures.registry import (
-    BEST_ROUND,
-    RUN_ID,
-    copy_store,
-    flip_byte,
-)
+from fixtures.registry import BEST_ROUND, RUN_ID, copy_store, flip_byte
 
 from fedward.common.rundir.manifest import read_manifest
-from fedward.server.registry.service import create_app, recorded_models
+from fedward.server.registry.model_files import recorded_models
+from fedward.server.registry.service import create_app
 from fedward.server.registry.tokens import TokenStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*httpx2.*")
@@ -59,7 +55,14 @@ def test_health_needs_no_token_and_says_nothing_else(registry: Registry) -> None
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/runs", f"/v1/runs/{RUN_ID}", f"/v1/runs/{RUN_ID}/card", f"/v1/runs/{RUN_ID}/models/best", "/v1/runs/nope"],
+    [
+        "/v1/runs",
+        f"/v1/runs/{RUN_ID}",
+        f"/v1/runs/{RUN_ID}/card",
+        f"/v1/runs/{RUN_ID}/run",
+        f"/v1/runs/{RUN_ID}/models/best",
+        "/v1/runs/nope",
+    ],
 )
 def test_no_token_is_401_with_bearer_challenge(registry: Registry, path: str) -> None:
     for headers in ({}, {"Authorization": "Basic YWxpY2U6c2VjcmV0"}, {"Authorization": "Bearer "}):
@@ -123,6 +126,24 @@ def test_card_markdown_and_config(registry: Registry) -> None:
     config = registry.get(f"/v1/runs/{RUN_ID}/config")
     assert config.status_code == 200
     assert config.text == (registry.run_dir / "config.toml").read_text(encoding="utf-8")
+
+
+def test_run_json_is_served_as_json(registry: Registry) -> None:
+    response = registry.get(f"/v1/runs/{RUN_ID}/run")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.content == (registry.run_dir / "run.json").read_bytes()
+    assert response.json()["schema"] == {"task": "binary", "classes": ["normal", "pneumonia"], "channels": 1}
+    assert registry.get(f"/v1/runs/{RUN_ID}/run", token=None).status_code == 401
+    assert registry.get("/v1/runs/nope/run").status_code == 404
+
+
+def test_a_run_without_run_json_is_404_for_it(registry: Registry) -> None:
+    (registry.run_dir / "run.json").unlink()
+    response = registry.get(f"/v1/runs/{RUN_ID}/run")
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"run {RUN_ID} has no run.json yet"
+    assert registry.get(f"/v1/runs/{RUN_ID}/card").status_code == 200
 
 
 def test_a_run_without_card_is_404_for_the_card(registry: Registry) -> None:
@@ -296,49 +317,9 @@ def test_the_registry_writes_nothing_into_run_directories(registry: Registry) ->
         return {str(p.relative_to(registry.run_dir)): p.read_bytes() for p in files}
 
     before = snapshot()
-    for path in ("/v1/runs", f"/v1/runs/{RUN_ID}", f"/v1/runs/{RUN_ID}/card", f"/v1/runs/{RUN_ID}/models/best"):
+    paths = ("/v1/runs", f"/v1/runs/{RUN_ID}", f"/v1/runs/{RUN_ID}/card", f"/v1/runs/{RUN_ID}/run")
+    for path in (*paths, f"/v1/runs/{RUN_ID}/models/best"):
         assert registry.get(path).status_code == 200
     assert snapshot() == before
     written = {p.name for p in registry.store.iterdir()} - {RUN_ID}
     assert written <= {"registry", "runs.sqlite", "runs.sqlite-wal", "runs.sqlite-shm"}
-
-
-def test_serve_refuses_to_start_without_tls_or_with_missing_files(tmp_path: Path) -> None:
-    from fedward.common.errors import ConfigError
-    from fedward.server.registry.service import RegistryError, serve
-
-    store = tmp_path / "runs"
-    store.mkdir()
-    with pytest.raises(ConfigError, match=r"--certs.*--insecure"):
-        serve(store, None)
-    with pytest.raises(ConfigError, match=r"--certs.*--insecure"):
-        serve(store, tmp_path / "certs", insecure=True)
-    with pytest.raises(RegistryError, match=r"server\.crt, server\.key missing"):
-        serve(store, tmp_path / "certs")
-    with pytest.raises(RegistryError, match="not a folder"):
-        serve(tmp_path / "nope", tmp_path / "certs")
-
-
-def test_serve_names_a_taken_port(tmp_path: Path) -> None:
-    import socket
-
-    from fedward.common.security.certs import init_federation
-    from fedward.server.registry.service import RegistryError, serve
-
-    init_federation(tmp_path / "certs")
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with pytest.raises(RegistryError, match=f"127.0.0.1:{port}.*--port"):
-            serve(tmp_path, tmp_path / "certs", "127.0.0.1", port)
-
-
-def test_cli_serve_without_certs_exits_2(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from fedward.cli.main import app
-
-    result = CliRunner().invoke(app, ["registry", "serve", "--store", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "--certs" in result.output

@@ -33,6 +33,34 @@ def test_create_stores_only_the_hash_in_a_private_file(tokens: TokenStore) -> No
     assert tokens.create("bob") != token
 
 
+def test_the_file_stays_private_through_rewrites_and_leaves_no_temporary_file(tokens: TokenStore) -> None:
+    """Written with fedward.common.fileio.atomic_write (mode 0600); the registry folder is 0700."""
+    tokens.create("alice")
+    tokens.revoke("alice")
+    tokens.create("alice", force=True)
+    assert stat.S_IMODE(tokens.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(tokens.path.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in tokens.path.parent.iterdir()) == ["tokens.json"]
+
+
+def test_a_failed_write_is_a_token_error_and_keeps_the_old_file(
+    tokens: TokenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fedward.server.registry.tokens as module
+
+    alice = tokens.create("alice")
+    before = tokens.path.read_bytes()
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "atomic_write", disk_full)
+    with pytest.raises(TokenError, match=r"cannot write .*tokens\.json: No space left on device"):
+        tokens.revoke("alice")
+    assert tokens.path.read_bytes() == before
+    assert tokens.verify(alice) == "alice"
+
+
 def test_verify_refuses_unknown_and_revoked_tokens(tokens: TokenStore) -> None:
     alice, bob = tokens.create("alice"), tokens.create("bob")
     assert tokens.verify("fwd_nope") is None

@@ -1,7 +1,8 @@
-"""``fedward model list|pull``: download a global model from a model registry and verify it.
+"""``fedward model list|pull``: list a model registry's runs, download a global model from it and verify it.
 
-Commands are registered on :data:`fedward.cli.models.model_app`. Heavy imports stay inside
-the commands so that ``fedward --help`` stays fast.
+Commands are registered on :data:`fedward.cli.model_commands.model_app`. The registry's
+defaults (the token's environment variable) come from :mod:`fedward.common.registry_api`;
+heavy imports stay inside the commands so that ``fedward --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedward.cli.models import model_app
+from fedward.cli.model_commands import model_app
+from fedward.common.registry_api import BEST, TOKEN_ENV
 
 __all__ = ["model_app"]
 
@@ -27,8 +29,8 @@ Token = Annotated[
     str | None,
     typer.Option(
         "--token",
-        help="Bearer token (better: the FEDWARD_REGISTRY_TOKEN environment variable, kept out of shell history).",
-        envvar="FEDWARD_REGISTRY_TOKEN",
+        help=f"Bearer token (better: the {TOKEN_ENV} environment variable, kept out of shell history).",
+        envvar=TOKEN_ENV,
         show_envvar=False,
     ),
 ]
@@ -72,13 +74,13 @@ def model_list(
 def model_pull(
     run: Annotated[str, typer.Argument(help="The run id (see 'fedward model list').")],
     registry: Registry,
-    out: Annotated[Path, typer.Option("--out", help="Folder for model.safetensors, the model card and config.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the weights, model card, config and run.json.")],
     token: Token = None,
-    which: Annotated[str, typer.Option("--round", help="'best' or a round number.")] = "best",
+    which: Annotated[str, typer.Option("--round", help=f"{BEST!r} or a round number.")] = BEST,
     ca: Ca = None,
     insecure: Insecure = False,
 ) -> None:
-    """Download a run's weights, model card and config; keep them only if the SHA-256 matches."""
+    """Download a run's weights, model card, config and run.json; keep them only if the SHA-256 matches."""
     from fedward.client.evaluator.pull import parse_which, pull
 
     pulled = pull(registry, token, run, parse_which(which), out, ca, insecure=insecure)
