@@ -20,7 +20,7 @@ from fedward.cli import options as o
 from fedward.common.errors import ConfigError
 
 if TYPE_CHECKING:
-    pass
+    from fedward.common.choices import Task
 
 console = Console()
 err_console = Console(stderr=True)
@@ -148,11 +148,11 @@ def server_register(
     state: StateDir = DEFAULT_STATE,
 ) -> None:
     """Admit a hospital: register its public key with the running SuperLink."""
-    from fedward.server.coordinator.admission import HospitalRegistry
+    from fedward.server.coordinator.admission import HospitalRoster
     from fedward.server.coordinator.state import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
-    hospital = HospitalRegistry(coordinator.hospitals_file, coordinator.flwr()).register(name, public_key)
+    hospital = HospitalRoster(coordinator.hospitals_file, coordinator.flwr()).register(name, public_key)
     console.print(f"registered {hospital.name}: node {hospital.node_id}, key {hospital.fingerprint}")
 
 
@@ -162,22 +162,22 @@ def server_unregister(
     state: StateDir = DEFAULT_STATE,
 ) -> None:
     """Remove a hospital: its key can no longer connect."""
-    from fedward.server.coordinator.admission import HospitalRegistry
+    from fedward.server.coordinator.admission import HospitalRoster
     from fedward.server.coordinator.state import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
-    hospital = HospitalRegistry(coordinator.hospitals_file, coordinator.flwr()).unregister(name)
+    hospital = HospitalRoster(coordinator.hospitals_file, coordinator.flwr()).unregister(name)
     console.print(f"unregistered {hospital.name} (node {hospital.node_id})")
 
 
 @server_app.command("hospitals")
 def server_hospitals(state: StateDir = DEFAULT_STATE, as_json: AsJson = False) -> None:
     """List registered hospitals with their status and when they were last seen."""
-    from fedward.server.coordinator.admission import HospitalRegistry
+    from fedward.server.coordinator.admission import HospitalRoster
     from fedward.server.coordinator.state import CoordinatorState
 
     coordinator = CoordinatorState(state.resolve())
-    rows = HospitalRegistry(coordinator.hospitals_file, coordinator.flwr()).status()
+    rows = HospitalRoster(coordinator.hospitals_file, coordinator.flwr()).status()
     if as_json:
         data = [
             {
@@ -229,22 +229,12 @@ def client_start(
     """
     from fedward.client.hospital.agent import AgentSettings, HospitalAgent, UnusableDataError
     from fedward.client.hospital.check import render
-    from fedward.common.choices import FrameMode, Task, choose
+    from fedward.common.choices import FrameMode, choose
     from fedward.common.logs import configure_logging
     from fedward.common.security.tls import parse_address
 
     configure_logging()
-    names: tuple[str, ...] | None = None
-    task = Task.BINARY
-    if classes:
-        names = tuple(c.strip() for c in classes.split(",") if c.strip())
-    elif dataset:
-        from fedward.common.data.catalog import lookup
-
-        entry = lookup(dataset)
-        if entry is None:
-            raise ConfigError(f"unknown dataset {dataset!r}: pass --classes instead")
-        names, task = entry.classes, entry.task
+    names, task = _federation_classes(classes, dataset)
     settings = AgentSettings(
         superlink=parse_address(superlink),
         data_dir=data,
@@ -267,3 +257,19 @@ def client_start(
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+def _federation_classes(classes: str | None, dataset: str | None) -> tuple[tuple[str, ...] | None, Task]:
+    """The classes labels are checked against (``--classes``, else ``--dataset``'s, else none) and the task."""
+    from fedward.common.choices import Task
+
+    if classes:
+        return tuple(c.strip() for c in classes.split(",") if c.strip()), Task.BINARY
+    if dataset:
+        from fedward.common.data.catalog import lookup
+
+        entry = lookup(dataset)
+        if entry is None:
+            raise ConfigError(f"unknown dataset {dataset!r}: pass --classes instead")
+        return entry.classes, entry.task
+    return None, Task.BINARY

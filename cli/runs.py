@@ -24,6 +24,7 @@ from fedward.common.errors import ConfigError, FedwardError
 
 if TYPE_CHECKING:
     from fedward.common.flower.flwr_cli import FlwrCli
+    from fedward.common.rundir.index import RunEntry
 
 console = Console()
 err_console = Console(stderr=True)
@@ -102,78 +103,108 @@ def run_list(
     Flower's live status when the coordinator answers. With --superlink, lists what a
     remote coordinator's Flower reports.
     """
-    import dataclasses
-
-    from fedward.common.rundir.index import RunEntry, RunStore
-    from fedward.common.security.tls import parse_address, probe
-    from fedward.server.coordinator.launch import run_rows
-    from fedward.server.coordinator.state import CoordinatorState
+    from fedward.common.rundir.index import RunStore
 
     if superlink is not None:
         if runs is not None:
             raise ConfigError("--runs lists a folder on this machine; it does not go with --superlink")
-        flwr, _ = _control(state, superlink, ca, insecure)
-        remote = run_rows(flwr, None)
-        if as_json:
-            console.print_json(json.dumps(remote))
-            return
-        table = Table("run id", "status", "elapsed", "started", "finished", "run directory")
-        for row in remote:
-            table.add_row(
-                str(row["run-id"]),
-                str(row.get("status", "")),
-                str(row.get("elapsed", "")),
-                str(row.get("running-at") or row.get("pending-at") or ""),
-                str(row.get("finished-at") or ""),
-                row["run-dir"],
-            )
-        console.print(table)
+        _list_remote(_control(state, superlink, ca, insecure)[0], as_json)
         return
     if ca is not None or insecure:
         raise ConfigError("--ca and --insecure go with --superlink")
-    live: dict[int, dict[str, Any]] | None = None
+    folder, live = _local_runs_folder(state, runs)
+    entries = RunStore(folder).list()
+    rows = [entry.to_json() for entry in entries]
+    if live is not None:
+        rows = _with_flower_status(entries, rows, live)
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    console.print(_runs_table(folder, rows))
+
+
+def _list_remote(flwr: FlwrCli, as_json: bool) -> None:
+    """Print the runs a remote coordinator's Flower reports, as JSON or a table."""
+    from fedward.server.coordinator.launch import run_rows
+
+    remote = run_rows(flwr, None)
+    if as_json:
+        console.print_json(json.dumps(remote))
+        return
+    table = Table("run id", "status", "elapsed", "started", "finished", "run directory")
+    for row in remote:
+        table.add_row(
+            str(row["run-id"]),
+            str(row.get("status", "")),
+            str(row.get("elapsed", "")),
+            str(row.get("running-at") or row.get("pending-at") or ""),
+            str(row.get("finished-at") or ""),
+            row["run-dir"],
+        )
+    console.print(table)
+
+
+def _local_runs_folder(state: Path, runs: Path | None) -> tuple[Path, dict[int, dict[str, Any]] | None]:
+    """The runs folder to list and, when a local coordinator answers, Flower's runs by Flower run id.
+
+    Raises:
+        ConfigError: if ``--runs`` is not a folder, or ``--state`` holds neither a
+            coordinator that answers nor a runs folder.
+    """
+    from fedward.common.security.tls import parse_address, probe
+    from fedward.server.coordinator.state import CoordinatorState
+
     if runs is not None:
         folder = runs.absolute()
         if not folder.is_dir():
             raise ConfigError(f"--runs {runs}: no such folder")
-    else:
-        coordinator = CoordinatorState(state.resolve())
-        folder = coordinator.runs
-        try:
-            connection = coordinator.connection()
-            probe(parse_address(connection.address), connection.root_certificates, timeout_s=3.0)
-            live = {int(r["run-id"]): r for r in coordinator.flwr().runs()}
-        except FedwardError as err:
-            if not folder.is_dir():
-                raise ConfigError(
-                    f"--state {state}: no coordinator state here ({err}); pass the --state folder of "
-                    "'fedward server start', or --runs DIR for a folder of run directories"
-                ) from None
-            err_console.print(
-                f"listing the run store only (no live status from Flower): {err}", style="dim", soft_wrap=True
-            )
-    entries = RunStore(folder).list()
-    rows = [entry.to_json() for entry in entries]
-    if live is not None:
-        listed = {e.flower_run_id for e in entries}
-        for row in rows:
-            flower = live.get(row["flower-run-id"]) if row["flower-run-id"] is not None else None
-            row["flower-status"] = flower.get("status") if flower else None
-        blank = dict.fromkeys(f.name.replace("_", "-") for f in dataclasses.fields(RunEntry))
-        waiting = [  # Flower's runs whose ServerApp has not written a run directory (yet)
-            {
-                **blank,
-                "flower-run-id": run_id,
-                "status": _flower_state(str(flower.get("status", ""))),
-                "flower-status": flower.get("status"),
-            }
-            for run_id, flower in sorted(live.items(), reverse=True)
-            if run_id not in listed
-        ]
-        rows = waiting + rows
-    if as_json:
-        console.print_json(json.dumps(rows))
-        return
+        return folder, None
+    coordinator = CoordinatorState(state.resolve())
+    folder = coordinator.runs
+    try:
+        connection = coordinator.connection()
+        probe(parse_address(connection.address), connection.root_certificates, timeout_s=3.0)
+        return folder, {int(r["run-id"]): r for r in coordinator.flwr().runs()}
+    except FedwardError as err:
+        if not folder.is_dir():
+            raise ConfigError(
+                f"--state {state}: no coordinator state here ({err}); pass the --state folder of "
+                "'fedward server start', or --runs DIR for a folder of run directories"
+            ) from None
+        err_console.print(
+            f"listing the run store only (no live status from Flower): {err}", style="dim", soft_wrap=True
+        )
+    return folder, None
+
+
+def _with_flower_status(
+    entries: list[RunEntry], rows: list[dict[str, Any]], live: dict[int, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``rows`` with Flower's status of each, after rows for Flower's runs that have no run directory yet."""
+    import dataclasses
+
+    from fedward.common.rundir.index import RunEntry
+
+    listed = {e.flower_run_id for e in entries}
+    for row in rows:
+        flower = live.get(row["flower-run-id"]) if row["flower-run-id"] is not None else None
+        row["flower-status"] = flower.get("status") if flower else None
+    blank = dict.fromkeys(f.name.replace("_", "-") for f in dataclasses.fields(RunEntry))
+    waiting = [  # Flower's runs whose ServerApp has not written a run directory (yet)
+        {
+            **blank,
+            "flower-run-id": run_id,
+            "status": _flower_state(str(flower.get("status", ""))),
+            "flower-status": flower.get("status"),
+        }
+        for run_id, flower in sorted(live.items(), reverse=True)
+        if run_id not in listed
+    ]
+    return waiting + rows
+
+
+def _runs_table(folder: Path, rows: list[dict[str, Any]]) -> Table:
+    """The run-store listing: one line per run, Flower's status where it disagrees with the run's."""
     table = Table(
         "run", "status", "rounds", "best val-auc", "test-auc", "epsilon", "started", "ended",
         title=f"runs in {folder}", caption="times in UTC" if rows else "no runs yet",
@@ -194,7 +225,7 @@ def run_list(
             _utc(row["started"]),
             _utc(row["ended"]),
         )
-    console.print(table)
+    return table
 
 
 def _flower_state(flower_status: str) -> str:

@@ -77,12 +77,26 @@ def secondary_capture(
     """
     if pixels.dtype != np.uint8 or not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3)):
         raise DataError(f"exported images must be uint8 (H, W) or (H, W, 3); got {pixels.dtype} {pixels.shape}")
-    now = datetime.now(UTC)
     ds = Dataset()
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = generate_uid()
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
+    _set_patient_study_series(ds, patient_name, patient_id, institution)
+    _set_image_pixel(ds, pixels)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    if compression is not Compression.NONE:
+        ds.compress(_SYNTAX[compression], np.ascontiguousarray(pixels))
+    return ds
+
+
+def _set_patient_study_series(ds: Dataset, patient_name: str, patient_id: str, institution: str) -> None:
+    """Patient, General Study, General Series, SC Equipment and General Image attributes (dated now, UTC)."""
+    now = datetime.now(UTC)
     ds.PatientName = patient_name
     ds.PatientID = patient_id
     ds.PatientBirthDate = ""
@@ -100,6 +114,10 @@ def secondary_capture(
     ds.InstitutionName = institution
     ds.BurnedInAnnotation = "NO"
     ds.ImageType = ["DERIVED", "SECONDARY"]
+
+
+def _set_image_pixel(ds: Dataset, pixels: np.ndarray) -> None:
+    """Image Pixel and VOI LUT attributes of uint8 ``pixels`` (H, W) or (H, W, 3), and the native Pixel Data."""
     ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
     ds.SamplesPerPixel = 3 if pixels.ndim == 3 else 1
     ds.PhotometricInterpretation = "RGB" if pixels.ndim == 3 else "MONOCHROME2"
@@ -112,14 +130,6 @@ def secondary_capture(
         ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 127.5, 255, "LINEAR_EXACT"
     ds.LossyImageCompression = "00"
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    if compression is not Compression.NONE:
-        ds.compress(_SYNTAX[compression], np.ascontiguousarray(pixels))
-    return ds
 
 
 def export_folder(

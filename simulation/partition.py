@@ -38,7 +38,7 @@ from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Part
 from rich.table import Table
 
 from fedward.common.choices import Partition, choose
-from fedward.common.config import FederationConfig
+from fedward.common.config.sections import FederationConfig
 from fedward.common.data.hospital import holdout_split
 from fedward.common.data.plan import HospitalSplit, PartitionPlan
 from fedward.common.errors import ConfigError, DataError
@@ -93,6 +93,18 @@ def partition_indices(
     labels = _as_2d(labels)
     n_rows = labels.shape[0]
     method = choose(method, Partition, "federation.partition")
+    min_size = _check_partition_arguments(n_rows, n_hospitals, alpha, seed, min_size)
+    table = datasets.Dataset.from_dict({"label": _partition_key(labels), "idx": np.arange(n_rows, dtype=np.int64)})
+    partitioner = _partitioner(method, table, n_hospitals, alpha, seed, min_size)
+    parts = _load_parts(partitioner, method, n_hospitals, alpha, min_size)
+    if sum(p.size for p in parts) != n_rows or np.unique(np.concatenate(parts)).size != n_rows:
+        raise RuntimeError(f"{method.value} partition does not cover the {n_rows} rows exactly once")
+    log.info("%s partition of %d images: sizes %s", method.value, n_rows, [p.size for p in parts])
+    return parts
+
+
+def _check_partition_arguments(n_rows: int, n_hospitals: int, alpha: float, seed: int, min_size: int) -> int:
+    """The effective minimum hospital size (at least 1), after checking every argument against ``n_rows``."""
     if n_hospitals < 1:
         raise ConfigError(f"federation.hospitals must be at least 1; got {n_hospitals}")
     if n_hospitals > n_rows:
@@ -110,7 +122,13 @@ def partition_indices(
             f"{n_hospitals * min_size} exceeds the {n_rows} training images; "
             "use fewer hospitals or a smaller federation.min-hospital-size"
         )
-    table = datasets.Dataset.from_dict({"label": _partition_key(labels), "idx": np.arange(n_rows, dtype=np.int64)})
+    return min_size
+
+
+def _partitioner(
+    method: Partition, table: datasets.Dataset, n_hospitals: int, alpha: float, seed: int, min_size: int
+) -> Partitioner:
+    """The flwr-datasets partitioner of ``method``, bound to ``table`` (shuffled first for ``iid`` and ``quantity``)."""
     partitioner: Partitioner
     if method is Partition.DIRICHLET:
         partitioner = DirichletPartitioner(
@@ -123,18 +141,25 @@ def partition_indices(
             seed=seed,
         )
         partitioner.dataset = table
+        return partitioner
+    if method is Partition.IID:
+        partitioner = IidPartitioner(num_partitions=n_hospitals)
     else:
-        if method is Partition.IID:
-            partitioner = IidPartitioner(num_partitions=n_hospitals)
-        else:
-            partitioner = SizePartitioner(_quantity_sizes(n_rows, n_hospitals, alpha, seed, min_size))
-        # Both take contiguous runs of rows: shuffle first so that each run is a random sample.
-        partitioner.dataset = table.shuffle(seed=seed, keep_in_memory=True)
+        partitioner = SizePartitioner(_quantity_sizes(len(table), n_hospitals, alpha, seed, min_size))
+    # Both take contiguous runs of rows: shuffle first so that each run is a random sample.
+    partitioner.dataset = table.shuffle(seed=seed, keep_in_memory=True)
+    return partitioner
+
+
+def _load_parts(
+    partitioner: Partitioner, method: Partition, n_hospitals: int, alpha: float, min_size: int
+) -> list[np.ndarray]:
+    """Each hospital's sorted int64 row indices; ConfigError when Dirichlet draws cannot meet ``min_size``."""
     with warnings.catch_warnings():
         # DirichletPartitioner warns on every redraw; running out of draws is reported below.
         warnings.filterwarnings("ignore", message="The specified min_partition_size", category=UserWarning)
         try:
-            parts = [
+            return [
                 np.sort(np.asarray(partitioner.load_partition(i)[:]["idx"], dtype=np.int64)) for i in range(n_hospitals)
             ]
         except ValueError:
@@ -146,10 +171,6 @@ def partition_indices(
                 "hospitals (federation.hospitals), a larger federation.alpha or a smaller "
                 "federation.min-hospital-size"
             ) from None
-    if sum(p.size for p in parts) != n_rows or np.unique(np.concatenate(parts)).size != n_rows:
-        raise RuntimeError(f"{method.value} partition does not cover the {n_rows} rows exactly once")
-    log.info("%s partition of %d images: sizes %s", method.value, n_rows, [p.size for p in parts])
-    return parts
 
 
 def make_plan(

@@ -3,7 +3,9 @@
 An entry is the model input of one file (uint8, (F, C, S, S), ``.npy``) or the reason it
 is unusable (``.err``). Its key hashes the file's absolute path, size and modification
 time with the decoding settings and the decoder version: a file that changes, or a run
-at another image size, simply misses the cache. Entries are written atomically.
+at another image size, simply misses the cache. Entries are replaced atomically
+(:func:`~fedward.common.fileio.atomic_write`) without fsync: they are derived data, and
+an entry a power cut leaves short fails to load and counts as a miss.
 
 The cache lives outside the data folder (which hospitals often mount read-only): by
 default ``~/.fedward/cache/decoded/<hash of the data folder>/``. It holds derived pixels,
@@ -14,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedward.common.data.dicom import Reason, UnusableFileError
+from fedward.common.fileio import atomic_write, write_atomically
 
 DECODER_VERSION = 1
 """Bump when decoding changes, so old entries are not reused."""
@@ -74,7 +76,7 @@ class DecodeCache:
                 self.hits += 1
                 raise UnusableFileError(Reason(info["reason"]), info["message"])
             array = np.load(base.with_suffix(".npy"), allow_pickle=False)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError):  # EOFError: an empty .npy
             self.misses += 1
             return None
         self.hits += 1
@@ -87,19 +89,17 @@ class DecodeCache:
             return
         base = self.dir / key[:2] / key
         try:
-            base.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(value, UnusableFileError):
                 payload = json.dumps({"reason": value.reason.value, "message": str(value)}).encode()
-                _atomic(base.with_suffix(".err"), payload)
+                atomic_write(base.with_suffix(".err"), payload, sync=False)
             else:
-                tmp = base.with_name(f".{base.name}.{os.getpid()}.tmp.npy")
-                np.save(tmp, value.numpy(), allow_pickle=False)
-                os.replace(tmp, base.with_suffix(".npy"))
+                array = value.numpy()
+                write_atomically(base.with_suffix(".npy"), lambda tmp: _save_npy(tmp, array), sync=False)
         except OSError:
             return  # a full or read-only disk only costs speed
 
 
-def _atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` in ``.npy`` format to exactly ``path`` (``np.save`` given a name would add ``.npy``)."""
+    with open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)

@@ -118,36 +118,15 @@ def load_image_folder(
             federation's classes (the message names them), or no training image decodes.
     """
     scan = scan_folder(folder)
-    bad = unknown_labels(scan.samples, schema)
-    if bad:
-        listed = ", ".join(
-            f"{label!r} ({count} file{'s' if count > 1 else ''})" for label, count in bad.most_common(10)
-        )
-        raise DataError(
-            f"{folder.name}: labels that are not the federation's classes ({', '.join(schema.classes)}): {listed}"
-        )
+    _refuse_unknown_labels(folder, scan.samples, schema)
     cache = DecodeCache(cache_root, folder, (image_size, schema.channels, frames.value))
     decoded = decode_scan(scan, schema, image_size, frames, cache)
     targets = [_target(s.label, schema) for s in decoded.samples]
-    train_rows = [i for i, s in enumerate(decoded.samples) if s.split in ("train", None)]
-    val_rows = [i for i, s in enumerate(decoded.samples) if s.split == "val"]
-    undrawn = [i for i in train_rows if decoded.samples[i].split is None]
-    if undrawn and not val_rows:
-        labels = np.array([targets[i] for i in undrawn], dtype=np.int64).reshape(len(undrawn), -1)
-        _, held = holdout_split(labels, val_fraction, seed)
-        val_rows = [undrawn[i] for i in held]
-        train_rows = sorted(set(train_rows) - set(val_rows))
+    train_rows, val_rows = _split_rows(decoded.samples, targets, val_fraction, seed)
     if not train_rows:
         raise DataError(f"{folder.name}: no usable training image ({len(decoded.problems)} files or rows skipped)")
     skipped = Counter(p.reason.value for p in decoded.problems)
-    log.info(
-        "hospital %s: %d usable files (%d cache hits), %d skipped%s",
-        name,
-        len(decoded.samples),
-        cache.hits,
-        len(decoded.problems),
-        f" ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else "",
-    )
+    _log_files(name, decoded, cache.hits, skipped)
     return HospitalData(
         name=name,
         schema=schema,
@@ -155,6 +134,45 @@ def load_image_folder(
         val=_dataset(decoded, targets, val_rows, schema, image_size),
         inventory={FILES_USED: len(decoded.samples), FILES_SKIPPED: len(decoded.problems)}
         | {f"{SKIPPED_PREFIX}{reason}": count for reason, count in sorted(skipped.items())},
+    )
+
+
+def _refuse_unknown_labels(folder: Path, samples: Sequence[Sample], schema: DatasetSchema) -> None:
+    """Raise DataError naming (up to 10 of) the labels that are not the federation's classes."""
+    bad = unknown_labels(samples, schema)
+    if bad:
+        listed = ", ".join(
+            f"{label!r} ({count} file{'s' if count > 1 else ''})" for label, count in bad.most_common(10)
+        )
+        raise DataError(
+            f"{folder.name}: labels that are not the federation's classes ({', '.join(schema.classes)}): {listed}"
+        )
+
+
+def _split_rows(
+    samples: Sequence[Sample], targets: list[list[int]], val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Training and validation rows: the manifest's splits, else a stratified hold-out of the unsplit rows."""
+    train_rows = [i for i, s in enumerate(samples) if s.split in ("train", None)]
+    val_rows = [i for i, s in enumerate(samples) if s.split == "val"]
+    undrawn = [i for i in train_rows if samples[i].split is None]
+    if undrawn and not val_rows:
+        labels = np.array([targets[i] for i in undrawn], dtype=np.int64).reshape(len(undrawn), -1)
+        _, held = holdout_split(labels, val_fraction, seed)
+        val_rows = [undrawn[i] for i in held]
+        train_rows = sorted(set(train_rows) - set(val_rows))
+    return train_rows, val_rows
+
+
+def _log_files(name: str, decoded: Decoded, cache_hits: int, skipped: Counter[str]) -> None:
+    """Log the hospital's usable, cached and skipped (by reason) file counts."""
+    log.info(
+        "hospital %s: %d usable files (%d cache hits), %d skipped%s",
+        name,
+        len(decoded.samples),
+        cache_hits,
+        len(decoded.problems),
+        f" ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else "",
     )
 
 
@@ -187,61 +205,33 @@ def _dataset(
     return ImageDataset(torch.cat(images), stacked, schema.task, len(schema.classes))
 
 
-def load_hospital_folder(
-    folder: Path,
-    dataset: str,
-    schema: DatasetSchema,
-    image_size: int,
-    *,
-    frames: FrameMode,
-    val_fraction: float,
-    seed: int,
-    name: str,
-    cache_root: Path | None,
-) -> HospitalData:
-    """A hospital folder of any supported layout: image folder, else MedMNIST ``.npz``.
-
-    Raises:
-        DataError: as :func:`load_image_folder` and
-            :func:`~fedward.common.data.hospital.hospital_from_folder`.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"data directory {folder} does not exist")
-    if is_image_folder(folder):
-        return load_image_folder(
-            folder,
-            schema,
-            image_size,
-            frames=frames,
-            val_fraction=val_fraction,
-            seed=seed,
-            name=name,
-            cache_root=cache_root,
-        )
-    return hospital_from_folder(folder, dataset, schema, image_size, val_fraction, seed, name)
-
-
 def load_site_folder(
     folder: Path, cfg: RunConfig, schema: DatasetSchema, *, name: str, cache_root: Path | None
 ) -> HospitalData:
-    """A hospital folder loaded as a run's settings say: image size, frames, validation share and seed.
+    """A hospital folder of any supported layout, loaded as a run's settings say.
 
-    The one mapping from run settings to :func:`load_hospital_folder`, shared by hospitals
-    (deployment and simulation) and the centralized baseline, so both see the same images.
+    An image folder (``labels.csv`` or class sub-folders) is decoded through the cache, else
+    the folder's MedMNIST ``.npz`` is read; image size, frames, validation share and seed come
+    from ``cfg``. The one loader of a hospital's folder, shared by hospitals (deployment and
+    simulation) and the centralized baseline, so both see the same images.
 
     Raises:
-        DataError: as :func:`load_hospital_folder`.
+        DataError: if the folder does not exist, or as :func:`load_image_folder` and
+            :func:`~fedward.common.data.hospital.hospital_from_folder`.
     """
-    data = cfg.data
-    return load_hospital_folder(
+    folder, data = Path(folder), cfg.data
+    if not folder.is_dir():
+        raise DataError(f"data directory {folder} does not exist")
+    seed = derive_seed(cfg.run.seed, "holdout")
+    if not is_image_folder(folder):
+        return hospital_from_folder(folder, data.dataset, schema, data.image_size, data.val_fraction, seed, name)
+    return load_image_folder(
         folder,
-        data.dataset,
         schema,
         data.image_size,
         frames=data.frames,
         val_fraction=data.val_fraction,
-        seed=derive_seed(cfg.run.seed, "holdout"),
+        seed=seed,
         name=name,
         cache_root=cache_root,
     )

@@ -132,43 +132,64 @@ def classification_metrics(
     """
     task = _check_task(task)
     scores = _check_probabilities(task, probabilities)
-    n, k = scores.shape
-    cutoff = _as_float(threshold, "threshold")
-    if not 0.0 <= cutoff <= 1.0:
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
-    mean_loss = None if loss is None else _as_float(loss, "loss")
-    if mean_loss is not None and not math.isfinite(mean_loss):
-        raise ValueError(f"loss must be a finite number or None, got {loss!r}")
-
-    if task is Task.MULTILABEL:
-        truth = _check_multilabel_targets(targets, n, k)
-        predicted = scores >= cutoff
-    else:
-        labels = _check_class_targets(task, targets, n, k)
-        truth = np.eye(k, dtype=bool)[labels]
-        if task is Task.BINARY:
-            # Class 1 against class 0: one column of scores, truth and predictions.
-            truth, scores = truth[:, 1:], scores[:, 1:]
-            predicted = scores >= cutoff
-        else:
-            predicted = np.eye(k, dtype=bool)[np.argmax(scores, axis=1)]
-
+    n = scores.shape[0]
+    cutoff = _check_threshold(threshold)
+    mean_loss = _check_loss(loss)
+    truth, scores, predicted = _decisions(task, targets, scores, cutoff)
     auc = _macro(_roc_auc_per_column(scores, truth), "auc", task)
     confusion = _confusion_per_column(predicted, truth)
-    if task is Task.MULTICLASS:
-        # Exactly one class is predicted per image, so the correct images are the summed TPs.
-        accuracy: float | None = float(confusion[:, _TP].sum().item()) / n
-    else:
-        # Binary: the one column; multi-label: micro over all N x K decisions.
-        accuracy = _rate("accuracy", confusion.sum(dim=0, keepdim=True))[0]
     return ClassificationMetrics(
         auc=auc,
-        accuracy=accuracy,
+        accuracy=_accuracy(task, confusion, n),
         sensitivity=_macro(_rate("sensitivity", confusion), "sensitivity", task),
         specificity=_macro(_rate("specificity", confusion), "specificity", task),
         f1=_macro(_rate("f1 score", confusion), "f1", task),
         loss=mean_loss,
     )
+
+
+def _check_threshold(threshold: float) -> float:
+    """The decision threshold as a float in [0, 1]."""
+    cutoff = _as_float(threshold, "threshold")
+    if not 0.0 <= cutoff <= 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return cutoff
+
+
+def _check_loss(loss: float | None) -> float | None:
+    """The caller's mean loss as a finite float, or None."""
+    mean_loss = None if loss is None else _as_float(loss, "loss")
+    if mean_loss is not None and not math.isfinite(mean_loss):
+        raise ValueError(f"loss must be a finite number or None, got {loss!r}")
+    return mean_loss
+
+
+def _decisions(
+    task: Task, targets: np.ndarray, scores: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(truth, scores, predicted)`` per scored column: bool (N, C), float64 (N, C), bool (N, C).
+
+    Binary: C = 1, class 1 against class 0. Multi-class: C = K one-vs-rest columns, the
+    arg-max class predicted. Multi-label: C = K labels, each thresholded at ``cutoff``.
+    """
+    n, k = scores.shape
+    if task is Task.MULTILABEL:
+        return _check_multilabel_targets(targets, n, k), scores, scores >= cutoff
+    labels = _check_class_targets(task, targets, n, k)
+    truth = np.eye(k, dtype=bool)[labels]
+    if task is Task.BINARY:
+        # Class 1 against class 0: one column of scores, truth and predictions.
+        return truth[:, 1:], scores[:, 1:], scores[:, 1:] >= cutoff
+    return truth, scores, np.eye(k, dtype=bool)[np.argmax(scores, axis=1)]
+
+
+def _accuracy(task: Task, confusion: torch.Tensor, n: int) -> float | None:
+    """Accuracy from the per-column ``[TP, FP, TN, FN]`` counts of ``n`` images."""
+    if task is Task.MULTICLASS:
+        # Exactly one class is predicted per image, so the correct images are the summed TPs.
+        return float(confusion[:, _TP].sum().item()) / n
+    # Binary: the one column; multi-label: micro over all N x K decisions.
+    return _rate("accuracy", confusion.sum(dim=0, keepdim=True))[0]
 
 
 def _as_float(value: float, what: str) -> float:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from opacus.optimizers import DPOptimizer
 
 from fedward.common.choices import ClassWeighting, OptimizerName, Schedule, Task
-from fedward.common.config import TrainConfig
+from fedward.common.config.sections import TrainConfig
 from fedward.common.data.images import BatchPipeline, ImageDataset
 from fedward.common.errors import DataError
 from fedward.common.ml.accounting import DpSgd
@@ -204,6 +204,43 @@ def train_epochs(
         raise DataError("no training images: the hospital's training split is empty")
     started = time.perf_counter()
     torch.manual_seed(plan.seed)  # dropout and any other global-RNG layer
+    session = _start_session(model, dataset, cfg, plan, device, augment=augment, dpsgd=dpsgd)
+    steps = 0
+    epoch_loss = float("nan")
+    for offset in range(plan.epochs):
+        epoch_loss, epoch_steps = _train_epoch(session, dataset, cfg, plan, device, offset, dpsgd)
+        steps += epoch_steps
+    if session.private is not None:
+        session.private.remove_hooks()  # the wrapped network keeps the trained weights
+    return TrainResult(epoch_loss, len(dataset), steps, time.perf_counter() - started)
+
+
+@dataclass(slots=True)
+class _Session:
+    """What one :func:`train_epochs` call sets up before its first epoch (see :func:`_start_session`)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    pipeline: BatchPipeline
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    reference: list[torch.Tensor] | None
+    aug_generator: torch.Generator
+    private: GradSampleModule | None
+
+
+def _start_session(
+    model: nn.Module,
+    dataset: ImageDataset,
+    cfg: TrainConfig,
+    plan: LocalTraining,
+    device: torch.device,
+    *,
+    augment: bool,
+    dpsgd: DpSgd | None,
+) -> _Session:
+    """Device, loss, fresh optimizer (Opacus-wrapped), AMP scaler, FedProx reference and augmentation RNG, in order."""
     use_amp = cfg.amp and device.type == "cuda" and dpsgd is None
     model.to(device).train()
     pipeline = BatchPipeline(augment=augment).train()
@@ -218,41 +255,64 @@ def train_epochs(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     reference = [p.detach().clone() for p in model.parameters()] if plan.proximal_mu > 0 and not dpsgd else None
     aug_generator = torch.Generator().manual_seed(derive_seed(plan.seed, "augment"))
-    steps = 0
-    epoch_loss = float("nan")
-    for offset in range(plan.epochs):
-        lr = learning_rate(cfg, plan.first_epoch + offset, plan.total_epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loader = make_loader(
-            dataset, cfg.batch_size, device, shuffle=True, seed=derive_seed(plan.seed, "epoch", offset)
-        )
-        if dpsgd is not None:
-            loader = _poisson_loader(loader, derive_seed(plan.seed, "poisson", offset))
-        total, seen = 0.0, 0
-        for images, targets in loader:
-            if images.shape[0] == 0:  # Poisson sampling: an empty batch (probability (1 - B/N)^N)
-                continue
-            images = images.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            inputs = pipeline(images, aug_generator)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                loss = criterion(model(inputs), targets)
-            objective = loss
-            if reference is not None:
-                prox = sum(((p - r) ** 2).sum() for p, r in zip(model.parameters(), reference, strict=True))
-                objective = loss + 0.5 * plan.proximal_mu * prox
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(objective).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            steps += 1
-            total += float(loss.detach()) * images.shape[0]
-            seen += images.shape[0]
-        epoch_loss = total / max(seen, 1)
-    if private is not None:
-        private[0].remove_hooks()  # the wrapped network keeps the trained weights
-    return TrainResult(epoch_loss, len(dataset), steps, time.perf_counter() - started)
+    return _Session(
+        model=model,
+        optimizer=optimizer,
+        criterion=criterion,
+        pipeline=pipeline,
+        scaler=scaler,
+        use_amp=use_amp,
+        reference=reference,
+        aug_generator=aug_generator,
+        private=private[0] if private is not None else None,
+    )
+
+
+def _train_epoch(
+    session: _Session,
+    dataset: ImageDataset,
+    cfg: TrainConfig,
+    plan: LocalTraining,
+    device: torch.device,
+    offset: int,
+    dpsgd: DpSgd | None,
+) -> tuple[float, int]:
+    """Epoch ``offset`` of this call at its scheduled learning rate: (mean loss over its examples, steps)."""
+    lr = learning_rate(cfg, plan.first_epoch + offset, plan.total_epochs)
+    for group in session.optimizer.param_groups:
+        group["lr"] = lr
+    loader = make_loader(dataset, cfg.batch_size, device, shuffle=True, seed=derive_seed(plan.seed, "epoch", offset))
+    if dpsgd is not None:
+        loader = _poisson_loader(loader, derive_seed(plan.seed, "poisson", offset))
+    total, seen, steps = 0.0, 0, 0
+    for images, targets in loader:
+        if images.shape[0] == 0:  # Poisson sampling: an empty batch (probability (1 - B/N)^N)
+            continue
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        loss = _train_step(session, images, targets, plan.proximal_mu, device)
+        steps += 1
+        total += loss * images.shape[0]
+        seen += images.shape[0]
+    return total / max(seen, 1), steps
+
+
+def _train_step(
+    session: _Session, images: torch.Tensor, targets: torch.Tensor, proximal_mu: float, device: torch.device
+) -> float:
+    """Augment, forward, add the FedProx term, backward and step on one batch; returns the batch's mean loss."""
+    inputs = session.pipeline(images, session.aug_generator)
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=session.use_amp):
+        loss = session.criterion(session.model(inputs), targets)
+    objective = loss
+    if session.reference is not None:
+        prox = sum(((p - r) ** 2).sum() for p, r in zip(session.model.parameters(), session.reference, strict=True))
+        objective = loss + 0.5 * proximal_mu * prox
+    session.optimizer.zero_grad(set_to_none=True)
+    session.scaler.scale(objective).backward()
+    session.scaler.step(session.optimizer)
+    session.scaler.update()
+    return float(loss.detach())
 
 
 def _make_private(

@@ -20,7 +20,8 @@ from fedward.common.fileio import atomic_write, sha256_of
 from fedward.common.ml.networks import NETWORKS
 from fedward.common.rundir.card_markdown import render_markdown
 from fedward.common.rundir.layout import CARD_JSON, CARD_MD
-from fedward.common.rundir.recorder import RunRecorder, now_iso
+from fedward.common.rundir.recorder import RunRecorder
+from fedward.common.timestamps import now_iso
 from fedward.common.version import library_versions
 from fedward.common.wire import SELECTION_METRIC
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from fedward.common.errors import ConfigError
 from fedward.common.fileio import atomic_write, read_json_object
 from fedward.common.rundir.layout import CONFIG_FILE, RUN_FILE
 from fedward.common.schema import DatasetSchema
+from fedward.common.timestamps import now_iso
 from fedward.common.version import fedward_version
 
 RUN_FORMAT = "fedward-run/1"
@@ -65,7 +65,7 @@ def describe_run(run_dir: Path, spec: RunSpec, mode: str, flower_run_id: int | N
             "dataset": spec.config.data.dataset,
             "schema": spec.schema.to_json(),
             "flower-run-id": flower_run_id,
-            "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
+            "created": now_iso(),
             "fedward": fedward_version(),
         }
         atomic_write(run_dir / RUN_FILE, json.dumps(document, indent=2) + "\n")

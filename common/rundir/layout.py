@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+
+from fedward.common.timestamps import run_stamp
 
 CONFIG_FILE = "config.toml"
 RUN_FILE = "run.json"
@@ -102,8 +103,7 @@ def new_run_dir(output_dir: Path, name: str, suffix: str = "") -> Path:
     Raises:
         OSError: if ``output_dir`` cannot be created.
     """
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{name}" + (f"-{suffix}" if suffix else "")
+    base = f"{run_stamp()}-{name}" + (f"-{suffix}" if suffix else "")
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     for attempt in range(1000):

@@ -18,7 +18,6 @@ import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +31,10 @@ from fedward.common.rundir.info import describe_run
 from fedward.common.rundir.layout import BEST_RECORD, BEST_WEIGHTS, CURVES_PNG, MODELS_DIR, ROW_FILES, STATUS_FILE
 from fedward.common.rundir.layout import RunDir as Paths
 from fedward.common.rundir.manifest import read_manifest, record_weights, write_manifest
+from fedward.common.timestamps import now_iso
 from fedward.common.wire import SELECTION_METRIC
 
 log = logging.getLogger(__name__)
-
-
-def now_iso() -> str:
-    """Current UTC time, ISO 8601, seconds precision."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:

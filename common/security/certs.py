@@ -9,15 +9,14 @@
   format ``flower-supernode --auth-supernode-private-key`` and ``flwr supernode register``
   read. The private key never leaves the hospital; only the ``.pub`` file travels.
 
-Private keys are written with mode 0600. Existing files are never overwritten unless
-asked to (``force``).
+Every file is replaced atomically; private keys are created with mode 0600 before any
+byte is written. Existing files are never overwritten unless asked to (``force``).
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedward.common.errors import ConfigError, FedwardError
+from fedward.common.fileio import atomic_write
 
 CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.crt", "server.key"
 HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -99,14 +99,8 @@ def check_host(host: str) -> str:
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, 0o600 if private else 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600 if private else 0o644)
+    """Create or replace ``path`` atomically: mode 0600 for a private key, else 0644."""
+    atomic_write(path, data, mode=0o600 if private else 0o644, durable=True)
 
 
 def _refuse_overwrite(paths: Sequence[Path], force: bool) -> None:
@@ -175,6 +169,17 @@ def init_federation(
 
     now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
+    ca_key, ca_cert = _issue_ca(start, end)
+    server_key, server_cert = _issue_server_certificate(ca_key, ca_cert, hosts, addresses, start, end)
+    _write(files.ca_key, _pem_key(ca_key), private=True)
+    _write(files.server_key, _pem_key(server_key), private=True)
+    _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
+    _write(files.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return files
+
+
+def _issue_ca(start: datetime.datetime, end: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new P-384 CA key and its self-signed certificate (path length 0), valid from ``start`` to ``end``."""
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = x509.Name(
         [
@@ -182,7 +187,6 @@ def init_federation(
             x509.NameAttribute(NameOID.COMMON_NAME, "fedward federation CA"),
         ]
     )
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -193,15 +197,28 @@ def init_federation(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
-        .add_extension(ca_ski, critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA384())
     )
+    return ca_key, ca_cert
+
+
+def _issue_server_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    hosts: Sequence[str],
+    addresses: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address],
+    start: datetime.datetime,
+    end: datetime.datetime,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new P-384 server key and its certificate signed by the CA: CN ``hosts[0]``, SANs every host and address."""
     server_key = ec.generate_private_key(ec.SECP384R1())
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts] + [x509.IPAddress(a) for a in addresses]
     server_cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name)
+        .issuer_name(ca_cert.subject)
         .public_key(server_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
@@ -214,11 +231,7 @@ def init_federation(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA384())
     )
-    _write(files.ca_key, _pem_key(ca_key), private=True)
-    _write(files.server_key, _pem_key(server_key), private=True)
-    _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
-    _write(files.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), private=False)
-    return files
+    return server_key, server_cert
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ class SiteDirectory:
 
     Args:
         timeout: seconds to wait for enrolment replies.
-        registered: node id -> name from the coordinator's hospital registry. A registered
+        registered: node id -> name from the coordinator's hospital roster. A registered
             node is known by that name, whatever name its agent reports.
     """
 

@@ -1,30 +1,31 @@
-"""The coordinator's hospital registry: which public key belongs to which hospital.
+"""The coordinator's hospital roster: which public key belongs to which hospital.
 
 Flower registers SuperNode public keys and hands out node ids, but keeps no names a
-coordinator can list. fedward keeps ``<state>/hospitals.json``: hospital name -> node
-id, the key's SHA-256 fingerprint (as ``ssh-keygen -l`` prints it) and when it was
-registered. Registration goes through Flower first and the registry is written only
-when Flower accepted the key, atomically (write, fsync, rename).
+coordinator can list. fedward keeps the roster ``<state>/hospitals.json``: hospital
+name -> node id, the key's SHA-256 fingerprint (as ``ssh-keygen -l`` prints it) and when
+it was registered. Registration goes through Flower first and the roster is written only
+when Flower accepted the key, atomically (:func:`~fedward.common.fileio.atomic_write`:
+write, fsync, rename, fsync the folder).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fedward.common.errors import FedwardError
+from fedward.common.fileio import atomic_write
 from fedward.common.flower.flwr_cli import FlwrCli
 from fedward.common.security.certs import check_name, read_public_key
+from fedward.common.timestamps import now_iso
 
 
-class RegistryError(FedwardError):
+class AdmissionError(FedwardError):
     """A hospital cannot be registered, found or unregistered."""
 
 
@@ -50,7 +51,7 @@ class HospitalStatus:
     """A registered hospital as the SuperLink sees it now.
 
     Attributes:
-        hospital: the registry entry.
+        hospital: the roster entry.
         status: Flower's node status (``online``, ``offline``, ``registered``, or
             ``unknown`` when the SuperLink no longer knows the node).
         last_seen: time it was last online as Flower reports it (UTC), ``now`` while
@@ -69,10 +70,10 @@ def fingerprint(public_key_line: str) -> str:
 
 
 def read_entries(path: Path) -> dict[str, Hospital]:
-    """Registered hospitals by name from a registry file (empty if there is none).
+    """Registered hospitals by name from a roster file (empty if there is none).
 
     Raises:
-        RegistryError: if the file is corrupt.
+        AdmissionError: if the file is corrupt.
     """
     if not Path(path).is_file():
         return {}
@@ -82,21 +83,21 @@ def read_entries(path: Path) -> dict[str, Hospital]:
             raise TypeError("not an object of hospital entries")
         return {name: Hospital(**entry) for name, entry in raw.items()}
     except (ValueError, TypeError) as err:
-        raise RegistryError(f"{path} is corrupt ({err}); restore it from a backup") from None
+        raise AdmissionError(f"{path} is corrupt ({err}); restore it from a backup") from None
 
 
 def read_registered_names(path: Path) -> dict[int, str]:
-    """Node id -> registered name; empty when the registry is missing or unreadable."""
-    with contextlib.suppress(RegistryError):
+    """Node id -> registered name; empty when the roster is missing or unreadable."""
+    with contextlib.suppress(AdmissionError):
         return {h.node_id: h.name for h in read_entries(path).values()}
     return {}
 
 
-class HospitalRegistry:
+class HospitalRoster:
     """Register, list and unregister hospitals of one coordinator.
 
     Args:
-        path: the registry file (``<state>/hospitals.json``).
+        path: the roster file (``<state>/hospitals.json``).
         flwr: the ``flwr`` CLI bound to the coordinator's SuperLink.
     """
 
@@ -108,18 +109,14 @@ class HospitalRegistry:
         """Registered hospitals by name.
 
         Raises:
-            RegistryError: if the registry file is corrupt.
+            AdmissionError: if the roster file is corrupt.
         """
         return read_entries(self.path)
 
     def _save(self, entries: dict[str, Hospital]) -> None:
-        tmp = self.path.with_suffix(".json.tmp")
+        """Replace the roster file with ``entries``, sorted by name, atomically and durably."""
         data = json.dumps({name: asdict(h) for name, h in sorted(entries.items())}, indent=2) + "\n"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, data, durable=True)
 
     def register(self, name: str, public_key: Path) -> Hospital:
         """Register a hospital's public key under ``name``.
@@ -127,7 +124,7 @@ class HospitalRegistry:
         Raises:
             ConfigError: if ``name`` is not a valid hospital name.
             CertificateError: if ``public_key`` is not an OpenSSH ECDSA public key.
-            RegistryError: if the name or the key is already registered.
+            AdmissionError: if the name or the key is already registered.
             FlowerCliError: if the SuperLink refuses or cannot be reached.
         """
         check_name(name)
@@ -135,12 +132,12 @@ class HospitalRegistry:
         print_ = fingerprint(line)
         entries = self.entries()
         if name in entries:
-            raise RegistryError(f"hospital {name!r} is already registered (node {entries[name].node_id})")
+            raise AdmissionError(f"hospital {name!r} is already registered (node {entries[name].node_id})")
         for other in entries.values():
             if other.fingerprint == print_:
-                raise RegistryError(f"this key is already registered for hospital {other.name!r}")
+                raise AdmissionError(f"this key is already registered for hospital {other.name!r}")
         node_id = self.flwr.register_supernode(public_key, name)
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        now = now_iso()
         hospital = Hospital(name, node_id, print_, now)
         self._save({**entries, name: hospital})
         return hospital
@@ -149,14 +146,14 @@ class HospitalRegistry:
         """Unregister a hospital: its key can no longer connect.
 
         Raises:
-            RegistryError: if no hospital has this name.
+            AdmissionError: if no hospital has this name.
             FlowerCliError: if the SuperLink cannot be reached.
         """
         entries = self.entries()
         hospital = entries.pop(name, None)
         if hospital is None:
             known = ", ".join(sorted(entries)) or "none"
-            raise RegistryError(f"no hospital named {name!r} is registered (registered: {known})")
+            raise AdmissionError(f"no hospital named {name!r} is registered (registered: {known})")
         known_ids = {int(n["node-id"]) for n in self.flwr.supernodes()}
         if hospital.node_id in known_ids:
             self.flwr.unregister_supernode(hospital.node_id)

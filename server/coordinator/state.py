@@ -63,7 +63,7 @@ class CoordinatorState:
         return self.root / "logs" / "superlink.log"
 
     def create(self) -> None:
-        """Create the folder tree (0700: it holds the hospital registry and all runs)."""
+        """Create the folder tree (0700: it holds the hospital roster and all runs)."""
         for folder in (self.root, self.runs, self.log_file.parent, self.flwr_home):
             folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)

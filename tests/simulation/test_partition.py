@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from fedward.common.choices import Partition
-from fedward.common.config import FederationConfig
+from fedward.common.config.sections import FederationConfig
 from fedward.common.data.plan import PartitionPlan
 from fedward.common.errors import ConfigError
 from fedward.simulation.partition import (

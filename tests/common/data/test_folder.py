@@ -13,9 +13,10 @@ from fixtures.dicom_folders import learnable_pixels, write_dicom_folder, write_i
 from PIL import Image
 
 from fedward.common.choices import FrameMode, Task
+from fedward.common.config import RunConfig
 from fedward.common.data.dicom import Reason
 from fedward.common.data.folder import scan_folder
-from fedward.common.data.load import load_hospital_folder, load_image_folder
+from fedward.common.data.load import load_image_folder, load_site_folder
 from fedward.common.errors import DataError
 from fedward.common.schema import DatasetSchema
 
@@ -145,19 +146,33 @@ def test_decode_cache_is_reused_and_invalidated(tmp_path: Path) -> None:
     assert len(list(cache.rglob("*.npy"))) == 11
 
 
+def test_decode_cache_entries_cut_short_are_misses_and_rewritten(tmp_path: Path) -> None:
+    folder = write_dicom_folder(tmp_path / "h", n=3)
+    cache = tmp_path / "cache"
+    first = load(folder, cache)
+    entries = sorted(cache.rglob("*.npy"))
+    assert len(entries) == 3
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".")]  # no temporary files left
+    entries[0].write_bytes(b"")  # a power cut after the rename, before the data reached the disk
+    entries[1].write_bytes(entries[1].read_bytes()[:100])
+    again = load(folder, cache)
+    assert torch.equal(first.train.images, again.train.images)  # type: ignore[attr-defined]
+    assert all(p.stat().st_size == entries[2].stat().st_size for p in entries)
+
+
+def test_decode_cache_that_cannot_be_written_only_costs_speed(tmp_path: Path) -> None:
+    folder = write_dicom_folder(tmp_path / "h", n=3)
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")  # every entry's folder fails to be made
+    cached, uncached = load(folder, cache), load(folder, None)
+    assert torch.equal(cached.train.images, uncached.train.images)  # type: ignore[attr-defined]
+    assert cache.read_text() == "not a folder"
+
+
 def test_npz_folders_still_load(tmp_path: Path) -> None:
     from fixtures.synthetic import write_npz
 
     write_npz(tmp_path / "h" / "pneumoniamnist.npz", sizes=(30, 5, 0))
-    data = load_hospital_folder(
-        tmp_path / "h",
-        "pneumoniamnist",
-        BINARY,
-        28,
-        frames=FrameMode.MIDDLE,
-        val_fraction=0.1,
-        seed=0,
-        name="h",
-        cache_root=None,
-    )
+    cfg = RunConfig.from_mapping({"data": {"dataset": "pneumoniamnist", "val-fraction": 0.1}})
+    data = load_site_folder(tmp_path / "h", cfg, BINARY, name="h", cache_root=None)
     assert (len(data.train), len(data.val)) == (30, 5)

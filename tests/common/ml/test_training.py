@@ -8,7 +8,8 @@ import torch
 from fixtures.synthetic import synthetic_split
 
 from fedward.common.choices import ModelName, Task
-from fedward.common.config import RunConfig, TrainConfig
+from fedward.common.config import RunConfig
+from fedward.common.config.sections import TrainConfig
 from fedward.common.data.images import ImageDataset, to_model_size
 from fedward.common.errors import DataError
 from fedward.common.ml.networks import build_network

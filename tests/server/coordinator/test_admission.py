@@ -1,4 +1,4 @@
-"""The coordinator's hospital registry, driven through a fake ``flwr`` CLI."""
+"""The coordinator's hospital roster, driven through a fake ``flwr`` CLI."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from fedward.common.errors import ConfigError
 from fedward.common.security.certs import CertificateError, create_node_keys
 from fedward.server.coordinator.admission import (
-    HospitalRegistry,
-    RegistryError,
+    AdmissionError,
+    HospitalRoster,
     fingerprint,
     read_entries,
     read_registered_names,
@@ -50,8 +50,8 @@ def flwr() -> FakeFlwr:
 
 
 @pytest.fixture
-def registry(tmp_path: Path, flwr: FakeFlwr) -> HospitalRegistry:
-    return HospitalRegistry(tmp_path / "state" / "hospitals.json", flwr)  # type: ignore[arg-type]
+def roster(tmp_path: Path, flwr: FakeFlwr) -> HospitalRoster:
+    return HospitalRoster(tmp_path / "state" / "hospitals.json", flwr)  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)
@@ -64,15 +64,15 @@ def keys(tmp_path: Path, name: str) -> Path:
 
 
 # ---------------------------------------------------------------------- register
-def test_register_writes_the_registry(tmp_path: Path, registry: HospitalRegistry, flwr: FakeFlwr) -> None:
+def test_register_writes_the_roster(tmp_path: Path, roster: HospitalRoster, flwr: FakeFlwr) -> None:
     pub = keys(tmp_path, "h0")
-    hospital = registry.register("st-mary", pub)
+    hospital = roster.register("st-mary", pub)
     assert flwr.registered == [(pub, "st-mary")]
     assert hospital.name == "st-mary"
     assert hospital.node_id == 5
     assert hospital.fingerprint == fingerprint(pub.read_text())
     assert hospital.fingerprint.startswith("SHA256:")
-    raw = json.loads(registry.path.read_text())
+    raw = json.loads(roster.path.read_text())
     assert raw == {
         "st-mary": {
             "name": "st-mary",
@@ -81,67 +81,68 @@ def test_register_writes_the_registry(tmp_path: Path, registry: HospitalRegistry
             "registered_at": hospital.registered_at,
         }
     }
-    assert registry.entries() == {"st-mary": hospital}
-    assert not registry.path.with_suffix(".json.tmp").exists()
+    assert roster.entries() == {"st-mary": hospital}
+    assert not roster.path.with_suffix(".json.tmp").exists()
+    assert [p.name for p in roster.path.parent.iterdir()] == ["hospitals.json"]  # no temporary file left
 
 
-def test_register_keeps_earlier_hospitals(tmp_path: Path, registry: HospitalRegistry) -> None:
-    a = registry.register("a", keys(tmp_path, "a"))
-    b = registry.register("b", keys(tmp_path, "b"))
-    assert registry.entries() == {"a": a, "b": b}
+def test_register_keeps_earlier_hospitals(tmp_path: Path, roster: HospitalRoster) -> None:
+    a = roster.register("a", keys(tmp_path, "a"))
+    b = roster.register("b", keys(tmp_path, "b"))
+    assert roster.entries() == {"a": a, "b": b}
     assert (a.node_id, b.node_id) == (5, 6)
-    assert read_registered_names(registry.path) == {5: "a", 6: "b"}
+    assert read_registered_names(roster.path) == {5: "a", 6: "b"}
 
 
-def test_same_name_twice_is_refused(tmp_path: Path, registry: HospitalRegistry, flwr: FakeFlwr) -> None:
-    registry.register("h0", keys(tmp_path, "h0"))
-    with pytest.raises(RegistryError, match="'h0' is already registered"):
-        registry.register("h0", keys(tmp_path, "h0-new"))
+def test_same_name_twice_is_refused(tmp_path: Path, roster: HospitalRoster, flwr: FakeFlwr) -> None:
+    roster.register("h0", keys(tmp_path, "h0"))
+    with pytest.raises(AdmissionError, match="'h0' is already registered"):
+        roster.register("h0", keys(tmp_path, "h0-new"))
     assert len(flwr.registered) == 1  # Flower was not asked
 
 
-def test_same_key_twice_is_refused(tmp_path: Path, registry: HospitalRegistry, flwr: FakeFlwr) -> None:
+def test_same_key_twice_is_refused(tmp_path: Path, roster: HospitalRoster, flwr: FakeFlwr) -> None:
     pub = keys(tmp_path, "h0")
-    registry.register("h0", pub)
+    roster.register("h0", pub)
     copy = tmp_path / "copy.pub"
     copy.write_text(pub.read_text().replace(" h0", " someone-else"))
-    with pytest.raises(RegistryError, match="already registered for hospital 'h0'"):
-        registry.register("h1", copy)
+    with pytest.raises(AdmissionError, match="already registered for hospital 'h0'"):
+        roster.register("h1", copy)
     assert len(flwr.registered) == 1
-    assert set(registry.entries()) == {"h0"}
+    assert set(roster.entries()) == {"h0"}
 
 
 def test_register_validates_name_and_key_before_asking_flower(
-    tmp_path: Path, registry: HospitalRegistry, flwr: FakeFlwr
+    tmp_path: Path, roster: HospitalRoster, flwr: FakeFlwr
 ) -> None:
     with pytest.raises(ConfigError):
-        registry.register("../x", keys(tmp_path, "h0"))
+        roster.register("../x", keys(tmp_path, "h0"))
     bad = tmp_path / "bad.pub"
     bad.write_text("garbage")
     with pytest.raises(CertificateError):
-        registry.register("h0", bad)
+        roster.register("h0", bad)
     assert flwr.registered == []
-    assert not registry.path.exists()
+    assert not roster.path.exists()
 
 
-def test_flower_refusal_leaves_the_registry_untouched(tmp_path: Path, registry: HospitalRegistry) -> None:
-    registry.register("a", keys(tmp_path, "a"))
-    before = registry.path.read_text()
+def test_flower_refusal_leaves_the_roster_untouched(tmp_path: Path, roster: HospitalRoster) -> None:
+    roster.register("a", keys(tmp_path, "a"))
+    before = roster.path.read_text()
 
     def refuse(public_key: Path, name: str) -> int:
-        raise RegistryError("refused by the fake")
+        raise AdmissionError("refused by the fake")
 
-    registry.flwr.register_supernode = refuse  # type: ignore[method-assign]
-    with pytest.raises(RegistryError, match="refused by the fake"):
-        registry.register("b", keys(tmp_path, "b"))
-    assert registry.path.read_text() == before
+    roster.flwr.register_supernode = refuse  # type: ignore[method-assign]
+    with pytest.raises(AdmissionError, match="refused by the fake"):
+        roster.register("b", keys(tmp_path, "b"))
+    assert roster.path.read_text() == before
 
 
 # ---------------------------------------------------------------------- status
-def test_status_merges_flower_rows(tmp_path: Path, registry: HospitalRegistry, flwr: FakeFlwr) -> None:
+def test_status_merges_flower_rows(tmp_path: Path, roster: HospitalRoster, flwr: FakeFlwr) -> None:
     for name in ("d-online", "c-offline", "b-never", "a-gone"):
-        registry.register(name, keys(tmp_path, name))
-    ids = {h.name: h.node_id for h in registry.entries().values()}
+        roster.register(name, keys(tmp_path, name))
+    ids = {h.name: h.node_id for h in roster.entries().values()}
     flwr.nodes[ids["d-online"]] = {
         "node-id": str(ids["d-online"]),
         "status": "online",
@@ -156,49 +157,47 @@ def test_status_merges_flower_rows(tmp_path: Path, registry: HospitalRegistry, f
     }
     flwr.nodes[ids["b-never"]] = {"node-id": str(ids["b-never"]), "status": "registered", "online-at": "N/A"}
     del flwr.nodes[ids["a-gone"]]
-    rows = {row.hospital.name: row for row in registry.status()}
-    assert [row.hospital.name for row in registry.status()] == ["a-gone", "b-never", "c-offline", "d-online"]
+    rows = {row.hospital.name: row for row in roster.status()}
+    assert [row.hospital.name for row in roster.status()] == ["a-gone", "b-never", "c-offline", "d-online"]
     assert (rows["d-online"].status, rows["d-online"].last_seen) == ("online", "now")
     assert (rows["c-offline"].status, rows["c-offline"].last_seen) == ("offline", "2026-01-01T09:00:00Z")
     assert (rows["b-never"].status, rows["b-never"].last_seen) == ("registered", "never")
     assert (rows["a-gone"].status, rows["a-gone"].last_seen) == ("unknown", "never")
-    assert rows["d-online"].hospital == registry.entries()["d-online"]
+    assert rows["d-online"].hospital == roster.entries()["d-online"]
 
 
-def test_status_of_an_empty_registry(registry: HospitalRegistry) -> None:
-    assert registry.status() == []
+def test_status_of_an_empty_roster(roster: HospitalRoster) -> None:
+    assert roster.status() == []
 
 
 # ---------------------------------------------------------------------- unregister
-def test_unregister_calls_flower_and_removes_the_entry(
-    tmp_path: Path, registry: HospitalRegistry, flwr: FakeFlwr
-) -> None:
-    registry.register("a", keys(tmp_path, "a"))
-    b = registry.register("b", keys(tmp_path, "b"))
-    assert registry.unregister("b") == b
+def test_unregister_calls_flower_and_removes_the_entry(tmp_path: Path, roster: HospitalRoster, flwr: FakeFlwr) -> None:
+    roster.register("a", keys(tmp_path, "a"))
+    b = roster.register("b", keys(tmp_path, "b"))
+    assert roster.unregister("b") == b
     assert flwr.unregistered == [b.node_id]
-    assert set(registry.entries()) == {"a"}
+    assert set(roster.entries()) == {"a"}
     assert b.node_id not in flwr.nodes
 
 
-def test_unregister_a_node_flower_forgot(tmp_path: Path, registry: HospitalRegistry, flwr: FakeFlwr) -> None:
-    a = registry.register("a", keys(tmp_path, "a"))
+def test_unregister_a_node_flower_forgot(tmp_path: Path, roster: HospitalRoster, flwr: FakeFlwr) -> None:
+    a = roster.register("a", keys(tmp_path, "a"))
     del flwr.nodes[a.node_id]
-    registry.unregister("a")
+    roster.unregister("a")
     assert flwr.unregistered == []
-    assert registry.entries() == {}
+    assert roster.entries() == {}
 
 
-def test_unregister_unknown_name_lists_registered(tmp_path: Path, registry: HospitalRegistry, flwr: FakeFlwr) -> None:
-    with pytest.raises(RegistryError, match=r"registered: none"):
-        registry.unregister("ghost")
-    registry.register("b", keys(tmp_path, "b"))
-    registry.register("a", keys(tmp_path, "a"))
-    before = registry.path.read_text()
-    with pytest.raises(RegistryError, match=r"no hospital named 'ghost' is registered \(registered: a, b\)"):
-        registry.unregister("ghost")
+def test_unregister_unknown_name_lists_registered(tmp_path: Path, roster: HospitalRoster, flwr: FakeFlwr) -> None:
+    with pytest.raises(AdmissionError, match=r"registered: none"):
+        roster.unregister("ghost")
+    roster.register("b", keys(tmp_path, "b"))
+    roster.register("a", keys(tmp_path, "a"))
+    before = roster.path.read_text()
+    with pytest.raises(AdmissionError, match=r"no hospital named 'ghost' is registered \(registered: a, b\)"):
+        roster.unregister("ghost")
     assert flwr.unregistered == []
-    assert registry.path.read_text() == before
+    assert roster.path.read_text() == before
 
 
 # ---------------------------------------------------------------------- files and fingerprints
@@ -224,19 +223,19 @@ def test_read_entries_of_a_missing_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"h0": {"name": "h0"}}', '{"h0": 3}'])
-def test_corrupt_registry(tmp_path: Path, registry: HospitalRegistry, content: str) -> None:
-    registry.path.write_text(content)
-    assert read_registered_names(registry.path) == {}
-    with pytest.raises(RegistryError, match="corrupt"):
-        read_entries(registry.path)
-    with pytest.raises(RegistryError, match="corrupt"):
-        registry.register("h0", keys(tmp_path, "h0"))
+def test_corrupt_roster(tmp_path: Path, roster: HospitalRoster, content: str) -> None:
+    roster.path.write_text(content)
+    assert read_registered_names(roster.path) == {}
+    with pytest.raises(AdmissionError, match="corrupt"):
+        read_entries(roster.path)
+    with pytest.raises(AdmissionError, match="corrupt"):
+        roster.register("h0", keys(tmp_path, "h0"))
 
 
 @pytest.mark.parametrize("content", ["[1, 2]", '"text"', "3"])
-def test_registry_that_is_not_a_json_object_is_corrupt(tmp_path: Path, content: str) -> None:
+def test_roster_that_is_not_a_json_object_is_corrupt(tmp_path: Path, content: str) -> None:
     path = tmp_path / "hospitals.json"
     path.write_text(content)
     assert read_registered_names(path) == {}
-    with pytest.raises(RegistryError, match="corrupt"):
+    with pytest.raises(AdmissionError, match="corrupt"):
         read_entries(path)
