@@ -191,7 +191,7 @@ def train_epochs(
         dpsgd: train with DP-SGD through Opacus: Poisson-sampled batches, per-sample
             gradients clipped to ``dpsgd.clipping_norm``, Gaussian noise of std
             ``noise_multiplier * clipping_norm`` on their sum (Abadi et al., 2016). The
-            model must be Opacus-compatible (``build_model(..., private=True)``); AMP and
+            model must be Opacus-compatible (``build_network(..., private=True)``); AMP and
             the FedProx term are not used with it.
 
     Returns:
@@ -204,7 +204,9 @@ def train_epochs(
         raise DataError("no training images: the hospital's training split is empty")
     started = time.perf_counter()
     torch.manual_seed(plan.seed)  # dropout and any other global-RNG layer
-    session = _start_session(model, dataset, cfg, plan, device, augment=augment, dpsgd=dpsgd)
+    model.to(device).train()
+    criterion = make_loss(dataset.task, _loss_weights(dataset, cfg, device))
+    session = _start_session(model, criterion, cfg, plan, device, dpsgd, images=len(dataset), augment=augment)
     steps = 0
     epoch_loss = float("nan")
     for offset in range(plan.epochs):
@@ -230,26 +232,32 @@ class _Session:
     private: GradSampleModule | None
 
 
+def _loss_weights(dataset: ImageDataset, cfg: TrainConfig, device: torch.device) -> torch.Tensor | None:
+    """The ``balanced`` class weights of ``dataset``'s own labels on ``device`` (``None`` without weighting)."""
+    if cfg.class_weighting is not ClassWeighting.BALANCED:
+        return None
+    return class_weights(dataset.task, dataset.class_counts(), len(dataset)).to(device)
+
+
 def _start_session(
     model: nn.Module,
-    dataset: ImageDataset,
+    criterion: nn.Module,
     cfg: TrainConfig,
     plan: LocalTraining,
     device: torch.device,
-    *,
-    augment: bool,
     dpsgd: DpSgd | None,
+    *,
+    images: int,
+    augment: bool,
 ) -> _Session:
-    """Device, loss, fresh optimizer (Opacus-wrapped), AMP scaler, FedProx reference and augmentation RNG, in order."""
+    """A fresh optimizer (Opacus-wrapped under DP-SGD), AMP scaler, FedProx reference and augmentation RNG.
+
+    ``model`` is already on ``device`` in training mode; ``images`` is the training split's size.
+    """
     use_amp = cfg.amp and device.type == "cuda" and dpsgd is None
-    model.to(device).train()
     pipeline = BatchPipeline(augment=augment).train()
-    weights = None
-    if cfg.class_weighting is ClassWeighting.BALANCED:
-        weights = class_weights(dataset.task, dataset.class_counts(), len(dataset)).to(device)
-    criterion = make_loss(dataset.task, weights)
     optimizer = make_optimizer(model, cfg)
-    private = _make_private(model, optimizer, dpsgd, len(dataset), cfg.batch_size, plan.seed) if dpsgd else None
+    private = _make_private(model, optimizer, dpsgd, images, cfg.batch_size, plan.seed) if dpsgd else None
     if private is not None:
         model, optimizer = private
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
