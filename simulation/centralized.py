@@ -22,9 +22,10 @@ from torch import nn
 
 from fedward.common.data.images import ImageDataset, concat_datasets, make_dataset
 from fedward.common.data.load import cache_root_for, load_site_folder
+from fedward.common.ml.inference import evaluate
 from fedward.common.ml.networks import initial_network
 from fedward.common.ml.runtime import derive_seed, resolve_device, seed_everything, set_cpu_threads
-from fedward.common.ml.training import LocalTraining, evaluate, train_epochs
+from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.rundir.card import HospitalEntry, RunEnding, finish_run
 from fedward.common.rundir.recorder import RunRecorder
 from fedward.simulation.driver import PreparedRun

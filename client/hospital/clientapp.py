@@ -28,9 +28,10 @@ from fedward.common.data.hospital import HospitalData
 from fedward.common.errors import FedwardError
 from fedward.common.logs import configure_logging
 from fedward.common.ml.accounting import DpSgd
+from fedward.common.ml.inference import evaluate
 from fedward.common.ml.networks import network_for
 from fedward.common.ml.runtime import derive_seed
-from fedward.common.ml.training import LocalTraining, evaluate, train_epochs
+from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.version import compatible, fedward_version
 from fedward.common.wire import (
     ARRAYS,

@@ -1,8 +1,9 @@
-"""Plain PyTorch training and evaluation loops, free of Flower types.
+"""Plain PyTorch training loops, free of Flower types: a hospital's local epochs, FedProx, DP-SGD.
 
 The same functions train a hospital's round in the ClientApp (simulation and
 deployment) and every epoch of the centralized baseline, so the two differ only in what
-data they see and how often weights are averaged.
+data they see and how often weights are averaged. Scoring a model is
+:mod:`fedward.common.ml.inference`.
 
 GPU path: on CUDA, batches come from pinned memory and move with ``non_blocking=True``;
 with ``train.amp`` the forward pass runs under float16 autocast with a
@@ -33,7 +34,6 @@ from fedward.common.config.sections import TrainConfig
 from fedward.common.data.images import BatchPipeline, ImageDataset
 from fedward.common.errors import DataError
 from fedward.common.ml.accounting import DpSgd
-from fedward.common.ml.metrics import ClassificationMetrics, classification_metrics
 from fedward.common.ml.runtime import derive_seed
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 MAX_CLASS_WEIGHT = 10.0
 """Upper bound of a ``balanced`` class weight (and multi-label ``pos_weight``): a hospital
 with 3 images of a class would otherwise weight them 100x and destabilise its update."""
-
-EVAL_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,19 +79,6 @@ class TrainResult:
     num_examples: int
     steps: int
     seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class EvalResult:
-    """Metrics of a model on a dataset.
-
-    Attributes:
-        metrics: AUC, accuracy, sensitivity, specificity, F1 and (unweighted) loss.
-        num_examples: images evaluated.
-    """
-
-    metrics: ClassificationMetrics
-    num_examples: int
 
 
 def learning_rate(cfg: TrainConfig, epoch: int, total_epochs: int) -> float:
@@ -350,53 +335,3 @@ def _poisson_loader(loader: DataLoader[Any], seed: int) -> DataLoader[Any]:
 
     poisson: DataLoader[Any] = DPDataLoader.from_data_loader(loader, generator=torch.Generator().manual_seed(seed))
     return poisson
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities of ``model`` on every image of ``dataset``.
-
-    Returns:
-        ``(probabilities, targets)``: float64 (N, K) softmax (single-label) or sigmoid
-        (multi-label) outputs, and the targets as int64 (N,) or float (N, K).
-    """
-    model.to(device).eval()
-    pipeline = BatchPipeline(augment=False).eval()
-    outputs: list[torch.Tensor] = []
-    use_amp = device.type == "cuda"
-    for images, _ in make_loader(dataset, batch_size, device, shuffle=False):
-        inputs = pipeline(images.to(device, non_blocking=True))
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            logits = model(inputs).float()
-        probs = torch.sigmoid(logits) if dataset.task is Task.MULTILABEL else torch.softmax(logits, dim=1)
-        outputs.append(probs.cpu())
-    if not outputs:
-        return np.empty((0, 0)), dataset.targets.numpy()
-    return torch.cat(outputs).double().numpy(), dataset.targets.numpy()
-
-
-def evaluate(
-    model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
-) -> EvalResult:
-    """AUC, accuracy, sensitivity, specificity, F1 and mean unweighted loss on ``dataset``.
-
-    Raises:
-        DataError: if ``dataset`` is empty.
-    """
-    if len(dataset) == 0:
-        raise DataError("no images to evaluate on")
-    probabilities, targets = predict(model, dataset, device, batch_size)
-    loss = _loss_from_probabilities(dataset.task, probabilities, targets)
-    metrics = classification_metrics(dataset.task, targets, probabilities, loss=loss)
-    return EvalResult(metrics, len(dataset))
-
-
-def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.ndarray) -> float:
-    eps = 1e-12
-    p = np.clip(probabilities, eps, 1.0 - eps)
-    if task is Task.MULTILABEL:
-        t = targets.astype(np.float64)
-        return float(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean())
-    return float(-np.log(p[np.arange(len(targets)), targets.astype(np.int64)]).mean())

@@ -16,7 +16,7 @@ from torch import nn
 from fedward.common.config import RunConfig
 from fedward.common.data.images import ImageDataset, make_dataset
 from fedward.common.errors import DataError
-from fedward.common.ml.training import evaluate
+from fedward.common.ml.inference import evaluate
 from fedward.common.runsetup import find_dataset_file
 from fedward.common.schema import DatasetSchema
 

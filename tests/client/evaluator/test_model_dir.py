@@ -17,7 +17,7 @@ from fedward.common.choices import Task
 from fedward.common.data.images import make_dataset
 from fedward.common.data.npz import read_npz
 from fedward.common.errors import ConfigError, IntegrityError, ModelError
-from fedward.common.ml.training import predict
+from fedward.common.ml.inference import predict
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_weights_that_do_not_fit_the_config_are_a_model_error(run_dir: Path) -> 
 
 
 def test_probabilities_match_the_training_evaluation_path(run_dir: Path, tmp_path: Path) -> None:
-    """Same scaling and activation as fedward.common.ml.training.predict (server test metrics)."""
+    """Same scaling and activation as fedward.common.ml.inference.predict (server test metrics)."""
     loaded = load_model(run_dir)
     split = read_npz(write_npz(tmp_path / "tiny.npz"), ["test"])["test"]
     dataset = make_dataset(split, loaded.model_dir.schema, 28)

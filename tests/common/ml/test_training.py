@@ -12,8 +12,9 @@ from fedward.common.config import RunConfig
 from fedward.common.config.sections import TrainConfig
 from fedward.common.data.images import ImageDataset, to_model_size
 from fedward.common.errors import DataError
+from fedward.common.ml.inference import evaluate
 from fedward.common.ml.networks import build_network
-from fedward.common.ml.training import LocalTraining, class_weights, evaluate, learning_rate, train_epochs
+from fedward.common.ml.training import LocalTraining, class_weights, learning_rate, train_epochs
 
 CPU = torch.device("cpu")
 
