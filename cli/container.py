@@ -12,8 +12,8 @@ every other fedward error. They import nothing heavy: a check runs every few sec
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import shutil
 import socket
 import stat
@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fedward.common.errors import ConfigError
+from fedward.common.fileio import write_atomically
 from fedward.common.registry_api import DEFAULT_PORT, HEALTH_PATH, is_healthy
 
 log = logging.getLogger(__name__)
@@ -162,18 +163,18 @@ def copy_credentials(source: Path, out: Path) -> list[Path]:
         for file in files:
             target = out / file.name
             mode = stat.S_IRUSR | stat.S_IWUSR if file.suffix == ".key" else 0o644
-            tmp = out / f".{file.name}.part"
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "wb") as handle, file.open("rb") as src:
-                shutil.copyfileobj(src, handle)
-            os.chmod(tmp, mode)  # the umask may have narrowed it
-            os.replace(tmp, target)
+            write_atomically(target, functools.partial(_copy_into, file), mode=mode, durable=True)
             written.append(target)
     except OSError as err:
         raise ConfigError(f"copying {source} into {out} failed: {err.strerror or err}") from None
     log.info("copied %d files from %s to %s", len(written), source, out)
     return written
+
+
+def _copy_into(source: Path, target: Path) -> None:
+    """Copy ``source``'s bytes into ``target`` (created with its mode by the atomic writer, which keeps it)."""
+    with source.open("rb") as src, target.open("wb") as handle:
+        shutil.copyfileobj(src, handle)
 
 
 def certs_copy(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from fedward.common.fileio import read_json_object
+from fedward.common.rundir.layout import CARD_JSON
 
 SHOWN = (
     ("train-loss", "loss"),
@@ -55,7 +57,7 @@ class RoundProgress:
 
 def summary_table(run_dir: Path) -> Table:
     """Selected round and its metrics, read from the run's model card."""
-    card = json.loads((run_dir / "model_card.json").read_text(encoding="utf-8"))
+    card = read_json_object(run_dir / CARD_JSON)
     best, final = card["metrics"]["best"], card["metrics"]["final"]
     table = Table(title=f"{card['run']['mode']} run {card['run']['name']}: {card['run']['status']}")
     table.add_column("metric")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import httpx
 from fedward.client.evaluator.pulled_layout import PULL_RECORD, PULLED_WEIGHTS
 from fedward.client.evaluator.registry_client import Download, RegistryClient, RegistryRequestError
 from fedward.common.errors import ConfigError, IntegrityError
-from fedward.common.fileio import atomic_write
+from fedward.common.fileio import atomic_write, write_atomically
 from fedward.common.registry_api import BEST, BEST_KEY, MODELS_KEY, RUN_FILES, SHA256_HEADER
 from fedward.common.rundir.layout import CARD_JSON
 from fedward.common.timestamps import now_iso
@@ -132,8 +131,7 @@ def pull(
         detail = client.run(run)
         run_files = {f.file: client.run_file(run, f) for f in RUN_FILES}
         expected = _expected(run, which, detail, _card(run, run_files[CARD_JSON]))
-        download = client.download(run, which, out_dir)
-    written = _keep(run, download, expected, run_files, out_dir)
+        download, written = _keep(client, run, which, expected, run_files, out_dir)
     record = _write_record(out_dir, client.url, run, download, expected)
     log.info(
         "pulled run %s round %d (%d bytes, sha256 %s) into %s",
@@ -156,29 +154,45 @@ def list_runs(
 
 
 def _keep(
-    run: str, download: Download, expected: _Expected, run_files: dict[str, bytes | None], out_dir: Path
-) -> list[Path]:
-    """Verify the download, then write the run files and rename the weights into place.
+    client: RegistryClient,
+    run: str,
+    which: str | int,
+    expected: _Expected,
+    run_files: dict[str, bytes | None],
+    out_dir: Path,
+) -> tuple[Download, list[Path]]:
+    """Download and verify the weights, write the run files, then put the weights in place.
+
+    The weights are streamed into a temporary file that becomes ``model.safetensors`` only
+    after they verified and every run file was written (one atomic replacement); on any
+    failure the temporary file is removed and no weights are left in ``out_dir``.
 
     Returns:
-        ``model.safetensors`` first, then the run files written.
+        The download, and the files written: ``model.safetensors`` first, then the run files.
 
     Raises:
-        IntegrityError: if the weights do not verify (the temporary file is deleted).
+        IntegrityError: if the weights do not verify.
+        RegistryRequestError: if the download fails.
         ConfigError: if a file cannot be written.
     """
-    try:
+    downloads: list[Download] = []
+    written: list[Path] = []
+
+    def fetch(tmp: Path) -> None:
+        download = client.download(run, which, tmp)
         _verify(run, download, expected)
-        written = []
+        downloads.append(download)
         for name, data in run_files.items():
             if data is not None:
                 _write(out_dir / name, data)
                 written.append(out_dir / name)
-        target = out_dir / PULLED_WEIGHTS
-        os.replace(download.tmp, target)
-    finally:
-        download.tmp.unlink(missing_ok=True)
-    return [target, *written]
+
+    target = out_dir / PULLED_WEIGHTS
+    try:
+        write_atomically(target, fetch)
+    except OSError as err:
+        raise ConfigError(f"--out {out_dir}: cannot write {target.name} ({err.strerror or err})") from None
+    return downloads[0], [target, *written]
 
 
 def _write_record(out_dir: Path, registry: str, run: str, download: Download, expected: _Expected) -> Path:

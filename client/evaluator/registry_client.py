@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import ssl
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,17 +46,15 @@ class RegistryRequestError(FedwardError):
 
 @dataclass(frozen=True, slots=True)
 class Download:
-    """Weights streamed into a temporary file, not verified yet.
+    """Weights streamed into a file, not verified yet.
 
     Attributes:
-        tmp: the temporary file in the output folder (the caller renames or deletes it).
         sha256: hex SHA-256 of the bytes received.
         bytes: bytes received.
         header_sha256: the registry's ``X-Fedward-SHA256`` header, if sent.
         header_round: the registry's ``X-Fedward-Round`` header, if sent.
     """
 
-    tmp: Path
     sha256: str
     bytes: int
     header_sha256: str | None
@@ -159,24 +155,17 @@ class RegistryClient:
         self._raise_for(response, f"the {run_file.endpoint} of run {run}")
         return response.content
 
-    def download(self, run: str, which: str | int, out_dir: Path) -> Download:
-        """Stream weights into a temporary file in ``out_dir``, hashing them on the way.
-
-        The caller renames or deletes the file; it is deleted here if the download fails.
+    def download(self, run: str, which: str | int, path: Path) -> Download:
+        """Stream weights into ``path`` (a file the caller replaces atomically), hashing them on the way.
 
         Raises:
-            ConfigError: if ``out_dir`` cannot be written.
+            ConfigError: if ``path`` cannot be written.
             RegistryRequestError: if the registry has no such weights, refuses, or the connection fails.
         """
-        path = model_path(_check_run(run), which)
+        route = model_path(_check_run(run), which)
+        digest, size = hashlib.sha256(), 0
         try:
-            fd, name = tempfile.mkstemp(prefix=".model-", suffix=".part", dir=out_dir)
-        except OSError as err:
-            raise ConfigError(f"--out {out_dir}: cannot write there ({err.strerror or err})") from None
-        tmp = Path(name)
-        digest, size, done = hashlib.sha256(), 0, False
-        try:
-            with os.fdopen(fd, "wb") as handle, self._http.stream("GET", self.url + path, headers=self._headers) as got:
+            with open(path, "wb") as handle, self._http.stream("GET", self.url + route, headers=self._headers) as got:
                 if got.status_code != 200:
                     got.read()
                     missing = f"run {run!r} has no weights for round {which!r}"
@@ -185,18 +174,12 @@ class RegistryClient:
                     handle.write(block)
                     digest.update(block)
                     size += len(block)
-                handle.flush()
-                os.fsync(handle.fileno())
                 header_sha, header_round = got.headers.get(SHA256_HEADER), got.headers.get(ROUND_HEADER)
-            done = True
         except httpx.HTTPError as err:
             raise self._transport_error(err) from None
         except OSError as err:
-            raise ConfigError(f"--out {out_dir}: writing the weights failed ({err.strerror or err})") from None
-        finally:
-            if not done:
-                tmp.unlink(missing_ok=True)
-        return Download(tmp, digest.hexdigest(), size, header_sha, header_round)
+            raise ConfigError(f"--out {path.parent}: writing the weights failed ({err.strerror or err})") from None
+        return Download(digest.hexdigest(), size, header_sha, header_round)
 
     # ------------------------------------------------------------------ plumbing
     def _send(self, path: str) -> httpx.Response:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fedward.common.data.dicom import Reason, UnusableFileError
-from fedward.common.fileio import atomic_write, write_atomically
+from fedward.common.fileio import atomic_write, read_json_object, write_atomically
 
 DECODER_VERSION = 1
 """Bump when decoding changes, so old entries are not reused."""
@@ -72,7 +72,7 @@ class DecodeCache:
         base = self.dir / key[:2] / key
         try:
             if base.with_suffix(".err").is_file():
-                info = json.loads(base.with_suffix(".err").read_text(encoding="utf-8"))
+                info = read_json_object(base.with_suffix(".err"))
                 self.hits += 1
                 raise UnusableFileError(Reason(info["reason"]), info["message"])
             array = np.load(base.with_suffix(".npy"), allow_pickle=False)

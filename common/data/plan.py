@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedward.common.errors import DataError
+from fedward.common.fileio import read_json_object
 
 PLAN_FORMAT = "fedward-partitions/1"
 
@@ -75,7 +76,7 @@ class PartitionPlan:
             DataError: if the file is missing or not a partition plan.
         """
         try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+            doc = read_json_object(Path(path))
             if doc.get("format") != PLAN_FORMAT:
                 raise ValueError(f"format is {doc.get('format')!r}, expected {PLAN_FORMAT!r}")
             hospitals = tuple(

@@ -19,7 +19,7 @@ from fedward.common.data.catalog import lookup
 from fedward.common.fileio import atomic_write, sha256_of
 from fedward.common.ml.networks import NETWORKS
 from fedward.common.rundir.card_markdown import render_markdown
-from fedward.common.rundir.layout import CARD_JSON, CARD_MD
+from fedward.common.rundir.layout import BEST_WEIGHTS, CARD_JSON, CARD_MD, MODELS_DIR
 from fedward.common.rundir.recorder import RunRecorder
 from fedward.common.timestamps import now_iso
 from fedward.common.version import library_versions
@@ -183,14 +183,14 @@ def _weights_section(recorder: RunRecorder, best_round: int) -> dict[str, Any]:
     weights: dict[str, Any] = {}
     if recorder.best_file.is_file():
         weights["best"] = {
-            "file": "models/best.safetensors",
+            "file": BEST_WEIGHTS,
             "round": best_round,
             "sha256": sha256_of(recorder.best_file),
         }
     final_file = recorder.round_file(recorder.last_round)
     if recorder.last_round >= 0 and final_file.is_file():
         weights["final"] = {
-            "file": f"models/{final_file.name}",
+            "file": f"{MODELS_DIR}/{final_file.name}",
             "round": recorder.last_round,
             "sha256": sha256_of(final_file),
         }

@@ -16,10 +16,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from fedward.common.errors import FedwardError
-from fedward.common.fileio import atomic_write
+from fedward.common.fileio import atomic_write, read_json_object
 from fedward.common.flower.flwr_cli import FlwrCli
 from fedward.common.security.certs import check_name, read_public_key
 from fedward.common.timestamps import now_iso
@@ -78,8 +77,8 @@ def read_entries(path: Path) -> dict[str, Hospital]:
     if not Path(path).is_file():
         return {}
     try:
-        raw: Any = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(raw, dict) or not all(isinstance(entry, dict) for entry in raw.values()):
+        raw = read_json_object(Path(path))
+        if not all(isinstance(entry, dict) for entry in raw.values()):
             raise TypeError("not an object of hospital entries")
         return {name: Hospital(**entry) for name, entry in raw.items()}
     except (ValueError, TypeError) as err:

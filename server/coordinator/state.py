@@ -15,12 +15,12 @@ The SuperLink passes the runs folder and the state folder to its ServerApps in
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedward.common.errors import FedwardError
+from fedward.common.fileio import read_json_object
 from fedward.common.flower.flwr_cli import Connection, FlwrCli
 
 CONNECTION = "fedward"
@@ -75,7 +75,7 @@ class CoordinatorState:
             CoordinatorError: if no SuperLink was ever started here.
         """
         try:
-            endpoint = json.loads(self.endpoint_file.read_text(encoding="utf-8"))
+            endpoint = read_json_object(self.endpoint_file)
             address, ca = str(endpoint["address"]), endpoint.get("ca")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise CoordinatorError(
