@@ -531,7 +531,7 @@ def main() -> None:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     if args.json:
-        print(json.dumps(figures, indent=2))
+        Console().print_json(json.dumps(figures))  # as the CLI prints --json
     else:
         report(figures)
 

@@ -33,7 +33,7 @@ from fedward.common.data.locate import locate_dataset
 from fedward.common.data.npz import SPLITS, ArraySplit, infer_schema, read_npz
 from fedward.common.errors import ConfigError, DataError, FedwardError
 from fedward.common.ml.accounting import ClientDpPlan
-from fedward.common.rundir.checkpoint import read_checkpoint_round
+from fedward.common.rundir.checkpoint import load_checkpoint
 from fedward.common.rundir.info import describe_run, read_run_config, read_run_info
 from fedward.common.rundir.layout import CHECKPOINT_FILE, new_run_dir
 from fedward.common.rundir.lock import check_not_running
@@ -183,7 +183,7 @@ def resume_run(run_dir: Path, setting: Setting) -> ResolvedRun:
     if not (run_dir / CHECKPOINT_FILE).is_file():
         raise ConfigError(f"{run_dir.name} has no {CHECKPOINT_FILE}: it never completed a round to resume from")
     check_not_running(run_dir)
-    done = read_checkpoint_round(run_dir)
+    done = load_checkpoint(run_dir).server_round
     if read_status(run_dir).get("state") == "completed" and done >= cfg.federation.rounds:
         raise ConfigError(f"{run_dir.name} already completed all {cfg.federation.rounds} rounds; nothing to resume")
     dataset = _find_dataset(cfg, setting, download=False) if setting is Setting.SIMULATION else None

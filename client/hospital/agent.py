@@ -292,13 +292,15 @@ class HospitalAgent:
         return code
 
     def _relay(self, process: subprocess.Popen[bytes]) -> None:
-        """Copy the SuperNode's output to our stderr, keeping the last lines for errors."""
+        """Copy the SuperNode's output, line for line and unprefixed, to the agent's stderr (the
+        operator's console or the container log), keeping the last lines for errors."""
         if process.stdout is None:  # pragma: no cover - always piped
             return
         for raw in process.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
             self._tail.append(line)
-            print(line, file=sys.stderr, flush=True)
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
 
     def _refusal_message(self) -> str:
         reason = next((line for line in self._tail if "[code:" in line), "")

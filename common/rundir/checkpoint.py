@@ -132,15 +132,6 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
     return path
 
 
-def read_checkpoint_round(run_dir: Path) -> int:
-    """The last completed round of a run directory's checkpoint.
-
-    Raises:
-        CheckpointError: as :func:`load_checkpoint`.
-    """
-    return load_checkpoint(run_dir).server_round
-
-
 def load_checkpoint(run_dir: Path) -> Checkpoint:
     """Read ``<run_dir>/checkpoint.safetensors``.
 
