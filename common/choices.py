@@ -19,7 +19,7 @@ from fedward.common.errors import ConfigError
 
 
 class Task(StrEnum):
-    """Classification task of a dataset (MedMNIST v2 naming)."""
+    """What a model learns from a dataset: classification (MedMNIST v2 naming) or segmentation."""
 
     BINARY = "binary"
     """Two classes, one label per image; class index 1 is the positive class."""
@@ -27,6 +27,57 @@ class Task(StrEnum):
     """K > 2 exclusive classes, one label per image (MedMNIST ordinal regression too)."""
     MULTILABEL = "multilabel"
     """K independent binary labels per image (e.g. ChestMNIST)."""
+    SEGMENTATION = "segmentation"
+    """A label per pixel (2D) or voxel (3D): index 0 is background, 1..K-1 the structures."""
+
+
+class Modality(StrEnum):
+    """Imaging modality, as DICOM's Modality (0008,0060) names it (PS3.3 C.7.3.1.1.1)."""
+
+    CR = "CR"
+    """Computed radiography (chest X-rays)."""
+    DX = "DX"
+    """Digital radiography."""
+    US = "US"
+    """Ultrasound."""
+    MR = "MR"
+    """Magnetic resonance."""
+    CT = "CT"
+    """Computed tomography (intensities in Hounsfield units)."""
+    MG = "MG"
+    """Mammography."""
+    OT = "OT"
+    """Other or unknown."""
+
+
+RADIOGRAPHY: frozenset[Modality] = frozenset({Modality.CR, Modality.DX})
+"""Modalities that are one kind of image: a chest X-ray model accepts both."""
+
+
+class TargetKind(StrEnum):
+    """Which annotation of a data set a run learns when it has several (BUSI: a class and a lesion mask)."""
+
+    AUTO = "auto"
+    """The class label when the data set has one, else the mask."""
+    CLASS = "class"
+    """The image's class label: classification."""
+    MASK = "mask"
+    """The label map: segmentation."""
+
+
+class Intensity(StrEnum):
+    """How image intensities are normalised before the model sees them (segmentation data)."""
+
+    AUTO = "auto"
+    """By modality: CT window, MR z-score, 8-bit images (US, X-ray) scaled to [0, 1]."""
+    SCALE = "scale"
+    """8-bit grey values divided by 255."""
+    ZSCORE = "zscore"
+    """Zero mean, unit variance over the non-zero voxels of each image (MR)."""
+    PERCENTILE = "percentile"
+    """The 0.5th..99.5th percentile range of each image mapped to [0, 1], clipped."""
+    CT_WINDOW = "ct-window"
+    """Hounsfield units clipped to ``data.ct-window`` and mapped to [0, 1]."""
 
 
 class Partition(StrEnum):
@@ -76,6 +127,10 @@ class ModelName(StrEnum):
     DENSENET121 = "densenet121"
     RESNET18 = "resnet18"
     EFFICIENTNET_B0 = "efficientnet-b0"
+    UNET = "unet"
+    VNET = "vnet"
+    SEGRESNET = "segresnet"
+    ATTENTION_UNET = "attention-unet"
 
 
 IMAGE_SIZES: tuple[int, ...] = (28, 64, 128, 224)
@@ -86,6 +141,10 @@ MIN_IMAGE_SIZE: dict[ModelName, int] = {
     ModelName.RESNET18: 16,
     ModelName.DENSENET121: 32,
     ModelName.EFFICIENTNET_B0: 32,
+    ModelName.UNET: 16,
+    ModelName.VNET: 16,
+    ModelName.SEGRESNET: 8,
+    ModelName.ATTENTION_UNET: 16,
 }
 """Smallest square input (pixels) every downsampling stage of a network can take; the config
 refuses smaller ``data.image-size`` values before anything is built."""

@@ -120,8 +120,12 @@ _SCALARS: dict[Any, Callable[[Any, str], Any]] = {
 def _to_tuple(value: Any, inner: Any, where: str) -> tuple[Any, ...]:
     """A list setting: TOML arrays, Python sequences, or JSON text (Flower's run config)."""
     items = json.loads(value) if isinstance(value, str) and value.startswith("[") else value
-    kind = "paths" if inner is Path else "strings"
-    if not isinstance(items, list | tuple) or not all(isinstance(i, str | Path) for i in items):
+    numeric = inner in (int, float)
+    kind = "numbers" if numeric else "paths" if inner is Path else "strings"
+    allowed: tuple[type, ...] = (int, float) if numeric else (str, Path)
+    if not isinstance(items, list | tuple) or not all(
+        isinstance(i, allowed) and not isinstance(i, bool) for i in items
+    ):
         raise ConfigError(f"{where} must be a list of {kind}; got {value!r}")
     return tuple(convert(item, inner, where) for item in items)
 

@@ -16,11 +16,13 @@ from fedward.common.choices import (
     ClientDp,
     DeviceChoice,
     FrameMode,
+    Intensity,
     ModelName,
     OptimizerName,
     Partition,
     Schedule,
     StrategyName,
+    TargetKind,
     Task,
 )
 from fedward.common.config.checks import check_min, check_range
@@ -52,6 +54,15 @@ class DataConfig:
             :class:`~fedward.common.config.spec.RunSpec`, never written back here.
         classes: declared class (or label) names, index order.
         channels: declared number of image channels (1 or 3); 0: not declared.
+        target: which annotation to learn when the data set has a class and a mask
+            (BUSI): ``class`` (classification), ``mask`` (segmentation) or ``auto`` (the class).
+        volume_size: volumes (3D segmentation): the model's grid (D, H, W) in voxels after
+            resampling; volumes are padded or centre-cropped to it. Empty: the largest
+            extent of the data set's volumes, rounded up to a multiple of 16.
+        spacing: volumes: target voxel spacing (mm) along (D, H, W) to resample to; empty
+            keeps each volume's own spacing.
+        intensity: intensity normalisation of segmentation images (``auto``: by modality).
+        ct_window: CT: the (low, high) window in Hounsfield units for ``ct-window``.
     """
 
     dataset: str = "pneumoniamnist"
@@ -66,6 +77,11 @@ class DataConfig:
     task: Task | None = None
     classes: tuple[str, ...] = ()
     channels: int = 0
+    target: TargetKind = TargetKind.AUTO
+    volume_size: tuple[int, ...] = ()
+    spacing: tuple[float, ...] = ()
+    intensity: Intensity = Intensity.AUTO
+    ct_window: tuple[float, ...] = (-1000.0, 400.0)
 
     def __post_init__(self) -> None:
         if not self.dataset.strip():
@@ -79,6 +95,12 @@ class DataConfig:
             raise ConfigError(f"data.channels must be 1 or 3; got {self.channels}")
         if self.classes and len(set(self.classes)) != len(self.classes):
             raise ConfigError("data.classes holds a class name twice")
+        if self.volume_size and (len(self.volume_size) != 3 or min(self.volume_size) < 16):
+            raise ConfigError(f"data.volume-size must be three sizes (D, H, W) of at least 16 voxels; got {self.volume_size}")
+        if self.spacing and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise ConfigError(f"data.spacing must be three positive spacings (mm) along D, H, W; got {self.spacing}")
+        if len(self.ct_window) != 2 or self.ct_window[0] >= self.ct_window[1]:
+            raise ConfigError(f"data.ct-window must be [low, high] Hounsfield units with low < high; got {self.ct_window}")
         declared = (self.task is not None, bool(self.classes), self.channels > 0)
         if any(declared) and not all(declared):
             raise ConfigError("declare data.task, data.classes and data.channels together, or none of them")

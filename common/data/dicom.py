@@ -66,6 +66,16 @@ class Reason(StrEnum):
     BAD_MANIFEST_ROW = "bad-manifest-row"
     MISSING_FILE = "manifest-row-without-file"
     NOT_IN_MANIFEST = "file-without-manifest-row"
+    MASK_MISSING = "mask-missing"
+    """A segmentation image without its mask (or label volume)."""
+    MASK_MISMATCH = "mask-geometry-mismatch"
+    """A mask whose size, spacing, orientation or origin differs from its image's."""
+    LABEL_OUT_OF_RANGE = "label-value-out-of-range"
+    """A mask holding a value that is not one of the declared labels."""
+    SLICE_SPACING = "inconsistent-slice-spacing"
+    """A DICOM series whose slices are not evenly spaced (a missing or duplicated slice)."""
+    SEG_OTHER_SERIES = "seg-references-other-series"
+    """A DICOM SEG whose referenced series is not in the folder."""
 
 
 class UnusableFileError(DataError):
