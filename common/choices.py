@@ -143,7 +143,7 @@ MIN_IMAGE_SIZE: dict[ModelName, int] = {
     ModelName.EFFICIENTNET_B0: 32,
     ModelName.UNET: 16,
     ModelName.VNET: 16,
-    ModelName.SEGRESNET: 8,
+    ModelName.SEGRESNET: 16,
     ModelName.ATTENTION_UNET: 16,
 }
 """Smallest square input (pixels) every downsampling stage of a network can take; the config
@@ -171,6 +171,15 @@ class ClassWeighting(StrEnum):
     NONE = "none"
     BALANCED = "balanced"
     """Weight of class k is n / (K * n_k) (scikit-learn's "balanced"); pos_weight for multi-label."""
+
+
+class SegLoss(StrEnum):
+    """Loss of a segmentation network (MONAI losses, softmax over the labels, Dice over the batch)."""
+
+    DICE_CE = "dice-ce"
+    """Dice + cross-entropy (MONAI ``DiceCELoss``; nnU-Net's default, Isensee et al., 2021)."""
+    DICE_FOCAL = "dice-focal"
+    """Dice + focal loss (MONAI ``DiceFocalLoss``; Lin et al., 2017), for small structures."""
 
 
 class DeviceChoice(StrEnum):

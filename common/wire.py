@@ -54,10 +54,6 @@ def metric_key(split: str, name: str) -> str:
     return f"{split}-{name}"
 
 
-SELECTION_METRIC = metric_key("val", "auc")
-"""Metric that picks a run's best model: federated validation AUC (never a test metric)."""
-
-
 def model_to_arrays(model: nn.Module) -> ArrayRecord:
     """The model's state dict (parameters and buffers) as an ArrayRecord, on the CPU."""
     state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in model.state_dict().items())

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedward.common.data.images import ImageDataset, concat_datasets, make_dataset
+from fedward.common.data.images import TaskDataset, concat_datasets, make_dataset
 from fedward.common.data.load import cache_root_for, load_site_folder
-from fedward.common.ml.inference import evaluate
 from fedward.common.ml.networks import initial_network
 from fedward.common.ml.runtime import derive_seed, resolve_device, seed_everything, set_cpu_threads
+from fedward.common.ml.tasks import TaskHead, head_for
 from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.rundir.card import HospitalEntry, RunEnding, finish_run
 from fedward.common.rundir.recorder import RunRecorder
@@ -33,7 +33,7 @@ from fedward.simulation.driver import PreparedRun
 log = logging.getLogger(__name__)
 
 
-def pooled_hospital_data(prepared: PreparedRun) -> tuple[ImageDataset, ImageDataset]:
+def pooled_hospital_data(prepared: PreparedRun) -> tuple[TaskDataset, TaskDataset]:
     """The union of the hospitals' training splits and of their validation splits.
 
     Planned hospitals pool their partition indices; hospital folders are loaded (and
@@ -75,7 +75,8 @@ def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]],
     set_cpu_threads(cfg.train.threads)
     model = initial_network(cfg, schema)  # the federation's initial weights
     recorder = RunRecorder(prepared.run_dir, prepared.spec, mode="centralized")
-    trainer = _PooledTraining(prepared, train, val, test, resolve_device(cfg.train.device))
+    head = head_for(schema, cfg.train.seg_loss)
+    trainer = _PooledTraining(prepared, train, val, test, resolve_device(cfg.train.device), head)
     ending = RunEnding(
         "completed",
         hospitals=[HospitalEntry("pooled (all hospitals)", len(train), len(val))],
@@ -103,10 +104,11 @@ class _PooledTraining:
     """One "round" of the baseline: ``local-epochs`` epochs over the pooled data, then scoring."""
 
     prepared: PreparedRun
-    train: ImageDataset
-    val: ImageDataset
-    test: ImageDataset | None
+    train: TaskDataset
+    val: TaskDataset
+    test: TaskDataset | None
     device: torch.device
+    head: TaskHead
 
     def round(self, model: nn.Module, server_round: int) -> dict[str, float]:
         """Train round ``server_round`` (round 0 only scores the initial model) and return its metrics."""
@@ -120,17 +122,20 @@ class _PooledTraining:
                 total_epochs=rounds * epochs,
                 seed=derive_seed(cfg.run.seed, "train", "centralized", server_round),
             )
-            result = train_epochs(model, self.train, cfg.train, plan, self.device, augment=cfg.data.augment)
+            head = self.head
+            result = train_epochs(model, self.train, cfg.train, plan, self.device, head=head, augment=cfg.data.augment)
             metrics["train-loss"] = result.loss
-            metrics.update(evaluate(model, self.val, self.device).metrics.as_dict("val"))
+            metrics.update(head.evaluate(model, self.val, self.device).metrics.as_dict("val"))
             metrics["val-examples"] = float(len(self.val))
         if self.test is not None:
-            metrics.update(evaluate(model, self.test, self.device).metrics.as_dict("test"))
+            metrics.update(self.head.evaluate(model, self.test, self.device).metrics.as_dict("test"))
         model.cpu()
         log.info(
             "centralized round %d/%d: %s",
             server_round,
             rounds,
-            ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in ("val-auc", "test-auc")),
+            ", ".join(
+                f"{k} {v:.4f}" for k, v in metrics.items() if k in ("val-auc", "test-auc", "val-dice", "test-dice")
+            ),
         )
         return metrics

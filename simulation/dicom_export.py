@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     UID,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
     generate_uid,
@@ -33,6 +30,7 @@ from pydicom.uid import (
 from fedward.common.data.folder import MANIFEST
 from fedward.common.data.npz import ArraySplit
 from fedward.common.data.plan import PartitionPlan
+from fedward.common.data.series_write import add_file_meta, set_patient_study
 from fedward.common.errors import DataError
 from fedward.common.schema import DatasetSchema
 
@@ -84,11 +82,7 @@ def secondary_capture(
     ds.SeriesInstanceUID = generate_uid()
     _set_patient_study_series(ds, patient_name, patient_id, institution)
     _set_image_pixel(ds, pixels)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    add_file_meta(ds)
     if compression is not Compression.NONE:
         ds.compress(_SYNTAX[compression], np.ascontiguousarray(pixels))
     return ds
@@ -96,22 +90,12 @@ def secondary_capture(
 
 def _set_patient_study_series(ds: Dataset, patient_name: str, patient_id: str, institution: str) -> None:
     """Patient, General Study, General Series, SC Equipment and General Image attributes (dated now, UTC)."""
-    now = datetime.now(UTC)
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    ds.StudyDate = ds.ContentDate = now.strftime("%Y%m%d")
-    ds.StudyTime = ds.ContentTime = now.strftime("%H%M%S")
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = "1"
-    ds.AccessionNumber = ""
+    set_patient_study(ds, patient_name=patient_name, patient_id=patient_id, institution=institution)
     ds.Modality = "OT"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.PatientOrientation = ""
     ds.ConversionType = "WSD"
-    ds.InstitutionName = institution
     ds.BurnedInAnnotation = "NO"
     ds.ImageType = ["DERIVED", "SECONDARY"]
 

@@ -28,9 +28,9 @@ from fedward.common.data.hospital import HospitalData
 from fedward.common.errors import FedwardError
 from fedward.common.logs import configure_logging
 from fedward.common.ml.accounting import DpSgd
-from fedward.common.ml.inference import evaluate
 from fedward.common.ml.networks import network_for
 from fedward.common.ml.runtime import derive_seed
+from fedward.common.ml.tasks import head_for
 from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.version import compatible, fedward_version
 from fedward.common.wire import (
@@ -135,7 +135,8 @@ def train(msg: Message, context: Context) -> Message:
         seed=derive_seed(cfg.run.seed, "train", site.name, server_round),
     )
     dpsgd = DpSgd.for_hospital(cfg, len(site.train))
-    result = train_epochs(model, site.train, cfg.train, plan, device, augment=cfg.data.augment, dpsgd=dpsgd)
+    head = head_for(run.spec.schema, cfg.train.seg_loss)
+    result = train_epochs(model, site.train, cfg.train, plan, device, head=head, augment=cfg.data.augment, dpsgd=dpsgd)
     privacy = {DPSGD_EPSILON: dpsgd.epsilon(server_round)} if dpsgd is not None else {}
     log.info(
         "round %d: trained on %d images in %.1f s (loss %.4f)",
@@ -172,8 +173,8 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         model = network_for(run.spec.config, run.spec.schema)
         load_arrays(model, msg.content.array_records[ARRAYS])
         started = time.perf_counter()
-        result = evaluate(model, site.val, device)
-        metrics.update(result.metrics.as_dict("val"))
+        result = head_for(run.spec.schema, run.spec.config.train.seg_loss).evaluate(model, site.val, device)
+        metrics.update(result.metrics.wire("val"))
         metrics[EVAL_SECONDS] = time.perf_counter() - started
     content = RecordDict({METRICS: MetricRecord(metrics), SITE: _site_record(site, device.type)})  # type: ignore[arg-type]
     return Message(content=content, reply_to=msg)

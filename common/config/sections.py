@@ -21,6 +21,7 @@ from fedward.common.choices import (
     OptimizerName,
     Partition,
     Schedule,
+    SegLoss,
     StrategyName,
     TargetKind,
     Task,
@@ -95,12 +96,16 @@ class DataConfig:
             raise ConfigError(f"data.channels must be 1 or 3; got {self.channels}")
         if self.classes and len(set(self.classes)) != len(self.classes):
             raise ConfigError("data.classes holds a class name twice")
-        if self.volume_size and (len(self.volume_size) != 3 or min(self.volume_size) < 16):
-            raise ConfigError(f"data.volume-size must be three sizes (D, H, W) of at least 16 voxels; got {self.volume_size}")
+        if self.volume_size and (len(self.volume_size) != 3 or any(v < 16 or v % 16 for v in self.volume_size)):
+            raise ConfigError(
+                f"data.volume-size must be three sizes (D, H, W), each a multiple of 16 voxels; got {self.volume_size}"
+            )
         if self.spacing and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise ConfigError(f"data.spacing must be three positive spacings (mm) along D, H, W; got {self.spacing}")
         if len(self.ct_window) != 2 or self.ct_window[0] >= self.ct_window[1]:
-            raise ConfigError(f"data.ct-window must be [low, high] Hounsfield units with low < high; got {self.ct_window}")
+            raise ConfigError(
+                f"data.ct-window must be [low, high] Hounsfield units with low < high; got {self.ct_window}"
+            )
         declared = (self.task is not None, bool(self.classes), self.channels > 0)
         if any(declared) and not all(declared):
             raise ConfigError("declare data.task, data.classes and data.channels together, or none of them")
@@ -146,6 +151,7 @@ class TrainConfig:
             ignored on CPU.
         threads: PyTorch CPU threads; 0 keeps PyTorch's default (in simulation: the
             hospital's CPU share).
+        seg_loss: segmentation runs: ``dice-ce`` or ``dice-focal``.
     """
 
     local_epochs: int = 3
@@ -159,6 +165,7 @@ class TrainConfig:
     device: DeviceChoice = DeviceChoice.AUTO
     amp: bool = True
     threads: int = 0
+    seg_loss: SegLoss = SegLoss.DICE_CE
 
     def __post_init__(self) -> None:
         check_min("train.local-epochs", self.local_epochs, 1)

@@ -214,7 +214,7 @@ def decode_dicom(ds: Dataset, frames: FrameMode = FrameMode.MIDDLE) -> np.ndarra
             Reason.NO_PIXEL_DATA, "no Pixel Data: the image attributes are there but the pixels are not"
         )
     syntax = transfer_syntax(ds)
-    _check_decoder(syntax)
+    check_decoder(syntax)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     index = info.frames // 2 if (frames is FrameMode.MIDDLE and info.frames > 1) else None
     try:
@@ -241,7 +241,7 @@ def decode_dicom(ds: Dataset, frames: FrameMode = FrameMode.MIDDLE) -> np.ndarra
         raise UnusableFileError(Reason.UNSUPPORTED_IMAGE, f"display transforms failed ({type(err).__name__})") from None
 
 
-def _check_decoder(syntax: UID) -> None:
+def check_decoder(syntax: UID) -> None:
     if not syntax.is_compressed:
         return
     try:

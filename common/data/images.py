@@ -16,6 +16,8 @@ when there is one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 import torch
@@ -25,7 +27,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fedward.common.choices import Task
+from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import ArraySplit
+from fedward.common.data.segdata import SegmentationDataset, concat_mask_splits
 from fedward.common.schema import DatasetSchema
 
 RESIZE_CHUNK = 1024
@@ -100,7 +104,11 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return np.bincount(self.labels[:, 0], minlength=self.num_classes).astype(np.int64)
 
 
-def concat_datasets(parts: list[ImageDataset]) -> ImageDataset:
+TaskDataset = ImageDataset | SegmentationDataset
+"""A split ready for training or scoring: classification images or segmentation images with label maps."""
+
+
+def concat_datasets(parts: Sequence[TaskDataset]) -> TaskDataset:
     """One dataset holding every image of ``parts`` in order (same task and classes).
 
     Raises:
@@ -109,6 +117,13 @@ def concat_datasets(parts: list[ImageDataset]) -> ImageDataset:
     if not parts:
         raise ValueError("nothing to concatenate")
     first = parts[0]
+    if isinstance(first, SegmentationDataset):
+        splits = [p.split for p in parts if isinstance(p, SegmentationDataset)]
+        if len(splits) != len(parts):
+            raise ValueError("datasets of different tasks cannot be pooled")
+        return SegmentationDataset(concat_mask_splits(splits), first.num_classes)
+    if not all(isinstance(p, ImageDataset) for p in parts):
+        raise ValueError("datasets of different tasks cannot be pooled")
     if any(p.task is not first.task or p.num_classes != first.num_classes for p in parts):
         raise ValueError("datasets of different tasks or class counts cannot be pooled")
     images = torch.cat([p.images for p in parts if len(p)]) if any(len(p) for p in parts) else first.images
@@ -116,8 +131,18 @@ def concat_datasets(parts: list[ImageDataset]) -> ImageDataset:
     return ImageDataset(images, labels, first.task, first.num_classes)
 
 
-def make_dataset(split: ArraySplit, schema: DatasetSchema, image_size: int) -> ImageDataset:
-    """Build an :class:`ImageDataset` from arrays read from a file."""
+@overload
+def make_dataset(split: ArraySplit, schema: DatasetSchema, image_size: int) -> ImageDataset: ...
+@overload
+def make_dataset(split: MaskSplit, schema: DatasetSchema, image_size: int) -> SegmentationDataset: ...
+def make_dataset(split: ArraySplit | MaskSplit, schema: DatasetSchema, image_size: int) -> TaskDataset:
+    """The dataset of a split read from a file: images (resized to ``image_size``) with classes, or with label maps.
+
+    A :class:`~fedward.common.data.masksplit.MaskSplit` is already on the model's grid;
+    an :class:`~fedward.common.data.npz.ArraySplit` is resized here (:func:`to_model_size`).
+    """
+    if isinstance(split, MaskSplit):
+        return SegmentationDataset(split, len(schema.classes))
     return ImageDataset(to_model_size(split.images, image_size), split.labels, schema.task, len(schema.classes))
 
 
@@ -154,6 +179,12 @@ class BatchPipeline(nn.Module):
             return x
         theta = random_affines(x.shape[0], self.max_rotation, self.max_zoom, generator).to(x.device)
         return torch.as_tensor(self.affine(x, theta))
+
+    def pair(
+        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(model input, targets)`` of a training batch: the images scaled (and augmented), targets as they are."""
+        return self(images, generator), targets
 
 
 def random_affines(

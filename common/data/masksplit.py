@@ -40,7 +40,9 @@ class MaskSplit:
     def __post_init__(self) -> None:
         n = self.images.shape[0]
         if self.images.dtype != np.float32 or self.images.ndim not in (4, 5):
-            raise DataError(f"segmentation images must be float32 (N, C, *S); got {self.images.dtype} {self.images.shape}")
+            raise DataError(
+                f"segmentation images must be float32 (N, C, *S); got {self.images.dtype} {self.images.shape}"
+            )
         if self.masks.dtype != np.uint8 or self.masks.shape != (n, *self.images.shape[2:]):
             raise DataError(
                 f"label maps must be uint8 {(n, *self.images.shape[2:])} like the images; "

@@ -97,6 +97,10 @@ class ClassificationMetrics:
             f"{prefix}-{name}": value for name, value in zip(METRIC_NAMES, values, strict=True) if value is not None
         }
 
+    def wire(self, prefix: str) -> dict[str, float]:
+        """What a hospital sends: :meth:`as_dict` (classification metrics combine as weighted means)."""
+        return self.as_dict(prefix)
+
 
 def classification_metrics(
     task: Task,

@@ -1,4 +1,4 @@
-"""Networks by name: the CNNs a run can train, built from MONAI networks and blocks.
+"""Networks by name: the classifiers and segmentation networks a run can train, built from MONAI.
 
 =================  ==============================================  ========  ===========
 name               network                                         min size  parameters*
@@ -17,9 +17,11 @@ efficientnet-b0    ``monai.networks.nets.EfficientNetBN`` (Tan &   32 px     ~4.
 inputs and GPUs. No network downloads pretrained weights (hospitals run offline); start
 from your own weights with :func:`load_initial_weights` (``--init-weights FILE``).
 
-Every network maps a float32 batch of shape (B, C, H, W) to float32 logits of shape
+Every classifier maps a float32 batch of shape (B, C, H, W) to float32 logits of shape
 (B, K): K classes for binary and multi-class tasks (softmax), K labels for multi-label
-tasks (sigmoid).
+tasks (sigmoid). The segmentation networks (``unet``, ``vnet``, ``segresnet``,
+``attention-unet``; :mod:`fedward.common.ml.segnets`) map (B, C, *S) to (B, K, *S) logits
+over the K labels of a label map, in 2D or 3D.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import DenseNet121, EfficientNetBN, resnet18
 from torch import nn
 
-from fedward.common.choices import MIN_IMAGE_SIZE, ModelName
+from fedward.common.choices import MIN_IMAGE_SIZE, ModelName, Task
 from fedward.common.config import RunConfig
 from fedward.common.errors import ModelError
 from fedward.common.ml.runtime import derive_seed
+from fedward.common.ml.segnets import attention_unet, segresnet, unet, vnet
 from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
@@ -90,12 +93,16 @@ class NetworkSpec:
     Attributes:
         name: the network's name in run configs.
         summary: one line for tables and model cards.
-        build: ``(in_channels, num_outputs) -> nn.Module``.
+        build: ``(in_channels, num_outputs, spatial_dims) -> nn.Module``.
+        segments: a segmentation network (label-map logits) rather than a classifier.
+        dims: the spatial dimensions it takes (2, or 2 and 3).
     """
 
     name: ModelName
     summary: str
-    build: Callable[[int, int], nn.Module]
+    build: Callable[[int, int, int], nn.Module]
+    segments: bool = False
+    dims: frozenset[int] = frozenset({2})
 
     @property
     def min_image_size(self) -> int:
@@ -103,31 +110,47 @@ class NetworkSpec:
         return MIN_IMAGE_SIZE[self.name]
 
 
+_BOTH = frozenset({2, 3})
+
+SEGMENTATION_GRID_MULTIPLE = 16
+"""Every side of a segmentation network's input must be a multiple of this (four stride-2
+downsamplings; volumes: ``data.volume-size`` is checked when the config is read)."""
+
 NETWORKS: dict[ModelName, NetworkSpec] = {
     ModelName.SMALL_CNN: NetworkSpec(
         ModelName.SMALL_CNN,
         "small VGG-style CNN (MONAI Convolution blocks)",
-        lambda c, k: SmallCNN(c, k),
+        lambda c, k, d: SmallCNN(c, k),
     ),
     ModelName.RESNET18: NetworkSpec(
         ModelName.RESNET18,
         "ResNet-18 (MONAI)",
-        lambda c, k: resnet18(spatial_dims=2, n_input_channels=c, num_classes=k),
+        lambda c, k, d: resnet18(spatial_dims=2, n_input_channels=c, num_classes=k),
     ),
     ModelName.DENSENET121: NetworkSpec(
         ModelName.DENSENET121,
         "DenseNet-121 (MONAI)",
-        lambda c, k: DenseNet121(spatial_dims=2, in_channels=c, out_channels=k),
+        lambda c, k, d: DenseNet121(spatial_dims=2, in_channels=c, out_channels=k),
     ),
     ModelName.EFFICIENTNET_B0: NetworkSpec(
         ModelName.EFFICIENTNET_B0,
         "EfficientNet-B0 (MONAI EfficientNetBN, no pretrained weights)",
-        lambda c, k: EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=c, num_classes=k),
+        lambda c, k, d: EfficientNetBN(
+            "efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=c, num_classes=k
+        ),
+    ),
+    ModelName.UNET: NetworkSpec(ModelName.UNET, "U-Net with residual units (MONAI)", unet, True, _BOTH),
+    ModelName.VNET: NetworkSpec(ModelName.VNET, "V-Net (MONAI)", vnet, True, _BOTH),
+    ModelName.SEGRESNET: NetworkSpec(ModelName.SEGRESNET, "SegResNet (MONAI)", segresnet, True, _BOTH),
+    ModelName.ATTENTION_UNET: NetworkSpec(
+        ModelName.ATTENTION_UNET, "Attention U-Net (MONAI)", attention_unet, True, _BOTH
     ),
 }
 
 
-def build_network(name: ModelName, in_channels: int, num_outputs: int, *, private: bool = False) -> nn.Module:
+def build_network(
+    name: ModelName, in_channels: int, num_outputs: int, *, private: bool = False, spatial_dims: int = 2
+) -> nn.Module:
     """Build a freshly initialised network by name.
 
     Seed PyTorch first (``torch.manual_seed``) for reproducible initial weights.
@@ -142,18 +165,25 @@ def build_network(name: ModelName, in_channels: int, num_outputs: int, *, privat
             of a batch, so per-sample gradients and clipped updates would not bound one
             image's or one hospital's influence; its running statistics are not trained
             weights either). Every run with differential privacy builds its model so.
+        spatial_dims: 2 for images, 3 for volumes (segmentation networks only).
 
     Returns:
         The module in training mode, on the CPU, float32.
 
     Raises:
-        ModelError: if ``in_channels`` or ``num_outputs`` is out of range.
+        ModelError: if ``in_channels`` or ``num_outputs`` is out of range, or the network
+            does not take ``spatial_dims``.
     """
     if in_channels not in (1, 3):
         raise ModelError(f"models take 1 or 3 image channels; got {in_channels}")
     if num_outputs < 1:
         raise ModelError(f"a model needs at least one output; got {num_outputs}")
-    model = NETWORKS[name].build(in_channels, num_outputs)
+    spec = NETWORKS[name]
+    if spatial_dims not in spec.dims:
+        raise ModelError(
+            f"model {name.value} takes {' or '.join(map(str, sorted(spec.dims)))}D inputs, not {spatial_dims}D"
+        )
+    model = spec.build(in_channels, num_outputs, spatial_dims)
     if private:
         from opacus.validators import ModuleValidator
 
@@ -167,9 +197,45 @@ def network_for(cfg: RunConfig, schema: DatasetSchema) -> nn.Module:
     Built Opacus-compatible when the run has any differential privacy (see :func:`build_network`).
 
     Raises:
-        ModelError: as :func:`build_network`.
+        ModelError: as :func:`build_network`, or if the network does not do the schema's task
+            (a classifier for a segmentation, a segmentation network for a classification).
     """
-    return build_network(cfg.model.name, schema.channels, schema.num_outputs, private=cfg.privacy.enabled)
+    check_network_fits(cfg.model.name, schema, cfg.data.image_size)
+    return build_network(
+        cfg.model.name,
+        schema.channels,
+        schema.num_outputs,
+        private=cfg.privacy.enabled,
+        spatial_dims=schema.spatial_dims,
+    )
+
+
+def check_network_fits(name: ModelName, schema: DatasetSchema, image_size: int | None = None) -> None:
+    """Refuse a network that cannot learn the schema's task or dimensions, or a 2D grid it cannot take.
+
+    Args:
+        name: the network.
+        schema: the dataset's schema.
+        image_size: 2D segmentation: the side of the model's grid in pixels, checked to be a
+            multiple of :data:`SEGMENTATION_GRID_MULTIPLE`; ``None`` skips the check.
+
+    Raises:
+        ModelError: naming the network, the task and the networks that fit, or the grid.
+    """
+    spec = NETWORKS[name]
+    segmentation = schema.task is Task.SEGMENTATION
+    if spec.segments == segmentation and schema.spatial_dims in spec.dims:
+        if segmentation and image_size is not None and image_size % SEGMENTATION_GRID_MULTIPLE:
+            raise ModelError(
+                f"model {name.value} needs image sides that are multiples of {SEGMENTATION_GRID_MULTIPLE} px; "
+                f"data.image-size is {image_size} (use 64, 128 or 224)"
+            )
+        return
+    fits = [n.value for n, s in NETWORKS.items() if s.segments == segmentation and schema.spatial_dims in s.dims]
+    raise ModelError(
+        f"model.name {name.value} cannot learn a {schema.spatial_dims}D {schema.task.value} task; "
+        f"choose one of {', '.join(fits)}"
+    )
 
 
 def initial_network(cfg: RunConfig, schema: DatasetSchema) -> nn.Module:

@@ -2,8 +2,9 @@
 
 The same functions train a hospital's round in the ClientApp (simulation and
 deployment) and every epoch of the centralized baseline, so the two differ only in what
-data they see and how often weights are averaged. Scoring a model is
-:mod:`fedward.common.ml.inference`.
+data they see and how often weights are averaged. The task (classification or
+segmentation) enters through its head (:mod:`fedward.common.ml.tasks`): the loss and the
+batch pipeline; scoring a model is the head's ``evaluate``.
 
 GPU path: on CUDA, batches come from pinned memory and move with ``non_blocking=True``;
 with ``train.amp`` the forward pass runs under float16 autocast with a
@@ -20,27 +21,23 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
 if TYPE_CHECKING:
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
-from fedward.common.choices import ClassWeighting, OptimizerName, Schedule, Task
+from fedward.common.choices import OptimizerName, Schedule
 from fedward.common.config.sections import TrainConfig
-from fedward.common.data.images import BatchPipeline, ImageDataset
 from fedward.common.errors import DataError
 from fedward.common.ml.accounting import DpSgd
+from fedward.common.ml.loader import make_loader, poisson_loader
 from fedward.common.ml.runtime import derive_seed
+from fedward.common.ml.tasks import BatchPairs, TaskHead
 
 log = logging.getLogger(__name__)
-
-MAX_CLASS_WEIGHT = 10.0
-"""Upper bound of a ``balanced`` class weight (and multi-label ``pos_weight``): a hospital
-with 3 images of a class would otherwise weight them 100x and destabilise its update."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,62 +98,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def class_weights(task: Task, counts: np.ndarray, num_examples: int) -> torch.Tensor:
-    """Balanced loss weights from local label counts.
-
-    Args:
-        task: the task.
-        counts: images per class (single-label) or positives per label (multi-label), (K,).
-        num_examples: images in the dataset.
-
-    Returns:
-        float32 (K,): ``n / (K * n_k)`` per class for single-label tasks (scikit-learn's
-        "balanced"), ``(n - p_k) / p_k`` per label for multi-label tasks (BCE
-        ``pos_weight``); clipped to [1 / MAX_CLASS_WEIGHT, MAX_CLASS_WEIGHT]; classes
-        absent locally get weight 1.
-    """
-    counts = counts.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weights = (num_examples - counts) / counts if task is Task.MULTILABEL else num_examples / (len(counts) * counts)
-    weights = np.where(counts > 0, weights, 1.0)
-    weights = np.clip(weights, 1.0 / MAX_CLASS_WEIGHT, MAX_CLASS_WEIGHT)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def make_loss(task: Task, weights: torch.Tensor | None = None) -> nn.Module:
-    """Cross-entropy for binary/multi-class logits (B, K), BCE-with-logits for multi-label."""
-    if task is Task.MULTILABEL:
-        return nn.BCEWithLogitsLoss(pos_weight=weights)
-    return nn.CrossEntropyLoss(weight=weights)
-
-
-def make_loader(
-    dataset: ImageDataset,
-    batch_size: int,
-    device: torch.device,
-    *,
-    shuffle: bool,
-    seed: int = 0,
-) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-    """A DataLoader over in-memory uint8 images; pinned memory on CUDA; seeded shuffling."""
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator if shuffle else None,
-        pin_memory=device.type == "cuda",
-        num_workers=0,
-    )
-
-
 def train_epochs(
     model: nn.Module,
-    dataset: ImageDataset,
+    dataset: Dataset[Any],
     cfg: TrainConfig,
     plan: LocalTraining,
     device: torch.device,
     *,
+    head: TaskHead,
     augment: bool,
     dpsgd: DpSgd | None = None,
 ) -> TrainResult:
@@ -168,11 +117,12 @@ def train_epochs(
 
     Args:
         model: network, moved to ``device`` here.
-        dataset: training images (uint8) and targets.
+        dataset: training images and targets (an image dataset or a segmentation dataset).
         cfg: local training settings.
         plan: epochs, schedule position, FedProx mu, seed.
         device: training device.
-        augment: random flip / rotation / zoom per image.
+        head: the task's loss and batch pipeline (:func:`~fedward.common.ml.tasks.head_for`).
+        augment: random flip / rotation / zoom per image (jointly with label maps for segmentation).
         dpsgd: train with DP-SGD through Opacus: Poisson-sampled batches, per-sample
             gradients clipped to ``dpsgd.clipping_norm``, Gaussian noise of std
             ``noise_multiplier * clipping_norm`` on their sum (Abadi et al., 2016). The
@@ -185,13 +135,15 @@ def train_epochs(
     Raises:
         DataError: if ``dataset`` is empty.
     """
-    if len(dataset) == 0:
+    images = len(dataset)  # type: ignore[arg-type]
+    if images == 0:
         raise DataError("no training images: the hospital's training split is empty")
     started = time.perf_counter()
     torch.manual_seed(plan.seed)  # dropout and any other global-RNG layer
     model.to(device).train()
-    criterion = make_loss(dataset.task, _loss_weights(dataset, cfg, device))
-    session = _start_session(model, criterion, cfg, plan, device, dpsgd, images=len(dataset), augment=augment)
+    criterion = head.criterion(dataset, cfg, device)
+    pipeline = head.pipeline(augment, getattr(dataset, "spatial_dims", 2))
+    session = _start_session(model, criterion, pipeline, cfg, plan, device, dpsgd, images=images)
     steps = 0
     epoch_loss = float("nan")
     for offset in range(plan.epochs):
@@ -199,7 +151,7 @@ def train_epochs(
         steps += epoch_steps
     if session.private is not None:
         session.private.remove_hooks()  # the wrapped network keeps the trained weights
-    return TrainResult(epoch_loss, len(dataset), steps, time.perf_counter() - started)
+    return TrainResult(epoch_loss, images, steps, time.perf_counter() - started)
 
 
 @dataclass(slots=True)
@@ -209,7 +161,7 @@ class _Session:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
-    pipeline: BatchPipeline
+    pipeline: BatchPairs
     scaler: torch.amp.GradScaler
     use_amp: bool
     reference: list[torch.Tensor] | None
@@ -217,30 +169,23 @@ class _Session:
     private: GradSampleModule | None
 
 
-def _loss_weights(dataset: ImageDataset, cfg: TrainConfig, device: torch.device) -> torch.Tensor | None:
-    """The ``balanced`` class weights of ``dataset``'s own labels on ``device`` (``None`` without weighting)."""
-    if cfg.class_weighting is not ClassWeighting.BALANCED:
-        return None
-    return class_weights(dataset.task, dataset.class_counts(), len(dataset)).to(device)
-
-
 def _start_session(
     model: nn.Module,
     criterion: nn.Module,
+    pipeline: BatchPairs,
     cfg: TrainConfig,
     plan: LocalTraining,
     device: torch.device,
     dpsgd: DpSgd | None,
     *,
     images: int,
-    augment: bool,
 ) -> _Session:
     """A fresh optimizer (Opacus-wrapped under DP-SGD), AMP scaler, FedProx reference and augmentation RNG.
 
     ``model`` is already on ``device`` in training mode; ``images`` is the training split's size.
     """
     use_amp = cfg.amp and device.type == "cuda" and dpsgd is None
-    pipeline = BatchPipeline(augment=augment).train()
+    pipeline.train()
     optimizer = make_optimizer(model, cfg)
     private = _make_private(model, optimizer, dpsgd, images, cfg.batch_size, plan.seed) if dpsgd else None
     if private is not None:
@@ -263,7 +208,7 @@ def _start_session(
 
 def _train_epoch(
     session: _Session,
-    dataset: ImageDataset,
+    dataset: Dataset[Any],
     cfg: TrainConfig,
     plan: LocalTraining,
     device: torch.device,
@@ -276,7 +221,7 @@ def _train_epoch(
         group["lr"] = lr
     loader = make_loader(dataset, cfg.batch_size, device, shuffle=True, seed=derive_seed(plan.seed, "epoch", offset))
     if dpsgd is not None:
-        loader = _poisson_loader(loader, derive_seed(plan.seed, "poisson", offset))
+        loader = poisson_loader(loader, derive_seed(plan.seed, "poisson", offset))
     total, seen, steps = 0.0, 0, 0
     for images, targets in loader:
         if images.shape[0] == 0:  # Poisson sampling: an empty batch (probability (1 - B/N)^N)
@@ -294,7 +239,7 @@ def _train_step(
     session: _Session, images: torch.Tensor, targets: torch.Tensor, proximal_mu: float, device: torch.device
 ) -> float:
     """Augment, forward, add the FedProx term, backward and step on one batch; returns the batch's mean loss."""
-    inputs = session.pipeline(images, session.aug_generator)
+    inputs, targets = session.pipeline.pair(images, targets, session.aug_generator)
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=session.use_amp):
         loss = session.criterion(session.model(inputs), targets)
     objective = loss
@@ -327,11 +272,3 @@ def _make_private(
         generator=torch.Generator(device=next(model.parameters()).device).manual_seed(derive_seed(seed, "dp-noise")),
     )
     return wrapped, private
-
-
-def _poisson_loader(loader: DataLoader[Any], seed: int) -> DataLoader[Any]:
-    """The same dataset with Poisson sampling: each image joins each batch with probability B / N."""
-    from opacus.data_loader import DPDataLoader
-
-    poisson: DataLoader[Any] = DPDataLoader.from_data_loader(loader, generator=torch.Generator().manual_seed(seed))
-    return poisson

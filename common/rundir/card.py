@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedward.common.choices import Modality, Task
 from fedward.common.data.catalog import lookup
 from fedward.common.fileio import atomic_write, sha256_of
 from fedward.common.ml.networks import NETWORKS
@@ -23,7 +24,6 @@ from fedward.common.rundir.layout import BEST_WEIGHTS, CARD_JSON, CARD_MD, MODEL
 from fedward.common.rundir.recorder import RunRecorder
 from fedward.common.timestamps import now_iso
 from fedward.common.version import library_versions
-from fedward.common.wire import SELECTION_METRIC
 
 CARD_FORMAT = "fedward-model-card/1"
 REPORTED = ("auc", "accuracy", "sensitivity", "specificity", "f1", "loss")
@@ -111,7 +111,7 @@ def build_model_card(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]
         },
         "training": _training_section(recorder),
         "selection": {
-            "metric": SELECTION_METRIC,
+            "metric": recorder.selection_metric,
             "round": best_round,
             "value": None if recorder.best_round is None else recorder.best_value,
             "note": "the best round is chosen on validation data; test metrics never choose a model",
@@ -120,7 +120,8 @@ def build_model_card(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]
         "privacy": dict(ending.privacy) if ending.privacy is not None else NO_PRIVACY,
         "weights": _weights_section(recorder, best_round),
         "versions": library_versions(),
-        "intended_use": "Research on federated training of medical-image classifiers. Not a medical device; "
+        "intended_use": "Research on federated training of medical-image classifiers and segmentation networks. "
+        "Not a medical device; "
         "not for clinical decisions.",
         "limitations": [
             f"Trained on {cfg.data.image_size} px images; performance on other resolutions or sources is unknown.",
@@ -154,12 +155,29 @@ def _dataset_section(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]
         "task": schema.task.value,
         "classes": list(schema.classes),
         "channels": schema.channels,
+        "spatial_dims": schema.spatial_dims,
+        "modality": schema.modality.value if schema.modality is not None else None,
         "image_size": data.image_size,
-        "source": "MedMNIST v2 (Yang et al., Scientific Data 10, 41, 2023)"
-        if entry
-        else "user-provided MedMNIST-layout file",
+        "preprocessing": _preprocessing(recorder),
+        "source": "MedMNIST v2 (Yang et al., Scientific Data 10, 41, 2023)" if entry else "user-provided data set",
         "license": entry.license if entry else "unknown",
         "test_images": ending.test_images,
+    }
+
+
+def _preprocessing(recorder: RunRecorder) -> dict[str, Any]:
+    """How images reach the model: grid, spacing and intensity pipeline (segmentation), or the square size."""
+    data, schema = recorder.spec.config.data, recorder.spec.schema
+    if schema.task is not Task.SEGMENTATION:
+        return {"resize": f"{data.image_size} x {data.image_size} px (MONAI Resize)", "intensity": "x / 255"}
+    grid = list(data.volume_size) or "largest extent of the data set, rounded up to a multiple of 16"
+    return {
+        "grid": grid if schema.spatial_dims == 3 else [data.image_size, data.image_size],
+        "orientation": "RAS" if schema.spatial_dims == 3 else None,
+        "spacing_mm": list(data.spacing) or "as acquired",
+        "intensity": data.intensity.value,
+        "ct_window_hu": list(data.ct_window) if schema.modality is Modality.CT else None,
+        "inference": "sliding window over the grid (MONAI)" if schema.spatial_dims == 3 else "whole image",
     }
 
 

@@ -27,21 +27,27 @@ def plot_learning_curves(
     server_rows: Sequence[Mapping[str, Any]],
     hospital_rows: Sequence[Mapping[str, Any]],
     path: Path,
+    metric: str = "auc",
 ) -> None:
-    """Draw AUC, loss and per-hospital validation AUC against the round into a PNG.
+    """Draw the selection metric, loss and per-hospital validation metric against the round into a PNG.
 
     Args:
         server_rows: rows of ``metrics/server.jsonl``.
         hospital_rows: rows of ``metrics/hospitals.jsonl``.
         path: output PNG.
+        metric: the task's quality metric without its split (``auc``, ``dice``).
     """
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     auc_ax, loss_ax, site_ax = axes
-    for key, label in (("val-auc", "validation AUC (hospitals)"), ("test-auc", "test AUC (server)")):
+    name = metric.upper() if metric == "auc" else metric.capitalize()
+    for key, label in (
+        (f"val-{metric}", f"validation {name} (hospitals)"),
+        (f"test-{metric}", f"test {name} (server)"),
+    ):
         xs, ys = _series(server_rows, key)
         if xs:
             auc_ax.plot(xs, ys, marker="o", ms=3, label=label)
-    auc_ax.set(title="AUC", xlabel="round", ylabel="AUC")
+    auc_ax.set(title=name, xlabel="round", ylabel=name)
     for key, label in (
         ("train-loss", "train loss"),
         ("val-loss", "validation loss"),
@@ -55,11 +61,11 @@ def plot_learning_curves(
     for row in hospital_rows:
         if row.get("phase") == "evaluate":
             per_site[str(row.get("hospital"))].append(row)
-    for name in sorted(per_site):
-        xs, ys = _series(per_site[name], "val-auc")
+    for hospital in sorted(per_site):
+        xs, ys = _series(per_site[hospital], f"val-{metric}")
         if xs:
-            site_ax.plot(xs, ys, marker=".", label=name)
-    site_ax.set(title="Validation AUC per hospital", xlabel="round", ylabel="AUC")
+            site_ax.plot(xs, ys, marker=".", label=hospital)
+    site_ax.set(title=f"Validation {name} per hospital", xlabel="round", ylabel=name)
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

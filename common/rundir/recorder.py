@@ -26,13 +26,13 @@ from safetensors.torch import save_file
 
 from fedward.common.config import RunSpec
 from fedward.common.fileio import atomic_write, read_json_or_empty, read_jsonl, write_atomically
+from fedward.common.ml.tasks import head_for
 from fedward.common.rundir.index import index_run
 from fedward.common.rundir.info import describe_run
 from fedward.common.rundir.layout import BEST_RECORD, BEST_WEIGHTS, CURVES_PNG, MODELS_DIR, ROW_FILES, STATUS_FILE
 from fedward.common.rundir.layout import RunDir as Paths
 from fedward.common.rundir.manifest import read_manifest, record_weights, write_manifest
 from fedward.common.timestamps import now_iso
-from fedward.common.wire import SELECTION_METRIC
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class RunRecorder:
         earlier = read_json_or_empty(self.paths / STATUS_FILE)  # a resumed run keeps its start time
         self.started = str(earlier.get("started") or now_iso())
         self._t0 = time.monotonic()
+        self.selection_metric = head_for(spec.schema).selection_metric
+        """The validation metric that picks the best round (``val-auc``, ``val-dice``)."""
         self.best_round: int | None = None
         self.best_value = -math.inf
         self.last_round = -1
@@ -129,7 +131,7 @@ class RunRecorder:
         round_file = self.round_file(server_round)
         save_weights(round_file, state, meta)
         record_weights(self.run_dir, round_file, server_round)
-        value = metrics.get(SELECTION_METRIC)
+        value = metrics.get(self.selection_metric)
         if value is not None and math.isfinite(value) and value > self.best_value:
             self.best_value, self.best_round = float(value), server_round
             self._set_best(server_round, value)
@@ -169,7 +171,8 @@ class RunRecorder:
             # No validation AUC ever reported: the last model stands in as "best".
             self._set_best(self.last_round, None)
         try:
-            plot_learning_curves(self.server_rows, self.hospital_rows, self.paths / CURVES_PNG)
+            metric = self.selection_metric.removeprefix("val-")
+            plot_learning_curves(self.server_rows, self.hospital_rows, self.paths / CURVES_PNG, metric)
         except Exception as err:
             log.warning("could not draw learning curves: %s", err)
         self._write_status(state, reason=reason)
@@ -178,7 +181,7 @@ class RunRecorder:
     def _choose_best(self, rows: Sequence[Mapping[str, Any]]) -> None:
         self.best_round, self.best_value = None, -math.inf
         for row in rows:
-            value = row.get(SELECTION_METRIC)
+            value = row.get(self.selection_metric)
             if isinstance(value, int | float) and math.isfinite(value) and value > self.best_value:
                 self.best_round, self.best_value = int(row["round"]), float(value)
         if self.best_round is not None:
@@ -188,7 +191,7 @@ class RunRecorder:
         """Copy round ``server_round``'s weights to ``best.safetensors`` (atomically) and describe it."""
         write_atomically(self.best_file, lambda tmp: shutil.copyfile(self.round_file(server_round), tmp))
         record_weights(self.run_dir, self.best_file, server_round)
-        metric = SELECTION_METRIC if value is not None else None
+        metric = self.selection_metric if value is not None else None
         record = {"round": server_round, "metric": metric, "value": value}
         atomic_write(self.paths / BEST_RECORD, json.dumps(record, indent=2))
 
@@ -213,7 +216,7 @@ class RunRecorder:
             "latest": dict(latest) if latest is not None else previous.get("latest", {}),
             "best": {
                 "round": self.best_round,
-                "metric": SELECTION_METRIC,
+                "metric": self.selection_metric,
                 "value": None if self.best_round is None else self.best_value,
             },
         }

@@ -26,6 +26,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedward.common.ml.scores import weighted_means
 from fedward.common.wire import NUM_EXAMPLES, SITE, SITE_NAME, cast_like
 from fedward.server.app.round_log import Exclusion, RoundLog, SiteReport
 from fedward.server.app.validation import update_problem
@@ -64,6 +65,9 @@ class GuardedStrategy(Strategy):
         reject_unchanged: reject an update identical to the global model. Flower's
             server-side clipping divides by the update's norm, so one such update would
             fail the whole round's aggregation.
+        federate: combines the hospitals' validation metrics into the federation's (the
+            task head's :meth:`~fedward.common.ml.tasks.TaskHead.federate`); default:
+            means weighted by ``num-examples``.
     """
 
     def __init__(
@@ -72,8 +76,10 @@ class GuardedStrategy(Strategy):
         names: Callable[[int], str] | None = None,
         averaged_buffers: frozenset[str] = frozenset(),
         reject_unchanged: bool = False,
+        federate: Callable[[list[dict[str, float]]], dict[str, float]] = weighted_means,
     ) -> None:
         self.inner = inner
+        self.federate = federate
         self.reject_unchanged = reject_unchanged
         self.names = names or (lambda node_id: f"node-{node_id}")
         self.averaged_buffers = averaged_buffers
@@ -192,7 +198,7 @@ class GuardedStrategy(Strategy):
             entry.evaluate.append(SiteReport(name, node_id, _float_metrics(records[0])))
         if not entry.evaluate:
             return None
-        aggregated = weighted_means([r.metrics for r in entry.evaluate])
+        aggregated = self.federate([r.metrics for r in entry.evaluate])
         entry.evaluate_metrics = aggregated
         return MetricRecord(aggregated)  # type: ignore[arg-type]
 
@@ -229,29 +235,4 @@ def weighted_array_means(messages: list[Message], keys: frozenset[str]) -> dict[
         arrays = next(iter(message.content.array_records.values()))
         for key in keys & set(arrays):
             out[key] = np.asarray(out.get(key, 0.0) + weight * arrays[key].numpy().astype(np.float64))
-    return out
-
-
-def weighted_means(reports: list[dict[str, float]]) -> dict[str, float]:
-    """Per-key mean weighted by ``num-examples`` over the reports holding the key.
-
-    Args:
-        reports: one metrics dict per hospital, each with a positive ``num-examples``.
-
-    Returns:
-        The weighted means; ``num-examples`` itself becomes the sum.
-    """
-    totals: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    for metrics in reports:
-        weight = metrics.get(NUM_EXAMPLES, 0.0)
-        if weight <= 0:
-            continue
-        for key, value in metrics.items():
-            if key == NUM_EXAMPLES:
-                continue
-            totals[key] = totals.get(key, 0.0) + weight * value
-            weights[key] = weights.get(key, 0.0) + weight
-    out = {key: totals[key] / weights[key] for key in sorted(totals)}
-    out[NUM_EXAMPLES] = float(sum(m.get(NUM_EXAMPLES, 0.0) for m in reports))
     return out

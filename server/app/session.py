@@ -25,6 +25,7 @@ from fedward.common.logs import configure_logging
 from fedward.common.ml.accounting import ClientDpPlan
 from fedward.common.ml.networks import initial_network
 from fedward.common.ml.runtime import resolve_device, seed_everything
+from fedward.common.ml.tasks import head_for
 from fedward.common.rundir.card import HospitalEntry, RunEnding, finish_run
 from fedward.common.rundir.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from fedward.common.rundir.layout import CARD_MD, SERVER_LOG
@@ -41,7 +42,7 @@ from fedward.server.app.testset import ServerTestScorer, load_test_split
 
 log = logging.getLogger(__name__)
 
-SHOWN = ("train-loss", "val-auc", "test-auc", "test-accuracy")
+SHOWN = ("train-loss", "val-auc", "val-dice", "test-auc", "test-accuracy", "test-dice", "test-hd95")
 """Metrics the coordinator's log line of each round shows."""
 
 
@@ -70,6 +71,7 @@ class RunSession:
         if self.checkpoint is not None:
             self.model.load_state_dict(self.checkpoint.model_state(), strict=True)
         self.parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.head = head_for(spec.schema, cfg.train.seg_loss)
         self.recorder = RunRecorder(self.run_dir, spec, mode="federated", flower_run_id=run_id)
         if self.checkpoint is not None:
             self.recorder.resume(self.checkpoint.server_round)
@@ -80,7 +82,7 @@ class RunSession:
             restore_strategy_state(self.strategy, self.checkpoint.strategy)
         self.test_split = load_test_split(cfg, spec.schema)
         device = resolve_device(cfg.train.device)
-        self.tester = ServerTestScorer(self.test_split, device) if self.test_split is not None else None
+        self.tester = ServerTestScorer(self.test_split, self.head, device) if self.test_split is not None else None
         self.dpsgd_epsilon = float(self.checkpoint.extra.get(DPSGD_EPSILON, 0.0)) if self.checkpoint else 0.0
         """Largest record-level (DP-SGD) epsilon any hospital reported so far."""
         self._closed = False
@@ -94,6 +96,7 @@ class RunSession:
             names=self.directory.name,
             averaged_buffers=buffers if cfg.strategy.name in EXTRAPOLATING else frozenset(),
             reject_unchanged=self.privacy.mode in (ClientDp.SERVER_FIXED, ClientDp.SERVER_ADAPTIVE),
+            federate=self.head.federate,
         )
 
     def run(self, grid: Grid) -> None:

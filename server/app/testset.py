@@ -14,16 +14,16 @@ import torch
 from torch import nn
 
 from fedward.common.config import RunConfig
-from fedward.common.data.images import ImageDataset, make_dataset
+from fedward.common.data.images import TaskDataset, make_dataset
 from fedward.common.errors import DataError
-from fedward.common.ml.inference import evaluate
+from fedward.common.ml.tasks import TaskHead
 from fedward.common.runsetup import find_dataset_file
 from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
 
-def load_test_split(cfg: RunConfig, schema: DatasetSchema) -> ImageDataset | None:
+def load_test_split(cfg: RunConfig, schema: DatasetSchema) -> TaskDataset | None:
     """The test split of the run's dataset if this machine has the file, else ``None``.
 
     Never downloads. A file that exists but cannot be read is an error.
@@ -47,17 +47,19 @@ class ServerTestScorer:
 
     Args:
         dataset: the test images.
+        head: the run's task head (its metrics).
         device: where to run inference.
     """
 
-    def __init__(self, dataset: ImageDataset, device: torch.device) -> None:
+    def __init__(self, dataset: TaskDataset, head: TaskHead, device: torch.device) -> None:
         if len(dataset) == 0:
             raise DataError("the test split is empty")
         self.dataset = dataset
+        self.head = head
         self.device = device
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
-        """``test-auc``, ``test-accuracy``, ... of ``model`` (moved to the device)."""
-        result = evaluate(model, self.dataset, self.device)
+        """``test-auc``, ``test-accuracy``, ... (``test-dice``, ``test-hd95``... for segmentation) of ``model``."""
+        result = self.head.evaluate(model, self.dataset, self.device)
         model.cpu()
         return result.metrics.as_dict("test")

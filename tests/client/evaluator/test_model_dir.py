@@ -17,7 +17,7 @@ from fedward.common.choices import Task
 from fedward.common.data.images import make_dataset
 from fedward.common.data.npz import read_npz
 from fedward.common.errors import ConfigError, IntegrityError, ModelError
-from fedward.common.ml.inference import predict
+from fedward.common.ml.classify import predict
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Networks by name: every network gives (B, K) logits; sizes and weights are checked."""
+"""Networks by name: classifiers give (B, K) logits, segmentation networks (B, K, *S); tasks and sizes are checked."""
 
 from __future__ import annotations
 
@@ -8,13 +8,27 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fedward.common.choices import ModelName
+from fedward.common.choices import Modality, ModelName, Task
 from fedward.common.config.checks import check_image_size
 from fedward.common.errors import ConfigError, ModelError
-from fedward.common.ml.networks import NETWORKS, build_network, load_initial_weights, read_state_dict
+from fedward.common.ml.networks import (
+    NETWORKS,
+    build_network,
+    check_network_fits,
+    load_initial_weights,
+    read_state_dict,
+)
+from fedward.common.schema import DatasetSchema
+
+LESION = DatasetSchema(Task.SEGMENTATION, ("background", "lesion"), 1, 2, Modality.US)
+HIPPOCAMPUS = DatasetSchema(Task.SEGMENTATION, ("background", "anterior", "posterior"), 1, 3, Modality.MR)
 
 
-@pytest.mark.parametrize("name", list(ModelName))
+CLASSIFIERS = [name for name, spec in NETWORKS.items() if not spec.segments]
+SEGMENTERS = [name for name, spec in NETWORKS.items() if spec.segments]
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
 @pytest.mark.parametrize(("channels", "outputs"), [(1, 2), (3, 5)])
 def test_output_shape_at_min_and_64px(name: ModelName, channels: int, outputs: int) -> None:
     torch.manual_seed(0)
@@ -24,6 +38,29 @@ def test_output_shape_at_min_and_64px(name: ModelName, channels: int, outputs: i
             logits = model(torch.rand(2, channels, size, size))
         assert logits.shape == (2, outputs)
         assert logits.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+@pytest.mark.parametrize(("dims", "grid"), [(2, (32, 48)), (3, (16, 32, 16))])
+def test_segmentation_networks_give_label_map_logits(name: ModelName, dims: int, grid: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = build_network(name, 1, 3, spatial_dims=dims).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(2, 1, *grid))
+    assert logits.shape == (2, 3, *grid) and logits.dtype == torch.float32
+
+
+def test_networks_must_fit_the_task() -> None:
+    check_network_fits(ModelName.UNET, LESION, 128)
+    check_network_fits(ModelName.VNET, HIPPOCAMPUS)
+    with pytest.raises(ModelError, match="cannot learn a 2D segmentation task; choose one of unet"):
+        check_network_fits(ModelName.SMALL_CNN, LESION)
+    with pytest.raises(ModelError, match="cannot learn a 2D binary task"):
+        check_network_fits(ModelName.UNET, DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1))
+    with pytest.raises(ModelError, match="multiples of 16"):
+        check_network_fits(ModelName.UNET, LESION, 28)
+    with pytest.raises(ModelError, match="takes 2D inputs, not 3D"):
+        build_network(ModelName.SMALL_CNN, 1, 2, spatial_dims=3)
 
 
 @pytest.mark.parametrize("name", [ModelName.SMALL_CNN, ModelName.RESNET18])

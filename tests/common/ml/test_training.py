@@ -12,9 +12,12 @@ from fedward.common.config import RunConfig
 from fedward.common.config.sections import TrainConfig
 from fedward.common.data.images import ImageDataset, to_model_size
 from fedward.common.errors import DataError
-from fedward.common.ml.inference import evaluate
+from fedward.common.ml.classify import ClassificationHead, class_weights
 from fedward.common.ml.networks import build_network
-from fedward.common.ml.training import LocalTraining, class_weights, learning_rate, train_epochs
+from fedward.common.ml.training import LocalTraining, learning_rate, train_epochs
+
+HEAD = ClassificationHead()
+evaluate = HEAD.evaluate
 
 CPU = torch.device("cpu")
 
@@ -35,7 +38,7 @@ def test_training_learns_a_separable_task() -> None:
     before = evaluate(model, test, CPU).metrics
     cfg = RunConfig().train
     result = train_epochs(
-        model, train, cfg, LocalTraining(epochs=4, first_epoch=0, total_epochs=4, seed=1), CPU, augment=False
+        model, train, cfg, LocalTraining(epochs=4, first_epoch=0, total_epochs=4, seed=1), CPU, head=HEAD, augment=False
     )
     after = evaluate(model, test, CPU).metrics
     assert result.num_examples == 256 and result.steps == 4 * 4
@@ -51,11 +54,13 @@ def test_same_seed_gives_bit_identical_weights() -> None:
     states = []
     for _ in range(2):
         model = fresh_model()
-        train_epochs(model, train, cfg, plan, CPU, augment=True)
+        train_epochs(model, train, cfg, plan, CPU, head=HEAD, augment=True)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     other = fresh_model()
-    train_epochs(other, train, cfg, LocalTraining(epochs=2, first_epoch=0, total_epochs=4, seed=8), CPU, augment=True)
+    train_epochs(
+        other, train, cfg, LocalTraining(epochs=2, first_epoch=0, total_epochs=4, seed=8), CPU, head=HEAD, augment=True
+    )
     assert not all(torch.equal(states[0][k], other.state_dict()[k]) for k in states[0])
 
 
@@ -66,7 +71,7 @@ def test_fedprox_term_keeps_weights_near_the_start() -> None:
     def drift(mu: float) -> float:
         model = fresh_model()
         start = [p.detach().clone() for p in model.parameters()]
-        train_epochs(model, train, cfg, LocalTraining(2, 0, 2, proximal_mu=mu, seed=1), CPU, augment=False)
+        train_epochs(model, train, cfg, LocalTraining(2, 0, 2, proximal_mu=mu, seed=1), CPU, head=HEAD, augment=False)
         return float(sum(((p.detach() - s) ** 2).sum() for p, s in zip(model.parameters(), start, strict=True)))
 
     assert drift(10.0) < drift(0.0)
@@ -95,6 +100,6 @@ def test_balanced_class_weights() -> None:
 def test_empty_datasets_are_refused() -> None:
     empty = ImageDataset(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), np.zeros((0, 1), np.int64), Task.BINARY, 2)
     with pytest.raises(DataError):
-        train_epochs(fresh_model(), empty, RunConfig().train, LocalTraining(1, 0, 1), CPU, augment=False)
+        train_epochs(fresh_model(), empty, RunConfig().train, LocalTraining(1, 0, 1), CPU, head=HEAD, augment=False)
     with pytest.raises(DataError):
         evaluate(fresh_model(), empty, CPU)

@@ -11,7 +11,8 @@ from fixtures.flower import error_reply, good_update, reference_arrays, reply
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp.strategy import FedAvg, FedAvgM, FedMedian
 
-from fedward.server.app.guard import GuardedStrategy, weighted_means
+from fedward.common.ml.scores import weighted_means
+from fedward.server.app.guard import GuardedStrategy
 
 
 def guarded(inner: object | None = None) -> GuardedStrategy:

@@ -1,0 +1,130 @@
+"""The classification task: its loss, its batches, and scoring a classifier on a split.
+
+:class:`ClassificationHead` is what the task-agnostic code (training loop, hospitals'
+evaluation, the server's test split, the centralized baseline) asks of a classification
+run (:mod:`fedward.common.ml.tasks`): cross-entropy (BCE for multi-label) with optional
+balanced class weights, the uint8 image pipeline (:class:`~fedward.common.data.images.BatchPipeline`),
+and the metrics of :func:`~fedward.common.ml.metrics.classification_metrics` on softmax
+(single-label) or sigmoid (multi-label) probabilities of the unaugmented images. On CUDA
+the forward pass runs under float16 autocast. Hospitals' validation metrics combine into
+the federation's as means weighted by their image counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedward.common.choices import ClassWeighting, Task
+from fedward.common.config.sections import TrainConfig
+from fedward.common.data.images import BatchPipeline, ImageDataset
+from fedward.common.errors import DataError
+from fedward.common.ml.loader import make_loader
+from fedward.common.ml.metrics import classification_metrics
+from fedward.common.ml.scores import EvalResult, weighted_means
+from fedward.common.wire import metric_key
+
+EVAL_BATCH_SIZE = 256
+"""Images per forward pass when scoring."""
+
+MAX_CLASS_WEIGHT = 10.0
+"""Upper bound of a ``balanced`` class weight (and multi-label ``pos_weight``): a hospital
+with 3 images of a class would otherwise weight them 100x and destabilise its update."""
+
+
+def class_weights(task: Task, counts: np.ndarray, num_examples: int) -> torch.Tensor:
+    """Balanced loss weights from local label counts.
+
+    Args:
+        task: the task.
+        counts: images per class (single-label) or positives per label (multi-label), (K,).
+        num_examples: images in the dataset.
+
+    Returns:
+        float32 (K,): ``n / (K * n_k)`` per class for single-label tasks (scikit-learn's
+        "balanced"), ``(n - p_k) / p_k`` per label for multi-label tasks (BCE
+        ``pos_weight``); clipped to [1 / MAX_CLASS_WEIGHT, MAX_CLASS_WEIGHT]; classes
+        absent locally get weight 1.
+    """
+    counts = counts.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = (num_examples - counts) / counts if task is Task.MULTILABEL else num_examples / (len(counts) * counts)
+    weights = np.where(counts > 0, weights, 1.0)
+    weights = np.clip(weights, 1.0 / MAX_CLASS_WEIGHT, MAX_CLASS_WEIGHT)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_loss(task: Task, weights: torch.Tensor | None = None) -> nn.Module:
+    """Cross-entropy for binary/multi-class logits (B, K), BCE-with-logits for multi-label."""
+    if task is Task.MULTILABEL:
+        return nn.BCEWithLogitsLoss(pos_weight=weights)
+    return nn.CrossEntropyLoss(weight=weights)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of ``model`` on every image of ``dataset``.
+
+    Returns:
+        ``(probabilities, targets)``: float64 (N, K) softmax (single-label) or sigmoid
+        (multi-label) outputs, and the targets as int64 (N,) or float (N, K).
+    """
+    model.to(device).eval()
+    pipeline = BatchPipeline(augment=False).eval()
+    outputs: list[torch.Tensor] = []
+    use_amp = device.type == "cuda"
+    for images, _ in make_loader(dataset, batch_size, device, shuffle=False):
+        inputs = pipeline(images.to(device, non_blocking=True))
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(inputs).float()
+        probs = torch.sigmoid(logits) if dataset.task is Task.MULTILABEL else torch.softmax(logits, dim=1)
+        outputs.append(probs.cpu())
+    if not outputs:
+        return np.empty((0, 0)), dataset.targets.numpy()
+    return torch.cat(outputs).double().numpy(), dataset.targets.numpy()
+
+
+def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.ndarray) -> float:
+    eps = 1e-12
+    p = np.clip(probabilities, eps, 1.0 - eps)
+    if task is Task.MULTILABEL:
+        t = targets.astype(np.float64)
+        return float(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean())
+    return float(-np.log(p[np.arange(len(targets)), targets.astype(np.int64)]).mean())
+
+
+class ClassificationHead:
+    """Binary, multi-class and multi-label classification, as the task-agnostic code needs it."""
+
+    selection_metric = metric_key("val", "auc")
+    """Federated validation AUC picks the best round."""
+
+    def criterion(self, dataset: ImageDataset, cfg: TrainConfig, device: torch.device) -> nn.Module:
+        """The loss for ``dataset``'s task, with ``balanced`` weights from its own labels when asked."""
+        weights = None
+        if cfg.class_weighting is ClassWeighting.BALANCED:
+            weights = class_weights(dataset.task, dataset.class_counts(), len(dataset)).to(device)
+        return make_loss(dataset.task, weights)
+
+    def pipeline(self, augment: bool, spatial_dims: int = 2) -> BatchPipeline:
+        """uint8 batches to float input in [0, 1], randomly flipped/rotated/zoomed when ``augment``."""
+        return BatchPipeline(augment=augment)
+
+    def evaluate(self, model: nn.Module, dataset: ImageDataset, device: torch.device) -> EvalResult:
+        """AUC, accuracy, sensitivity, specificity, F1 and mean unweighted loss on ``dataset``.
+
+        Raises:
+            DataError: if ``dataset`` is empty.
+        """
+        if len(dataset) == 0:
+            raise DataError("no images to evaluate on")
+        probabilities, targets = predict(model, dataset, device)
+        loss = _loss_from_probabilities(dataset.task, probabilities, targets)
+        return EvalResult(classification_metrics(dataset.task, targets, probabilities, loss=loss), len(dataset))
+
+    def federate(self, reports: list[dict[str, float]]) -> dict[str, float]:
+        """The federation's validation metrics: each hospital's, weighted by its ``num-examples``."""
+        return weighted_means(reports)

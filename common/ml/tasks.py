@@ -1,0 +1,79 @@
+"""One home per task: what training, scoring, federation and records ask of classification or segmentation.
+
+Task-agnostic code (the training loop, a hospital's evaluation, the server's test split,
+the centralized baseline, the coordinator's aggregation of validation metrics and the run
+recorder's choice of the best round) asks the run's :class:`TaskHead` instead of branching
+on the task: :func:`head_for` returns :class:`~fedward.common.ml.classify.ClassificationHead`
+or :class:`~fedward.common.ml.segment.SegmentationHead` for a dataset schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from fedward.common.choices import SegLoss, Task
+from fedward.common.config.sections import TrainConfig
+from fedward.common.ml.classify import ClassificationHead
+from fedward.common.ml.scores import EvalResult
+from fedward.common.ml.segment import SegmentationHead
+from fedward.common.schema import DatasetSchema
+
+
+class BatchPairs(Protocol):
+    """A training batch pipeline: (images, targets) as stored -> (model input, targets for the loss)."""
+
+    def pair(
+        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch ready for the model and the loss."""
+        ...
+
+    def train(self, mode: bool = True) -> Any:
+        """Training mode (augmentation on)."""
+        ...
+
+    def eval(self) -> Any:
+        """Evaluation mode (augmentation off)."""
+        ...
+
+
+class TaskHead(Protocol):
+    """What a task provides to task-agnostic code.
+
+    Attributes:
+        selection_metric: the federated validation metric (higher is better) that picks
+            the best round (``val-auc``, ``val-dice``); never a test metric.
+    """
+
+    selection_metric: str
+
+    def criterion(self, dataset: Any, cfg: TrainConfig, device: torch.device) -> nn.Module:
+        """The training loss for ``dataset`` (class weights from its own labels, where the task uses them)."""
+        ...
+
+    def pipeline(self, augment: bool, spatial_dims: int = 2) -> BatchPairs:
+        """The batch pipeline of training (augmenting when ``augment``) and of scoring (eval mode)."""
+        ...
+
+    def evaluate(self, model: nn.Module, dataset: Any, device: torch.device) -> EvalResult:
+        """The task's metrics of ``model`` on ``dataset`` (raises DataError when it is empty)."""
+        ...
+
+    def federate(self, reports: list[dict[str, float]]) -> dict[str, float]:
+        """The federation's validation metrics from each hospital's reply (with ``num-examples``)."""
+        ...
+
+
+def head_for(schema: DatasetSchema, loss: SegLoss = SegLoss.DICE_CE) -> TaskHead:
+    """The task head of a run on ``schema``.
+
+    Args:
+        schema: the dataset's schema.
+        loss: segmentation only: the loss its evaluation reports (``train.seg-loss``).
+    """
+    if schema.task is Task.SEGMENTATION:
+        return SegmentationHead(schema.foreground, loss)
+    return ClassificationHead()
