@@ -221,12 +221,14 @@ def choose(value: str | StrEnum, options: type[E], field: str) -> E:
         return value
     if not isinstance(value, str):
         raise ConfigError(f"{field} must be a string, one of {_listing(options)}; got {value!r}")
-    try:
-        return options(value.strip().lower())
-    except ValueError:
-        close = difflib.get_close_matches(value.strip().lower(), [m.value for m in options], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{field}: unknown value {value!r}{hint}; choose one of {_listing(options)}") from None
+    for candidate in (value.strip(), value.strip().lower(), value.strip().upper()):
+        try:
+            return options(candidate)
+        except ValueError:
+            continue
+    close = difflib.get_close_matches(value.strip().lower(), [m.value.lower() for m in options], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"{field}: unknown value {value!r}{hint}; choose one of {_listing(options)}")
 
 
 def _listing(options: type[StrEnum]) -> str:

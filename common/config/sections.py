@@ -17,6 +17,7 @@ from fedward.common.choices import (
     DeviceChoice,
     FrameMode,
     Intensity,
+    Modality,
     ModelName,
     OptimizerName,
     Partition,
@@ -64,6 +65,9 @@ class DataConfig:
             keeps each volume's own spacing.
         intensity: intensity normalisation of segmentation images (``auto``: by modality).
         ct_window: CT: the (low, high) window in Hounsfield units for ``ct-window``.
+        modality: the modality of images whose files carry no header (PNG, JPEG, NIfTI
+            without a ``dataset.json`` saying it), e.g. ``US`` for BUSI; DICOM headers and
+            a data set's own declaration take precedence.
     """
 
     dataset: str = "pneumoniamnist"
@@ -83,6 +87,7 @@ class DataConfig:
     spacing: tuple[float, ...] = ()
     intensity: Intensity = Intensity.AUTO
     ct_window: tuple[float, ...] = (-1000.0, 400.0)
+    modality: Modality | None = None
 
     def __post_init__(self) -> None:
         if not self.dataset.strip():

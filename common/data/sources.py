@@ -135,7 +135,7 @@ def read_folder_dataset(path: Path, data: DataConfig, *, cache_root: Path | None
         )
     elif layout is FolderLayout.MASK_FOLDER:
         classes = data.classes if data.classes and data.task not in (None, Task.SEGMENTATION) else None
-        modality = mask_folder_modality(path)
+        modality = mask_folder_modality(path) or data.modality
         settings = (layout.value, data.image_size, data.target, data.intensity, classes, modality)
         build = functools.partial(
             read_mask_folder,
