@@ -17,6 +17,9 @@ SHOWN = (
     ("val-auc", "val AUC"),
     ("test-auc", "test AUC"),
     ("test-accuracy", "test ACC"),
+    ("val-dice", "val Dice"),
+    ("test-dice", "test Dice"),
+    ("test-hd95", "test HD95"),
 )
 
 

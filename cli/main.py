@@ -78,10 +78,10 @@ def _run_simulation(cfg: RunConfig) -> None:
     from fedward.simulation.partition import describe_table, summarize_plan
 
     prepared = prepare(cfg)
-    schema, dataset = prepared.resolved.schema, prepared.resolved.dataset
+    dataset = prepared.resolved.dataset
     if prepared.plan is not None and dataset is not None:
-        labels = dataset.splits["train"].labels
-        console.print(describe_table(summarize_plan(prepared.plan, labels, len(schema.classes)), schema.classes))
+        labels, groups = dataset.splits["train"].labels, dataset.strata
+        console.print(describe_table(summarize_plan(prepared.plan, labels, len(groups)), groups))
     else:
         for index, folder in enumerate(prepared.cfg.data.hospital_dirs):
             console.print(f"hospital {index}: {folder}")
@@ -209,7 +209,7 @@ def data_describe(
     resolved, found = resolve_dataset(cfg)
     plan = plan_hospitals(resolved)
     labels = found.splits["train"].labels
-    classes = resolved.schema.classes
+    classes = found.strata
     console.print(describe_table(summarize_plan(plan, labels, len(classes)), classes))
     sizes = {split: len(arrays) for split, arrays in found.splits.items()}
     console.print(

@@ -29,10 +29,13 @@ from pathlib import Path
 
 from fedward.common.config import RunConfig, RunSpec
 from fedward.common.data.catalog import lookup
+from fedward.common.data.load import cache_root_for
 from fedward.common.data.locate import locate_dataset
-from fedward.common.data.npz import SPLITS, ArraySplit, infer_schema, read_npz
+from fedward.common.data.npz import SPLITS
+from fedward.common.data.opening import OpenedDataset, open_dataset
 from fedward.common.errors import ConfigError, DataError, FedwardError
 from fedward.common.ml.accounting import ClientDpPlan
+from fedward.common.ml.networks import check_network_fits
 from fedward.common.rundir.checkpoint import load_checkpoint
 from fedward.common.rundir.info import describe_run, read_run_config, read_run_info
 from fedward.common.rundir.layout import CHECKPOINT_FILE, new_run_dir
@@ -55,19 +58,6 @@ class Setting(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class DatasetFile:
-    """A dataset file found on this machine, validated.
-
-    Attributes:
-        path: the MedMNIST-layout ``.npz``, absolute.
-        splits: its ``train``, ``val`` and ``test`` arrays.
-    """
-
-    path: Path
-    splits: dict[str, ArraySplit]
-
-
-@dataclass(frozen=True, slots=True)
 class ResolvedRun:
     """A run ready to start.
 
@@ -78,7 +68,7 @@ class ResolvedRun:
     """
 
     spec: RunSpec
-    dataset: DatasetFile | None = None
+    dataset: OpenedDataset | None = None
     resumes_after: int | None = None
 
     @property
@@ -103,6 +93,7 @@ def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False) -> 
     Raises:
         ConfigError: unreachable privacy settings, an unknown dataset, no schema to be found,
             or (coordinator) a machine-local ``model.init-weights``.
+        ModelError: ``model.name`` cannot learn the data set's task (a classifier for masks).
         DataError: a missing hospital folder or data folder, an invalid dataset file.
         DownloadError: the file is missing and cannot be downloaded.
     """
@@ -110,12 +101,13 @@ def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False) -> 
     cfg = _normalised(cfg, setting)
     dataset = _find_dataset(cfg, setting, download=download)
     schema = resolve_schema(cfg, dataset)
+    check_network_fits(cfg.model.name, schema, cfg.data.image_size)
     if dataset is not None and setting is Setting.SIMULATION:  # every simulated process finds the file there
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=dataset.path.parent))
     return ResolvedRun(RunSpec(cfg, schema), dataset)
 
 
-def resolve_schema(cfg: RunConfig, dataset: DatasetFile | None) -> DatasetSchema:
+def resolve_schema(cfg: RunConfig, dataset: OpenedDataset | None) -> DatasetSchema:
     """The dataset's schema: the file's (checked against the catalog), else the catalog's, else the declared one.
 
     A declaration must agree with the file or catalog in task, class count and channels;
@@ -128,7 +120,7 @@ def resolve_schema(cfg: RunConfig, dataset: DatasetFile | None) -> DatasetSchema
     declared = cfg.data.declared_schema()
     found: DatasetSchema | None = None
     if dataset is not None:
-        found = infer_schema(cfg.data.dataset, dataset.splits)
+        found = dataset.schema
     elif (entry := lookup(cfg.data.dataset)) is not None:
         found = DatasetSchema(entry.task, entry.classes, entry.channels)
     if found is None and declared is None:
@@ -138,6 +130,9 @@ def resolve_schema(cfg: RunConfig, dataset: DatasetFile | None) -> DatasetSchema
         )
     if declared is None or found is None:
         return declared or found  # type: ignore[return-value]
+    declared = dataclasses.replace(
+        declared, spatial_dims=found.spatial_dims, modality=found.modality or declared.modality
+    )
     if (declared.task, declared.num_outputs, declared.channels) != (found.task, found.num_outputs, found.channels):
         raise ConfigError(
             f"the declared data.task/classes/channels ({declared.task.value}, {declared.num_outputs} classes, "
@@ -191,7 +186,7 @@ def resume_run(run_dir: Path, setting: Setting) -> ResolvedRun:
     return ResolvedRun(RunSpec(cfg, info.schema, run_dir, resume=True), dataset, done)
 
 
-def find_dataset_file(cfg: RunConfig, splits: Sequence[str] = SPLITS) -> DatasetFile | None:
+def find_dataset_file(cfg: RunConfig, splits: Sequence[str] = SPLITS) -> OpenedDataset | None:
     """The run's dataset file if this machine has it (never downloads), else ``None``.
 
     Args:
@@ -206,7 +201,7 @@ def find_dataset_file(cfg: RunConfig, splits: Sequence[str] = SPLITS) -> Dataset
     except FedwardError as err:
         log.info("the dataset file is not on this machine (%s)", err)
         return None
-    return DatasetFile(path.resolve(), read_npz(path, splits))
+    return open_dataset(path, cfg.data, splits, cache_root=cache_root_for(cfg))
 
 
 def _normalised(cfg: RunConfig, setting: Setting) -> RunConfig:
@@ -232,7 +227,7 @@ def _normalised(cfg: RunConfig, setting: Setting) -> RunConfig:
     )
 
 
-def _find_dataset(cfg: RunConfig, setting: Setting, *, download: bool) -> DatasetFile | None:
+def _find_dataset(cfg: RunConfig, setting: Setting, *, download: bool) -> OpenedDataset | None:
     """The dataset file: required in a simulation without hospital folders, optional otherwise.
 
     A coordinator reads it only when nothing else says the schema (the file is the hospitals'
@@ -240,7 +235,7 @@ def _find_dataset(cfg: RunConfig, setting: Setting, *, download: bool) -> Datase
     """
     if setting is Setting.SIMULATION and not cfg.data.hospital_dirs:
         path = locate_dataset(cfg.data.dataset, cfg.data.image_size, cfg.data.data_dir, download=download)
-        return DatasetFile(path.resolve(), read_npz(path))
+        return open_dataset(path, cfg.data, cache_root=cache_root_for(cfg))
     if setting is Setting.COORDINATOR and (lookup(cfg.data.dataset) or cfg.data.declared_schema()):
         return None
     return find_dataset_file(cfg)

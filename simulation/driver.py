@@ -31,7 +31,7 @@ from fedward.common.flower.bundle import write_bundle
 from fedward.common.ml.runtime import resolve_device
 from fedward.common.rundir.layout import APP_DIR, FLOWER_LOG, LOGS_DIR, PLAN_FILE
 from fedward.common.rundir.reader import read_status
-from fedward.common.runsetup import DatasetFile, ResolvedRun, Setting, create_run_dir, resolve_run, resume_run
+from fedward.common.runsetup import OpenedDataset, ResolvedRun, Setting, create_run_dir, resolve_run, resume_run
 from fedward.simulation.local_link import LocalSimulationLink
 from fedward.simulation.partition import make_plan
 
@@ -62,7 +62,7 @@ def plan_hospitals(resolved: ResolvedRun) -> PartitionPlan:
     )
 
 
-def resolve_dataset(cfg: RunConfig) -> tuple[ResolvedRun, DatasetFile]:
+def resolve_dataset(cfg: RunConfig) -> tuple[ResolvedRun, OpenedDataset]:
     """Set up a run over the dataset file (downloaded once if catalogued), for the data commands.
 
     Raises:

@@ -60,7 +60,8 @@ def load_site(node: Mapping[str, Any], spec: RunSpec) -> HospitalData:
     elif PARTITION_KEY in node:
         if spec.run_dir is None:
             raise ConfigError("simulated hospitals need the run directory holding partitions.json")
-        data = hospital_from_plan(spec.run_dir / PLAN_FILE, int(node[PARTITION_KEY]), schema, cfg.data.image_size)
+        plan_file, partition = spec.run_dir / PLAN_FILE, int(node[PARTITION_KEY])
+        data = hospital_from_plan(plan_file, partition, schema, cfg.data, cache_root_for(cfg, node.get(CACHE_KEY)))
         _log_loaded(data)
         return data
     else:

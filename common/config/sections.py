@@ -116,10 +116,13 @@ class DataConfig:
             raise ConfigError("declare data.task, data.classes and data.channels together, or none of them")
 
     def declared_schema(self) -> DatasetSchema | None:
-        """The dataset schema the config declares, or ``None`` when it declares none."""
+        """The dataset schema the config declares, or ``None`` when it declares none.
+
+        Volumes (3D) when ``data.volume-size`` is set, else 2D images; the modality is ``data.modality``.
+        """
         if self.task is None:
             return None
-        return DatasetSchema(self.task, self.classes, self.channels)
+        return DatasetSchema(self.task, self.classes, self.channels, 3 if self.volume_size else 2, self.modality)
 
 
 @dataclass(frozen=True, slots=True)

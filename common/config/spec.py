@@ -7,7 +7,8 @@ in Flower's run config: the user's keys as ``section.key``, the found values und
 ``resolved.`` prefix, which no user config can set::
 
     resolved.task = "binary"            resolved.classes = '["normal", "pneumonia"]'
-    resolved.channels = 1               resolved.run-dir = "/runs/2026...-pneumoniamnist"
+    resolved.channels = 1               resolved.spatial-dims = 2
+    resolved.modality = "CR"            resolved.run-dir = "/runs/2026...-pneumoniamnist"
     resolved.resume = false
 
 :meth:`RunSpec.from_flower` parses and validates it once per run.
@@ -37,7 +38,8 @@ class RunSpec:
 
     Attributes:
         config: the user's settings.
-        schema: the dataset's task, classes and channels, found when the run was set up.
+        schema: the dataset's task, classes, channels, dimensions and modality, found when
+            the run was set up.
         run_dir: the run directory the ServerApp writes (simulation, centralized, a resumed
             coordinator run); ``None`` when the ServerApp makes a new one in the
             coordinator's runs folder.
@@ -61,6 +63,8 @@ class RunSpec:
                 f"{RESOLVED}.task": self.schema.task.value,
                 f"{RESOLVED}.classes": json.dumps(list(self.schema.classes)),
                 f"{RESOLVED}.channels": self.schema.channels,
+                f"{RESOLVED}.spatial-dims": self.schema.spatial_dims,
+                f"{RESOLVED}.modality": self.schema.modality.value if self.schema.modality is not None else "",
                 f"{RESOLVED}.run-dir": "" if self.run_dir is None else str(self.run_dir),
                 f"{RESOLVED}.resume": self.resume,
             }
@@ -85,7 +89,14 @@ class RunSpec:
         except ValueError:
             raise ConfigError(f"{prefix}classes must be a JSON list of names; got {found.get('classes')!r}") from None
         schema = DatasetSchema.from_json(
-            {"task": found.get("task"), "classes": classes, "channels": found.get("channels")}, f"{prefix}*"
+            {
+                "task": found.get("task"),
+                "classes": classes,
+                "channels": found.get("channels"),
+                "spatial-dims": found.get("spatial-dims", 2),
+                "modality": found.get("modality") or None,
+            },
+            f"{prefix}*",
         )
         run_dir = str(found.get("run-dir", ""))
         resume = found.get("resume", False)

@@ -11,20 +11,15 @@ Layout (Antonelli et al., "The Medical Segmentation Decathlon", Nature Communica
 
 Cases absent from ``splits.csv`` (or all of them without the file) go to ``train``.
 
-Preprocessing, with nibabel and MONAI on channel-first arrays, per case:
+Each case is preprocessed by :func:`~fedward.common.data.volumeprep.preprocess_volume`
+(orientation to RAS, optional resampling to ``spacing`` mm, intensity normalisation, padding
+or cropping to the grid), exactly as DICOM series are (:mod:`fedward.common.data.seriesfolder`).
+Without ``volume_size`` the grid is found from the folder's own cases: deployments set
+``data.volume-size`` so that every hospital of a federation uses the federation's grid.
 
-1. orientation to RAS (:class:`~monai.transforms.Orientation` on a
-   :class:`~monai.data.MetaTensor` carrying the NIfTI affine);
-2. optional resampling to ``spacing`` mm (:class:`~monai.transforms.Spacing`; images
-   bilinear, labels nearest);
-3. intensity normalisation (:mod:`fedward.common.data.intensity`; ``auto``: MR z-score over
-   the non-zero voxels, CT window);
-4. centred padding (zeros) or cropping to the grid (:class:`~monai.transforms.ResizeWithPadOrCrop`).
-
-**Axis convention.** Arrays keep nibabel's voxel-axis order after step 1, so axis 0 runs
-from left to Right, axis 1 from posterior to Anterior, axis 2 from inferior to Superior
-(RAS). fedward calls these three axes (D, H, W): ``data.volume-size`` and ``data.spacing``
-are given, and spacings are reported, in this order.
+**Axis convention** (that of :mod:`fedward.common.data.volumeprep`): arrays are in RAS
+voxel order, axes called (D, H, W); ``data.volume-size`` and ``data.spacing`` are given, and
+spacings are reported, in this order.
 """
 
 from __future__ import annotations
@@ -32,29 +27,32 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
-import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
-from monai.data import MetaTensor
-from monai.data.utils import affine_to_spacing
-from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import SpatialImage
 
 from fedward.common.choices import Intensity, Modality, Task
 from fedward.common.data.dicom import Reason
 from fedward.common.data.folder import SPLIT_NAMES, Problem, _safe_relative
-from fedward.common.data.intensity import normalise_intensity, resolve_intensity
 from fedward.common.data.maskfolder import SPLITS_FILE, FolderRead
 from fedward.common.data.masksplit import MaskSplit
-from fedward.common.data.npz import SPLITS, ArraySplit
+from fedward.common.data.npz import ArraySplit
+from fedward.common.data.volumeprep import GRID_MULTIPLE as GRID_MULTIPLE
+from fedward.common.data.volumeprep import RAS_LABELS as RAS_LABELS
+from fedward.common.data.volumeprep import (
+    NoUsableCaseError,
+    PreparedVolume,
+    preprocess_volume,
+    volume_settings,
+    volume_splits,
+)
 from fedward.common.errors import DataError
 from fedward.common.fileio import CHUNK_BYTES, read_json_object
 from fedward.common.schema import DatasetSchema
@@ -62,12 +60,9 @@ from fedward.common.schema import DatasetSchema
 log = logging.getLogger(__name__)
 
 DATASET_FILE = "dataset.json"
-GRID_MULTIPLE = 16
-"""Volume sizes found from the data are rounded up to a multiple of this (four 2x poolings)."""
 LABEL_TOLERANCE = 1e-3
 """Largest distance of a stored label value from an integer (scaled NIfTI data) still read as that integer."""
 GZIP_MAGIC = b"\x1f\x8b"
-RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 MR_NAMES = frozenset({"MRI", "MR", "T1", "T1W", "T1GD", "T2", "T2W", "FLAIR", "ADC", "DWI"})
 """Decathlon modality names that are magnetic resonance sequences."""
 
@@ -104,13 +99,6 @@ class DecathlonIndex:
     classes: tuple[str, ...]
     cases: list[DecathlonCase]
     problems: list[Problem]
-
-
-@dataclass(frozen=True, slots=True)
-class _Volume:
-    image: np.ndarray  # float32 (1, D, H, W), normalised
-    label: np.ndarray  # uint8 (D, H, W)
-    spacing: np.ndarray  # float64 (3,), mm
 
 
 class _SkippedCaseError(Exception):
@@ -236,7 +224,8 @@ def read_decathlon(
     Args:
         folder: the folder holding ``dataset.json``.
         volume_size: the grid (D, H, W) in voxels; empty: the largest extent of the usable
-            cases after resampling, per axis, rounded up to a multiple of 16.
+            cases after resampling, per axis, rounded up to a multiple of 16 (a hospital of a
+            federation must be given the federation's grid instead).
         spacing: voxel spacing (mm) along (D, H, W) to resample to; empty keeps each
             volume's own spacing.
         intensity: normalisation (``auto``: by the data set's modality).
@@ -253,43 +242,35 @@ def read_decathlon(
         (``not-an-image``, ``truncated``, ``unreadable``, ``unsupported-image``).
 
     Raises:
-        DataError: if the index cannot be read, ``volume_size`` or ``spacing`` is not
-            three positive numbers, or no case is usable.
+        DataError: if the index cannot be read, or ``volume_size`` or ``spacing`` is not
+            three positive numbers.
+        NoUsableCaseError: if no case is usable.
     """
     folder = Path(folder)
-    if (volume_size and (len(volume_size) != 3 or min(volume_size) < 1)) or (
-        spacing and (len(spacing) != 3 or min(spacing) <= 0)
-    ):
-        given = f"volume size {tuple(volume_size)} and spacing {tuple(spacing)}"
-        raise DataError(f"{given} must each be empty or three positive numbers along (D, H, W)")
     index = read_decathlon_index(folder)
+    settings = volume_settings(volume_size, spacing, intensity, ct_window, index.modality)
     problems = list(index.problems)
-    method = resolve_intensity(intensity, index.modality, eight_bit=False)
-    volumes: dict[str, list[_Volume]] = {}
+    volumes: dict[str, list[PreparedVolume]] = {}
     for case in index.cases:
         try:
-            volume = _read_case(folder, case, len(index.classes), spacing)
+            image, affine, label = _read_case(folder, case, len(index.classes))
         except _SkippedCaseError as skipped:
             problems.append(skipped.problem)
             continue
-        image = normalise_intensity(volume.image, method, nonzero=True, ct_window=ct_window)
-        volumes.setdefault(case.split, []).append(_Volume(image, volume.label, volume.spacing))
+        volumes.setdefault(case.split, []).append(preprocess_volume(image, affine, label, settings))
     if not volumes:
-        raise DataError(f"{folder} holds no usable case ({len(problems)} skipped)")
-    grid = tuple(volume_size) or _grid([v for vs in volumes.values() for v in vs])
-    splits: dict[str, MaskSplit | ArraySplit] = {
-        split: _stack(volumes[split], grid) for split in SPLITS if split in volumes
-    }
+        raise NoUsableCaseError(folder, problems)
+    splits = volume_splits(volumes, settings.volume_size)
     sizes = ", ".join(f"{split} {len(arrays)}" for split, arrays in splits.items())
-    log.info("decathlon folder read: %s on a %s grid; %d skipped", sizes, grid, len(problems))
+    log.info("decathlon folder read: %s; %d skipped", sizes, len(problems))
     for problem in problems:
         log.debug("%s: %s: %s", problem.file, problem.reason.value, problem.message)
     schema = DatasetSchema(Task.SEGMENTATION, index.classes, 1, 3, index.modality)
-    return FolderRead(schema, splits, problems)
+    return FolderRead(schema, dict[str, MaskSplit | ArraySplit](splits), problems)
 
 
-def _read_case(folder: Path, case: DecathlonCase, num_classes: int, spacing: Sequence[float]) -> _Volume:
-    """One oriented (and resampled) case, intensities not yet normalised."""
+def _read_case(folder: Path, case: DecathlonCase, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One case's voxels, affine and label map as stored, once their files, grids and label values agree."""
     if not (folder / case.image).is_file():
         message = f"listed in {DATASET_FILE} but not in the folder"
         raise _SkippedCaseError(Problem(case.image, Reason.MISSING_FILE, message))
@@ -306,17 +287,7 @@ def _read_case(folder: Path, case: DecathlonCase, num_classes: int, spacing: Seq
         shown = ", ".join(f"{v:g}" for v in bad[:10])
         message = f"label values {shown} are not among the declared labels 0..{num_classes - 1}"
         raise _SkippedCaseError(Problem(case.label, Reason.LABEL_OUT_OF_RANGE, message))
-    affine = torch.as_tensor(image_affine, dtype=torch.float64)
-    orient = Orientation(axcodes="RAS", labels=RAS_LABELS)
-    volume = orient(MetaTensor(torch.from_numpy(image[None]), affine=affine))
-    labels = orient(MetaTensor(torch.from_numpy(label[None]), affine=affine.clone()))
-    if spacing:
-        volume = Spacing(pixdim=tuple(spacing), mode="bilinear")(volume)
-        labels = Spacing(pixdim=tuple(spacing), mode="nearest")(labels)
-    oriented = cast(MetaTensor, volume)  # MONAI transforms return a MetaTensor for a MetaTensor
-    grid_spacing = affine_to_spacing(np.asarray(oriented.affine), r=3).astype(np.float64)
-    label_map = np.rint(torch.as_tensor(labels).numpy()[0]).astype(np.uint8)
-    return _Volume(torch.as_tensor(volume).numpy().astype(np.float32), label_map, grid_spacing)
+    return image, image_affine, label
 
 
 def _load(folder: Path, relative: str) -> tuple[np.ndarray, np.ndarray]:
@@ -358,21 +329,3 @@ def _gzip_cut_short(path: Path) -> bool:
     except (OSError, zlib.error):
         return False
     return False
-
-
-def _grid(volumes: list[_Volume]) -> tuple[int, ...]:
-    """Largest extent per axis over ``volumes``, rounded up to a multiple of 16."""
-    largest = np.max([v.label.shape for v in volumes], axis=0)
-    return tuple(int(math.ceil(int(n) / GRID_MULTIPLE) * GRID_MULTIPLE) for n in largest)
-
-
-def _stack(volumes: list[_Volume], grid: tuple[int, ...]) -> MaskSplit:
-    fit = ResizeWithPadOrCrop(spatial_size=grid, mode="constant")
-    images = np.stack([np.asarray(torch.as_tensor(fit(torch.from_numpy(v.image))).numpy()) for v in volumes])
-    masks = np.stack([np.asarray(torch.as_tensor(fit(torch.from_numpy(v.label[None]))).numpy())[0] for v in volumes])
-    return MaskSplit(
-        images.astype(np.float32),
-        masks.astype(np.uint8),
-        np.zeros((len(volumes), 1), np.int64),
-        np.stack([v.spacing for v in volumes]),
-    )

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from fedward.common.choices import Task
-from fedward.common.data.images import ImageDataset, make_dataset
+from fedward.common.config.sections import DataConfig
+from fedward.common.data.images import TaskDataset, make_dataset
 from fedward.common.data.locate import locate_dataset
 from fedward.common.data.npz import ArraySplit, read_npz
+from fedward.common.data.opening import open_dataset
 from fedward.common.data.plan import PartitionPlan
 from fedward.common.errors import DataError
 from fedward.common.schema import DatasetSchema
@@ -43,8 +45,8 @@ class HospitalData:
 
     name: str
     schema: DatasetSchema
-    train: ImageDataset
-    val: ImageDataset
+    train: TaskDataset
+    val: TaskDataset
     inventory: dict[str, int] = field(default_factory=dict)
 
 
@@ -79,22 +81,31 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return train.astype(np.int64), val.astype(np.int64)
 
 
-def hospital_from_plan(plan_file: Path, partition_id: int, schema: DatasetSchema, image_size: int) -> HospitalData:
+def hospital_from_plan(
+    plan_file: Path, partition_id: int, schema: DatasetSchema, data: DataConfig, cache_root: Path | None
+) -> HospitalData:
     """Load simulated hospital ``partition_id`` of a partition plan.
 
+    Args:
+        plan_file: the run's ``partitions.json``.
+        partition_id: the simulated hospital.
+        schema: the run's schema.
+        data: the run's data settings (image size, grid, intensity...).
+        cache_root: where folder data sets keep their prepared arrays.
+
     Raises:
-        DataError: if the plan or its source file cannot be read, or the id is out of range.
+        DataError: if the plan or its source cannot be read, or the id is out of range.
     """
     plan = PartitionPlan.read(plan_file)
     if not 0 <= partition_id < len(plan.hospitals):
         raise DataError(f"partition {partition_id} does not exist: the plan has {len(plan.hospitals)} hospitals")
     split = plan.hospitals[partition_id]
-    train = read_npz(plan.source, ["train"])["train"]
+    train = open_dataset(plan.source, data, ["train"], cache_root=cache_root).splits["train"]
     return HospitalData(
         name=split.name,
         schema=schema,
-        train=make_dataset(train.subset(split.train), schema, image_size),
-        val=make_dataset(train.subset(split.val), schema, image_size),
+        train=make_dataset(train.subset(split.train), schema, data.image_size),
+        val=make_dataset(train.subset(split.val), schema, data.image_size),
     )
 
 

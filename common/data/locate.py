@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from fedward.common.data.catalog import catalog, dataset_file_name, lookup
+from fedward.common.data.sources import folder_layout
 from fedward.common.errors import ConfigError, DataError, DownloadError
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,10 @@ def locate_dataset(
     *,
     download: bool = True,
 ) -> Path:
-    """Return the path of the ``.npz`` file for ``dataset``, downloading it if allowed.
+    """Return the path of the ``.npz`` file (or the folder data set) for ``dataset``, downloading it if allowed.
+
+    A folder ``<data_dir>/<dataset>`` in a layout :func:`~fedward.common.data.sources.folder_layout`
+    recognises (image + mask folders, Decathlon, DICOM series with SEG) is returned as it is.
 
     Args:
         dataset: MedMNIST name or the stem of a MedMNIST-layout ``.npz``.
@@ -50,7 +54,7 @@ def locate_dataset(
         download: try the official record when the file is missing.
 
     Returns:
-        Path of an existing file: the native-size file if present, else the 28 px file.
+        Path of an existing file (the native-size file if present, else the 28 px file) or folder.
 
     Raises:
         DataError: if an explicitly given ``data_dir`` does not exist or is not a folder.
@@ -69,6 +73,8 @@ def locate_dataset(
     else:
         folder = default_data_dir()
 
+    if folder_layout(folder / dataset.strip()) is not None:  # a folder data set (segmentation, BUSI...)
+        return folder / dataset.strip()
     candidates = [dataset_file_name(name, image_size)]
     if image_size != 28:
         candidates.append(dataset_file_name(name, 28))

@@ -98,11 +98,14 @@ class FolderRead:
             only the splits that hold cases.
         problems: cases, files or rows skipped, with reasons (relative file names: they
             stay at the hospital).
+        strata: names of the groups the splits' ``labels`` index (the images' classes, for
+            partitioning and stratified hold-outs); ``()`` when there is a single group.
     """
 
     schema: DatasetSchema
     splits: dict[str, MaskSplit | ArraySplit]
     problems: list[Problem]
+    strata: tuple[str, ...] = ()
 
 
 class _SkippedCaseError(Exception):
@@ -282,7 +285,7 @@ def read_mask_folder(
             raise DataError(f"{folder}: 8-bit images hold no Hounsfield units; intensity ct-window is for CT volumes")
         splits = _read_masks(Path(folder), cases, strata, image_size, method, problems)
     _log_outcome(folder, splits, problems)
-    return FolderRead(schema, splits, problems)
+    return FolderRead(schema, splits, problems, names)
 
 
 def _read_classes(

@@ -47,7 +47,7 @@ from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
-PREPARED_VERSION = 1
+PREPARED_VERSION = 2
 """Bump when any folder reader's output changes, so old entries are not reused."""
 FOLDER = "prepared"
 MASK_FIELDS = ("images", "masks", "labels", "spacing")
@@ -139,7 +139,7 @@ def _load(base: Path) -> FolderRead | None:
                     splits[split] = ArraySplit(*(np.asarray(archive[f"{split}.{name}"]) for name in ARRAY_FIELDS))
     except _LOAD_ERRORS:
         return None
-    return FolderRead(schema, splits, problems)
+    return FolderRead(schema, splits, problems, tuple(str(n) for n in meta.get("strata", ())))
 
 
 def _store(base: Path, result: FolderRead) -> None:
@@ -159,6 +159,7 @@ def _store(base: Path, result: FolderRead) -> None:
         "schema": result.schema.to_json(),
         "splits": kinds,
         "problems": [[p.file, p.reason.value, p.message] for p in result.problems],
+        "strata": list(result.strata),
     }
     write_atomically(base.with_suffix(".npz"), lambda tmp: _save_npz(tmp, arrays), sync=False)
     atomic_write(base.with_suffix(".json"), json.dumps(meta), sync=False)

@@ -21,7 +21,7 @@ from fedward.common.config.sections import TrainConfig
 from fedward.common.data.images import BatchPipeline, ImageDataset
 from fedward.common.errors import DataError
 from fedward.common.ml.loader import make_loader
-from fedward.common.ml.metrics import classification_metrics
+from fedward.common.ml.metrics import METRIC_NAMES, classification_metrics
 from fedward.common.ml.scores import EvalResult, weighted_means
 from fedward.common.wire import metric_key
 
@@ -101,6 +101,9 @@ class ClassificationHead:
 
     selection_metric = metric_key("val", "auc")
     """Federated validation AUC picks the best round."""
+
+    reported: tuple[str, ...] = METRIC_NAMES
+    """Metric names (without split) a model card reports."""
 
     def criterion(self, dataset: ImageDataset, cfg: TrainConfig, device: torch.device) -> nn.Module:
         """The loss for ``dataset``'s task, with ``balanced`` weights from its own labels when asked."""

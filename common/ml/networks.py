@@ -225,7 +225,7 @@ def check_network_fits(name: ModelName, schema: DatasetSchema, image_size: int |
     spec = NETWORKS[name]
     segmentation = schema.task is Task.SEGMENTATION
     if spec.segments == segmentation and schema.spatial_dims in spec.dims:
-        if segmentation and image_size is not None and image_size % SEGMENTATION_GRID_MULTIPLE:
+        if segmentation and schema.spatial_dims == 2 and image_size and image_size % SEGMENTATION_GRID_MULTIPLE:
             raise ModelError(
                 f"model {name.value} needs image sides that are multiples of {SEGMENTATION_GRID_MULTIPLE} px; "
                 f"data.image-size is {image_size} (use 64, 128 or 224)"

@@ -103,6 +103,9 @@ class SegmentationHead:
     def __init__(self, names: tuple[str, ...], loss: SegLoss = SegLoss.DICE_CE) -> None:
         self.names = names
         self.loss = loss
+        per_label = [f"{metric}-{name}" for metric in ("dice", "hd95") for name in names]
+        self.reported: tuple[str, ...] = ("dice", "hd95", "pooled-dice", *per_label, "loss")
+        """Metric names (without split) a model card reports."""
 
     def criterion(self, dataset: SegmentationDataset, cfg: TrainConfig, device: torch.device) -> nn.Module:
         """``train.seg-loss`` (Dice + CE by default); class weighting does not apply."""

@@ -46,9 +46,11 @@ class TaskHead(Protocol):
     Attributes:
         selection_metric: the federated validation metric (higher is better) that picks
             the best round (``val-auc``, ``val-dice``); never a test metric.
+        reported: the metric names (without split) a model card reports.
     """
 
     selection_metric: str
+    reported: tuple[str, ...]
 
     def criterion(self, dataset: Any, cfg: TrainConfig, device: torch.device) -> nn.Module:
         """The training loss for ``dataset`` (class weights from its own labels, where the task uses them)."""

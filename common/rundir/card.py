@@ -19,6 +19,7 @@ from fedward.common.choices import Modality, Task
 from fedward.common.data.catalog import lookup
 from fedward.common.fileio import atomic_write, sha256_of
 from fedward.common.ml.networks import NETWORKS
+from fedward.common.ml.tasks import head_for
 from fedward.common.rundir.card_markdown import render_markdown
 from fedward.common.rundir.layout import BEST_WEIGHTS, CARD_JSON, CARD_MD, MODELS_DIR
 from fedward.common.rundir.recorder import RunRecorder
@@ -26,7 +27,6 @@ from fedward.common.timestamps import now_iso
 from fedward.common.version import library_versions
 
 CARD_FORMAT = "fedward-model-card/1"
-REPORTED = ("auc", "accuracy", "sensitivity", "specificity", "f1", "loss")
 NO_PRIVACY: dict[str, Any] = {
     "differential_privacy": "none",
     "statement": "Model updates were not noised; no formal (epsilon, delta) guarantee holds. "
@@ -91,6 +91,7 @@ def build_model_card(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]
     """
     cfg = recorder.spec.config
     best_round = recorder.best_round if recorder.best_round is not None else recorder.last_round
+    reported = head_for(recorder.spec.schema).reported
     rows = recorder.server_rows
     return {
         "format": CARD_FORMAT,
@@ -116,7 +117,10 @@ def build_model_card(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]
             "value": None if recorder.best_round is None else recorder.best_value,
             "note": "the best round is chosen on validation data; test metrics never choose a model",
         },
-        "metrics": {"best": _metrics_at(rows, best_round), "final": _metrics_at(rows, recorder.last_round)},
+        "metrics": {
+            "best": _metrics_at(rows, best_round, reported),
+            "final": _metrics_at(rows, recorder.last_round, reported),
+        },
         "privacy": dict(ending.privacy) if ending.privacy is not None else NO_PRIVACY,
         "weights": _weights_section(recorder, best_round),
         "versions": library_versions(),
@@ -215,12 +219,12 @@ def _weights_section(recorder: RunRecorder, best_round: int) -> dict[str, Any]:
     return weights
 
 
-def _metrics_at(rows: Sequence[Mapping[str, Any]], server_round: int | None) -> dict[str, Any]:
+def _metrics_at(rows: Sequence[Mapping[str, Any]], server_round: int | None, reported: Sequence[str]) -> dict[str, Any]:
     for row in rows:
         if row.get("round") == server_round:
             keep = {"round": server_round}
             for split in ("val", "test"):
-                for name in REPORTED:
+                for name in reported:
                     key = f"{split}-{name}"
                     if row.get(key) is not None:
                         keep[key] = row[key]

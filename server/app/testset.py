@@ -35,8 +35,8 @@ def load_test_split(cfg: RunConfig, schema: DatasetSchema) -> TaskDataset | None
     if dataset is None:
         log.info("no test split on the server; server-side evaluation is off")
         return None
-    test = dataset.splits["test"]
-    if len(test) == 0:
+    test = dataset.splits.get("test")
+    if test is None or len(test) == 0:
         log.info("%s has an empty test split; server-side evaluation is off", dataset.path.name)
         return None
     return make_dataset(test, schema, cfg.data.image_size)

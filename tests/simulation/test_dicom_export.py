@@ -62,7 +62,7 @@ def test_export_is_valid_dicom_with_the_same_pixels(tmp_path: Path, resolved, co
             cache_root=None,
         )
         (tmp_path / "plan.json").write_text(plan.to_json())
-        original = hospital_from_plan(tmp_path / "plan.json", index, resolved.schema, 28)
+        original = hospital_from_plan(tmp_path / "plan.json", index, resolved.schema, resolved.cfg.data, None)
         assert torch.equal(exported.train.images, original.train.images)
         assert np.array_equal(exported.train.labels, original.train.labels)
         assert torch.equal(exported.val.images, original.val.images)

@@ -9,6 +9,7 @@ import pytest
 from fixtures.synthetic import write_npz
 
 from fedward.common.choices import Task
+from fedward.common.config.sections import DataConfig
 from fedward.common.data.hospital import holdout_split, hospital_from_folder, hospital_from_plan
 from fedward.common.data.plan import HospitalSplit, PartitionPlan
 from fedward.common.errors import DataError
@@ -51,11 +52,11 @@ def test_plan_round_trip_and_hospital_loading(tmp_path: Path) -> None:
     again = PartitionPlan.read(tmp_path / "partitions.json")
     assert again.hospitals[0].name == "hospital-0"
     assert np.array_equal(again.hospitals[1].train, np.arange(66, 120))
-    site = hospital_from_plan(tmp_path / "partitions.json", 0, BINARY, 28)
+    site = hospital_from_plan(tmp_path / "partitions.json", 0, BINARY, DataConfig(), None)
     assert (len(site.train), len(site.val)) == (60, 6)
     assert site.train.images.shape == (60, 1, 28, 28)
     with pytest.raises(DataError, match="partition 5 does not exist"):
-        hospital_from_plan(tmp_path / "partitions.json", 5, BINARY, 28)
+        hospital_from_plan(tmp_path / "partitions.json", 5, BINARY, DataConfig(), None)
 
 
 def test_plan_file_errors(tmp_path: Path) -> None:
