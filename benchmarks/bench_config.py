@@ -54,6 +54,30 @@ def model_card(run_dir: Path) -> dict[str, Any]:
 
 
 def selected(run_dir: Path) -> dict[str, Any]:
-    """The selected (best validation AUC) round and its metrics."""
+    """The selected round (best validation AUC or Dice) and its metrics."""
     card = model_card(run_dir)
     return {"round": card["selection"]["round"], **card["metrics"]["best"]}
+
+
+def quality_columns(run_dir: Path) -> list[tuple[str, str]]:
+    """(column title, metric key) of the task's headline metrics, from the run's model card.
+
+    Classification: validation and test AUC, test accuracy and balanced accuracy;
+    segmentation: validation and test mean Dice, test Dice per label and test HD95.
+    """
+    card = model_card(run_dir)
+    dataset = card["dataset"]
+    if dataset["task"] != "segmentation":
+        return [
+            ("val AUC", "val-auc"),
+            ("test AUC", "test-auc"),
+            ("test ACC", "test-accuracy"),
+            ("test bal. ACC", "test-balanced-accuracy"),
+        ]
+    labels = dataset["classes"][1:]
+    return [
+        ("val Dice", "val-dice"),
+        ("test Dice", "test-dice"),
+        *((f"test Dice {name}", f"test-dice-{name}") for name in labels),
+        ("test HD95", "test-hd95"),
+    ]

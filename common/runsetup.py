@@ -35,7 +35,7 @@ from fedward.common.data.npz import SPLITS
 from fedward.common.data.opening import OpenedDataset, open_dataset
 from fedward.common.errors import ConfigError, DataError, FedwardError
 from fedward.common.ml.accounting import ClientDpPlan
-from fedward.common.ml.networks import check_network_fits
+from fedward.common.ml.networks import check_dpsgd_network, check_network_fits
 from fedward.common.rundir.checkpoint import load_checkpoint
 from fedward.common.rundir.info import describe_run, read_run_config, read_run_info
 from fedward.common.rundir.layout import CHECKPOINT_FILE, new_run_dir
@@ -102,6 +102,8 @@ def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False) -> 
     dataset = _find_dataset(cfg, setting, download=download)
     schema = resolve_schema(cfg, dataset)
     check_network_fits(cfg.model.name, schema, cfg.data.image_size)
+    if cfg.privacy.dpsgd:
+        check_dpsgd_network(cfg.model.name)
     if dataset is not None and setting is Setting.SIMULATION:  # every simulated process finds the file there
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=dataset.path.parent))
     return ResolvedRun(RunSpec(cfg, schema), dataset)

@@ -97,12 +97,19 @@ def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.
 
 
 class ClassificationHead:
-    """Binary, multi-class and multi-label classification, as the task-agnostic code needs it."""
+    """Binary, multi-class and multi-label classification, as the task-agnostic code needs it.
+
+    Args:
+        classes: the class (or label) names, index order, for per-class metrics.
+    """
+
+    def __init__(self, classes: tuple[str, ...] = ()) -> None:
+        self.classes = classes
 
     selection_metric = metric_key("val", "auc")
     """Federated validation AUC picks the best round."""
 
-    reported: tuple[str, ...] = METRIC_NAMES
+    reported: tuple[str, ...] = (*METRIC_NAMES, "balanced-accuracy")
     """Metric names (without split) a model card reports."""
 
     def criterion(self, dataset: ImageDataset, cfg: TrainConfig, device: torch.device) -> nn.Module:
@@ -126,7 +133,8 @@ class ClassificationHead:
             raise DataError("no images to evaluate on")
         probabilities, targets = predict(model, dataset, device)
         loss = _loss_from_probabilities(dataset.task, probabilities, targets)
-        return EvalResult(classification_metrics(dataset.task, targets, probabilities, loss=loss), len(dataset))
+        metrics = classification_metrics(dataset.task, targets, probabilities, loss=loss, class_names=self.classes)
+        return EvalResult(metrics, len(dataset))
 
     def federate(self, reports: list[dict[str, float]]) -> dict[str, float]:
         """The federation's validation metrics: each hospital's, weighted by its ``num-examples``."""

@@ -73,6 +73,10 @@ class ClassificationMetrics:
         specificity: TN / (TN + FP) of class 1 (binary), macro over classes or labels.
         f1: F1 score of class 1 (binary), macro over classes or labels.
         loss: mean loss, if the caller computed one (not bounded by 1).
+        balanced_accuracy: mean recall over the classes present (binary and multi-class;
+            Brodersen et al., 2010); ``None`` for multi-label.
+        class_sensitivity: multi-class: ``(class name, recall)`` per class with images, when
+            the caller named the classes.
     """
 
     auc: float | None
@@ -81,6 +85,8 @@ class ClassificationMetrics:
     specificity: float | None
     f1: float | None
     loss: float | None = None
+    balanced_accuracy: float | None = None
+    class_sensitivity: tuple[tuple[str, float], ...] = ()
 
     def as_dict(self, prefix: str) -> dict[str, float]:
         """The defined metrics keyed ``"{prefix}-{name}"``, ready for a Flower MetricRecord.
@@ -89,13 +95,16 @@ class ClassificationMetrics:
             prefix: the split, e.g. ``"val"`` or ``"test"``.
 
         Returns:
-            ``{"val-auc": 0.91, "val-accuracy": 0.85, ...}`` in :data:`METRIC_NAMES` order;
-            metrics that are ``None`` are left out.
+            ``{"val-auc": 0.91, "val-accuracy": 0.85, ...}`` in :data:`METRIC_NAMES` order,
+            then ``val-balanced-accuracy`` and ``val-sensitivity-<class>``; metrics that are
+            ``None`` are left out.
         """
         values = (self.auc, self.accuracy, self.sensitivity, self.specificity, self.f1, self.loss)
-        return {
-            f"{prefix}-{name}": value for name, value in zip(METRIC_NAMES, values, strict=True) if value is not None
-        }
+        out = {f"{prefix}-{name}": value for name, value in zip(METRIC_NAMES, values, strict=True) if value is not None}
+        if self.balanced_accuracy is not None:
+            out[f"{prefix}-balanced-accuracy"] = self.balanced_accuracy
+        out.update({f"{prefix}-sensitivity-{name}": value for name, value in self.class_sensitivity})
+        return out
 
     def wire(self, prefix: str) -> dict[str, float]:
         """What a hospital sends: :meth:`as_dict` (classification metrics combine as weighted means)."""
@@ -108,6 +117,7 @@ def classification_metrics(
     probabilities: np.ndarray,
     loss: float | None = None,
     threshold: float = 0.5,
+    class_names: tuple[str, ...] = (),
 ) -> ClassificationMetrics:
     """AUC, accuracy, sensitivity, specificity and F1 of predicted probabilities.
 
@@ -123,6 +133,8 @@ def classification_metrics(
         loss: mean loss on the same data, passed through to the result; must be finite.
         threshold: decision threshold in [0, 1] on P(positive) (binary) or on each
             label's probability (multi-label); unused for multi-class (arg-max).
+        class_names: multi-class: the classes' names in index order, to report each
+            class's sensitivity; ``()`` reports none.
 
     Returns:
         The metrics as plain Python floats; a metric undefined on these targets is ``None``.
@@ -142,14 +154,36 @@ def classification_metrics(
     truth, scores, predicted = _decisions(task, targets, scores, cutoff)
     auc = _macro(_roc_auc_per_column(scores, truth), "auc", task)
     confusion = _confusion_per_column(predicted, truth)
+    sensitivity = _macro(_rate("sensitivity", confusion), "sensitivity", task)
+    specificity = _macro(_rate("specificity", confusion), "specificity", task)
     return ClassificationMetrics(
         auc=auc,
         accuracy=_accuracy(task, confusion, n),
-        sensitivity=_macro(_rate("sensitivity", confusion), "sensitivity", task),
-        specificity=_macro(_rate("specificity", confusion), "specificity", task),
+        sensitivity=sensitivity,
+        specificity=specificity,
         f1=_macro(_rate("f1 score", confusion), "f1", task),
         loss=mean_loss,
+        balanced_accuracy=_balanced_accuracy(task, sensitivity, specificity),
+        class_sensitivity=_class_sensitivity(task, confusion, class_names),
     )
+
+
+def _balanced_accuracy(task: Task, sensitivity: float | None, specificity: float | None) -> float | None:
+    """Mean recall over the classes present: (TPR + TNR) / 2 for binary, macro recall for multi-class."""
+    if task is Task.MULTICLASS:
+        return sensitivity  # macro one-vs-rest recall over the classes with images
+    if task is Task.BINARY:
+        defined = [v for v in (sensitivity, specificity) if v is not None]
+        return math.fsum(defined) / len(defined) if defined else None
+    return None
+
+
+def _class_sensitivity(task: Task, confusion: torch.Tensor, names: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    """Multi-class: each named class's recall (classes without images left out)."""
+    if task is not Task.MULTICLASS or len(names) != confusion.shape[0]:
+        return ()
+    rates = _rate("sensitivity", confusion)
+    return tuple((name, rate) for name, rate in zip(names, rates, strict=True) if not math.isnan(rate))
 
 
 def _check_threshold(threshold: float) -> float:

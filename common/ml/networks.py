@@ -96,6 +96,8 @@ class NetworkSpec:
         build: ``(in_channels, num_outputs, spatial_dims) -> nn.Module``.
         segments: a segmentation network (label-map logits) rather than a classifier.
         dims: the spatial dimensions it takes (2, or 2 and 3).
+        per_sample_gradients: Opacus can compute its per-sample gradients (DP-SGD);
+            MONAI's SegResNet adds its residuals in place, which Opacus' hooks refuse.
     """
 
     name: ModelName
@@ -103,6 +105,7 @@ class NetworkSpec:
     build: Callable[[int, int, int], nn.Module]
     segments: bool = False
     dims: frozenset[int] = frozenset({2})
+    per_sample_gradients: bool = True
 
     @property
     def min_image_size(self) -> int:
@@ -141,7 +144,7 @@ NETWORKS: dict[ModelName, NetworkSpec] = {
     ),
     ModelName.UNET: NetworkSpec(ModelName.UNET, "U-Net with residual units (MONAI)", unet, True, _BOTH),
     ModelName.VNET: NetworkSpec(ModelName.VNET, "V-Net (MONAI)", vnet, True, _BOTH),
-    ModelName.SEGRESNET: NetworkSpec(ModelName.SEGRESNET, "SegResNet (MONAI)", segresnet, True, _BOTH),
+    ModelName.SEGRESNET: NetworkSpec(ModelName.SEGRESNET, "SegResNet (MONAI)", segresnet, True, _BOTH, False),
     ModelName.ATTENTION_UNET: NetworkSpec(
         ModelName.ATTENTION_UNET, "Attention U-Net (MONAI)", attention_unet, True, _BOTH
     ),
@@ -164,7 +167,9 @@ def build_network(
             ``ModuleValidator.fix``: BatchNorm becomes GroupNorm (BatchNorm mixes samples
             of a batch, so per-sample gradients and clipped updates would not bound one
             image's or one hospital's influence; its running statistics are not trained
-            weights either). Every run with differential privacy builds its model so.
+            weights either), and in-place activations (SegResNet, V-Net) compute out of
+            place, as Opacus' backward hooks need. Every run with differential privacy
+            builds its model so.
         spatial_dims: 2 for images, 3 for volumes (segmentation networks only).
 
     Returns:
@@ -188,6 +193,9 @@ def build_network(
         from opacus.validators import ModuleValidator
 
         model = ModuleValidator.fix(model)
+        for module in model.modules():  # in-place activations break Opacus' per-sample-gradient hooks
+            if getattr(module, "inplace", False):
+                module.inplace = False  # type: ignore[assignment]
     return model
 
 
@@ -207,6 +215,21 @@ def network_for(cfg: RunConfig, schema: DatasetSchema) -> nn.Module:
         schema.num_outputs,
         private=cfg.privacy.enabled,
         spatial_dims=schema.spatial_dims,
+    )
+
+
+def check_dpsgd_network(name: ModelName) -> None:
+    """Refuse DP-SGD for a network Opacus cannot compute per-sample gradients of.
+
+    Raises:
+        ModelError: naming the network and those that can train with DP-SGD.
+    """
+    if NETWORKS[name].per_sample_gradients:
+        return
+    fits = ", ".join(n.value for n, s in NETWORKS.items() if s.per_sample_gradients and s.segments)
+    raise ModelError(
+        f"model.name {name.value} cannot train with DP-SGD (privacy.dpsgd): Opacus cannot compute its "
+        f"per-sample gradients; segmentation networks that can: {fits}"
     )
 
 

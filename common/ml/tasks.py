@@ -78,4 +78,4 @@ def head_for(schema: DatasetSchema, loss: SegLoss = SegLoss.DICE_CE) -> TaskHead
     """
     if schema.task is Task.SEGMENTATION:
         return SegmentationHead(schema.foreground, loss)
-    return ClassificationHead()
+    return ClassificationHead(schema.classes)

@@ -184,7 +184,9 @@ def test_binary_single_class_targets_give_none_not_nan() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # MONAI's "y values can not be all 0" must not fire
         m = classification_metrics(Task.BINARY, y, p_negative)
-    assert m == ClassificationMetrics(auc=None, accuracy=1.0, sensitivity=None, specificity=1.0, f1=None)
+    assert m == ClassificationMetrics(
+        auc=None, accuracy=1.0, sensitivity=None, specificity=1.0, f1=None, balanced_accuracy=1.0
+    )
 
     p_mixed = np.array([[0.8, 0.2], [0.3, 0.7], [0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
     m = classification_metrics(Task.BINARY, y, p_mixed)
@@ -261,7 +263,8 @@ def test_tiny_random_inputs_never_give_nan(task: Task) -> None:
 
 
 def test_metric_names_follow_field_order() -> None:
-    assert tuple(f.name for f in dataclasses.fields(ClassificationMetrics)) == METRIC_NAMES
+    fields = tuple(f.name for f in dataclasses.fields(ClassificationMetrics))
+    assert fields[: len(METRIC_NAMES)] == METRIC_NAMES
 
 
 def test_as_dict_prefixes_keys_and_omits_none() -> None:
@@ -274,7 +277,7 @@ def test_as_dict_prefixes_keys_and_omits_none() -> None:
         "val-loss": 0.5,
     }
     full = classification_metrics(Task.BINARY, *_single_label_data(0, n=50, k=2), loss=0.3)
-    assert list(full.as_dict("test")) == [f"test-{name}" for name in METRIC_NAMES]
+    assert list(full.as_dict("test")) == [*(f"test-{name}" for name in METRIC_NAMES), "test-balanced-accuracy"]
     assert all(type(v) is float for v in full.as_dict("test").values())
     assert ClassificationMetrics(None, None, None, None, None).as_dict("val") == {}
 
@@ -330,3 +333,15 @@ def test_non_finite_loss_and_unknown_task_raise() -> None:
         classification_metrics(Task.BINARY, _Y2, _P2, loss=math.inf)
     with pytest.raises(ValueError, match="unknown task"):
         classification_metrics("regression", _Y2, _P2)
+
+
+def test_balanced_accuracy_and_per_class_sensitivity() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    p = np.eye(3)[[0, 0, 1, 1, 1, 1, 2, 0]] * 0.8 + 0.2 / 3
+    m = classification_metrics(Task.MULTICLASS, y, p, class_names=("benign", "malignant", "normal"))
+    _assert_close(m.balanced_accuracy, (0.5 + 1.0 + 0.5) / 3)
+    assert dict(m.class_sensitivity) == {"benign": 0.5, "malignant": 1.0, "normal": 0.5}
+    keys = m.as_dict("test")
+    assert keys["test-sensitivity-malignant"] == 1.0 and "test-balanced-accuracy" in keys
+    binary = classification_metrics(Task.BINARY, np.array([0, 0, 1, 1]), np.eye(2)[[0, 1, 1, 1]])
+    _assert_close(binary.balanced_accuracy, (1.0 + 0.5) / 2)
