@@ -124,7 +124,7 @@ def resolve_schema(cfg: RunConfig, dataset: OpenedDataset | None) -> DatasetSche
     if dataset is not None:
         found = dataset.schema
     elif (entry := lookup(cfg.data.dataset)) is not None:
-        found = DatasetSchema(entry.task, entry.classes, entry.channels)
+        found = DatasetSchema(entry.task, entry.classes, entry.channels, 2, entry.modality)
     if found is None and declared is None:
         raise ConfigError(
             f"dataset {cfg.data.dataset!r} is neither on this machine nor a MedMNIST dataset: declare "

@@ -31,7 +31,8 @@ from fedward.common.flower.bundle import write_bundle
 from fedward.common.ml.runtime import resolve_device
 from fedward.common.rundir.layout import APP_DIR, FLOWER_LOG, LOGS_DIR, PLAN_FILE
 from fedward.common.rundir.reader import read_status
-from fedward.common.runsetup import OpenedDataset, ResolvedRun, Setting, create_run_dir, resolve_run, resume_run
+from fedward.common.data.opening import OpenedDataset
+from fedward.common.runsetup import ResolvedRun, Setting, create_run_dir, resolve_run, resume_run
 from fedward.simulation.local_link import LocalSimulationLink
 from fedward.simulation.partition import make_plan
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from fedward.common.choices import Task
+from fedward.common.choices import Modality, Task
 
 _TASKS = {"binary": Task.BINARY, "multiclass": Task.MULTICLASS, "multilabel": Task.MULTILABEL}
 
@@ -31,6 +31,8 @@ class CatalogEntry:
         samples: official split sizes, ``{"train": n, "val": n, "test": n}``.
         license: data license.
         md5: MD5 of the official file per image size in pixels.
+        modality: the source images' DICOM modality (chest X-rays DX, breast ultrasound US,
+            abdominal CT organs CT; OT for photographs, microscopy and OCT).
     """
 
     name: str
@@ -40,6 +42,7 @@ class CatalogEntry:
     samples: dict[str, int]
     license: str
     md5: dict[int, str]
+    modality: Modality = Modality.OT
 
     def file_name(self, image_size: int) -> str:
         """The official file name at ``image_size`` pixels."""
@@ -74,6 +77,7 @@ def catalog() -> dict[str, CatalogEntry]:
             samples=dict(info["samples"]),
             license=info["license"],
             md5={int(size): md5 for size, md5 in info["md5"].items()},
+            modality=Modality(info.get("modality", "OT")),
         )
     return entries
 

@@ -156,7 +156,7 @@ def infer_schema(dataset: str, splits: dict[str, ArraySplit]) -> DatasetSchema:
                     f"{dataset}: {split}_labels holds class {arrays.labels.max()}, "
                     f"only {len(entry.classes)} classes exist"
                 )
-        return DatasetSchema(entry.task, entry.classes, channels)
+        return DatasetSchema(entry.task, entry.classes, channels, 2, entry.modality)
     if width > 1:
         return DatasetSchema(Task.MULTILABEL, tuple(f"label-{i}" for i in range(width)), channels)
     top = max(int(a.labels.max()) for a in splits.values() if a.labels.size)

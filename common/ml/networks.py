@@ -195,7 +195,7 @@ def build_network(
         model = ModuleValidator.fix(model)
         for module in model.modules():  # in-place activations break Opacus' per-sample-gradient hooks
             if getattr(module, "inplace", False):
-                module.inplace = False  # type: ignore[assignment]
+                module.inplace = False
     return model
 
 
