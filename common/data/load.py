@@ -25,7 +25,8 @@ from fedward.common.data.dicom import UnusableFileError
 from fedward.common.data.files import decode_file, to_model_input
 from fedward.common.data.folder import FolderScan, Problem, Sample, is_image_folder, label_index, multi_hot, scan_folder
 from fedward.common.data.hospital import HospitalData, holdout_split, hospital_from_folder
-from fedward.common.data.images import ImageDataset
+from fedward.common.data.images import ImageDataset, make_dataset
+from fedward.common.data.sources import folder_layout, read_folder_dataset
 from fedward.common.errors import DataError
 from fedward.common.ml.runtime import derive_seed
 from fedward.common.schema import DatasetSchema
@@ -210,8 +211,10 @@ def load_site_folder(
 ) -> HospitalData:
     """A hospital folder of any supported layout, loaded as a run's settings say.
 
-    An image folder (``labels.csv`` or class sub-folders) is decoded through the cache, else
-    the folder's MedMNIST ``.npz`` is read; image size, frames, validation share and seed come
+    A folder data set (image + mask folders, Decathlon NIfTI, DICOM series with SEG;
+    :mod:`fedward.common.data.sources`) is read through the prepared cache; an image folder
+    (``labels.csv`` or class sub-folders) is decoded through the decode cache; else the
+    folder's MedMNIST ``.npz`` is read; image size, frames, validation share and seed come
     from ``cfg``. The one loader of a hospital's folder, shared by hospitals (deployment and
     simulation) and the centralized baseline, so both see the same images.
 
@@ -223,6 +226,8 @@ def load_site_folder(
     if not folder.is_dir():
         raise DataError(f"data directory {folder} does not exist")
     seed = derive_seed(cfg.run.seed, "holdout")
+    if folder_layout(folder) is not None:
+        return hospital_from_dataset_folder(folder, cfg, schema, name=name, cache_root=cache_root)
     if not is_image_folder(folder):
         return hospital_from_folder(folder, data.dataset, schema, data.image_size, data.val_fraction, seed, name)
     return load_image_folder(
@@ -243,3 +248,41 @@ def cache_root_for(cfg: RunConfig, override: str | Path | None = None) -> Path |
     if not cfg.data.cache:
         return None
     return Path(str(override or cfg.data.cache_dir or default_cache_root())).expanduser()
+
+
+def hospital_from_dataset_folder(
+    folder: Path, cfg: RunConfig, schema: DatasetSchema, *, name: str, cache_root: Path | None
+) -> HospitalData:
+    """A hospital's data from a folder data set (segmentation folders, BUSI-style image + mask folders).
+
+    Its ``train`` split trains; its ``val`` split validates, else a seeded stratified share
+    (``data.val-fraction``) of the training cases is held out. Cases that cannot be used
+    are counted by reason in the inventory, never named to the coordinator.
+
+    Raises:
+        DataError: if the folder cannot be read or its task or labels differ from the federation's.
+    """
+    read = read_folder_dataset(folder, cfg.data, cache_root=cache_root)
+    found = read.schema
+    if (found.task, found.num_outputs, found.spatial_dims) != (schema.task, schema.num_outputs, schema.spatial_dims):
+        raise DataError(
+            f"{folder.name} holds a {found.spatial_dims}D {found.task.value} data set with {found.num_outputs} "
+            f"labels; the federation trains a {schema.spatial_dims}D {schema.task.value} task with "
+            f"{schema.num_outputs} ({', '.join(schema.classes)})"
+        )
+    if "train" not in read.splits:
+        raise DataError(f"{folder.name}: no usable training case ({len(read.problems)} skipped)")
+    train, val = read.splits["train"], read.splits.get("val")
+    if val is None or len(val) == 0:
+        keep, held = holdout_split(train.labels, cfg.data.val_fraction, derive_seed(cfg.run.seed, "holdout"))
+        train, val = train.subset(keep), train.subset(held)
+    skipped = Counter(p.reason.value for p in read.problems)
+    size = cfg.data.image_size
+    return HospitalData(
+        name=name,
+        schema=schema,
+        train=make_dataset(train, schema, size),
+        val=make_dataset(val, schema, size),
+        inventory={FILES_USED: len(train) + len(val), FILES_SKIPPED: len(read.problems)}
+        | {f"{SKIPPED_PREFIX}{reason}": count for reason, count in sorted(skipped.items())},
+    )
