@@ -65,9 +65,14 @@ def input_mismatches(schema: DatasetSchema, kind: InputKind) -> list[str]:
         Reasons such as ``"modality US, but the model was trained on DX images"``.
     """
     reasons: list[str] = []
-    if schema.modality is not None and schema.modality is not Modality.OT and kind.modality:
-        if not same_modality(schema.modality, kind.modality):
-            reasons.append(f"modality {kind.modality}, but the model was trained on {schema.modality.value} images")
+    trained = schema.modality
+    if (
+        trained is not None
+        and trained is not Modality.OT
+        and kind.modality
+        and not same_modality(trained, kind.modality)
+    ):
+        reasons.append(f"modality {kind.modality}, but the model was trained on {trained.value} images")
     if kind.channels != schema.channels:
         reasons.append(
             f"{_channels(kind.channels)} image, but the model was trained on {_channels(schema.channels)} ones"
