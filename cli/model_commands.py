@@ -9,13 +9,18 @@ commands so that ``fedward --help`` stays fast.
 A model directory (``DIR``) is a folder written by ``fedward model pull`` or a run
 directory; ``--round N`` picks ``models/round-NNN.safetensors`` of a run directory
 instead of its best model.
+
+``predict`` and ``evaluate`` look at the model's task once, where they start: segmentation
+models go to :mod:`fedward.client.evaluator.seg_predict` and
+:mod:`fedward.client.evaluator.seg_evaluate`, classifiers to
+:mod:`fedward.client.evaluator.predict` and :mod:`fedward.client.evaluator.evaluate`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,6 +29,9 @@ from rich.table import Column, Table
 
 if TYPE_CHECKING:
     from fedward.client.evaluator.evaluate import Evaluation
+    from fedward.client.evaluator.loaded_model import LoadedModel
+    from fedward.client.evaluator.seg_evaluate import SegEvaluation
+    from fedward.client.evaluator.seg_predict import SegPredictionReport
 
 __all__ = ["model_app", "predict"]
 
@@ -59,8 +67,10 @@ def model_export(
 ) -> None:
     """Export a global model for deployment: ONNX, TorchScript or a MONAI bundle.
 
-    The export takes scaled images, float32 (B, C, S, S) in [0, 1] (pixels / 255 at the
-    training size), and outputs class probabilities (B, K).
+    Classifiers take scaled images, float32 (B, C, S, S) in [0, 1] (pixels / 255 at the
+    training size), and output class probabilities (B, K). Segmentation models take
+    normalised images or volume windows on the training grid and output label
+    probabilities (B, K, *S); ONNX is for 2D models, the MONAI bundle writes label maps.
     """
     from fedward.client.evaluator.export_formats import ExportFormat
     from fedward.client.evaluator.loaded_model import load_model
@@ -84,7 +94,7 @@ def model_export(
     console.print(escape(loaded.model_dir.describe()), highlight=False)
     console.print(f"{result.format.value} ({result.exporter}): [bold]{escape(str(result.path))}[/]", highlight=False)
     if result.max_abs_diff is not None:
-        console.print(f"checked against PyTorch: max |difference| {result.max_abs_diff:.2g} on random images")
+        console.print(f"checked against PyTorch: max |difference| {result.max_abs_diff:.2g} on random input")
     elif result.format is ExportFormat.ONNX:
         console.print("not checked against PyTorch (install onnxruntime to check)")
     if result.format is ExportFormat.MONAI_BUNDLE:
@@ -100,31 +110,50 @@ def model_evaluate(
     model_dir: ModelDirArg,
     data: Annotated[
         Path,
-        typer.Option("--data", help="MedMNIST-layout .npz, or a hospital folder (labels.csv or class sub-folders)."),
+        typer.Option(
+            "--data",
+            help="MedMNIST-layout .npz, or a hospital folder (labels.csv or class sub-folders); segmentation: "
+            "an image + mask folder (BUSI layout) or a Decathlon folder.",
+        ),
     ],
     split: Annotated[
         str, typer.Option("--split", help="val or test (folders: rows of that split, if assigned).")
     ] = "test",
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder for results.json and roc.png (default DIR/evaluations/<data>-<split>)."),
+        typer.Option(
+            "--out",
+            help="Folder for results.json and roc.png or overlays (default DIR/evaluations/<data>-<split>).",
+        ),
     ] = None,
     round_: RoundOpt = None,
     resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
     threshold: Annotated[float, typer.Option("--threshold", help="Decision threshold (binary, multi-label).")] = 0.5,
+    overlays: Annotated[
+        int, typer.Option("--overlays", min=0, help="Segmentation: overlay PNGs of this many cases.")
+    ] = 4,
     device: DeviceOpt = "cpu",
     as_json: AsJson = False,
 ) -> None:
-    """AUC, accuracy, sensitivity, specificity and F1 with 95% bootstrap intervals, and a ROC curve PNG."""
+    """Classifiers: AUC, accuracy, sensitivity, specificity and F1 with 95% bootstrap intervals, and a ROC curve PNG.
+
+    Segmentation models: Dice and HD95 per label and their means with 95% bootstrap
+    intervals over cases, and overlay PNGs of a few cases (image content: they are
+    written only into the output folder on this machine).
+    """
     from fedward.client.evaluator.evaluate import default_out_dir, evaluate_model
     from fedward.client.evaluator.loaded_model import load_model
+    from fedward.common.choices import Task
     from fedward.common.errors import ConfigError
 
     if split not in ("val", "test"):
         raise ConfigError(f"--split must be val or test; got {split!r}")
     loaded = load_model(model_dir, round_, device)
     target = out if out is not None else default_out_dir(loaded.model_dir, data, split)
+    if loaded.model_dir.task is Task.SEGMENTATION:
+        _evaluate_segmentation(loaded, data, split, target, (resamples, seed, overlays), as_json)
+        return
     result = evaluate_model(
         loaded, data, split=split, out_dir=target, resamples=resamples, seed=seed, threshold=threshold
     )
@@ -163,22 +192,90 @@ def _print_evaluation(result: Evaluation) -> None:
     console.print(f"results: {escape(str(result.results_json))}", highlight=False)
 
 
+def _evaluate_segmentation(
+    loaded: LoadedModel, data: Path, split: str, out: Path, settings: tuple[int, int, int], as_json: bool
+) -> None:
+    """Score a segmentation model and print the result; ``settings`` is (resamples, seed, overlays)."""
+    from fedward.client.evaluator.seg_evaluate import evaluate_segmentation
+
+    resamples, seed, overlays = settings
+    result = evaluate_segmentation(
+        loaded, data, split=split, out_dir=out, resamples=resamples, seed=seed, overlays=overlays
+    )
+    if as_json:
+        console.print_json(json.dumps(result.to_json()))
+    else:
+        _print_seg_evaluation(result)
+
+
+def _print_seg_evaluation(result: SegEvaluation) -> None:
+    """Dice and HD95 per label with their intervals, and the files written."""
+    table = Table(
+        "label",
+        "Dice",
+        "95% CI",
+        f"HD95 ({result.hd95_unit})",
+        "95% CI",
+        "cases",
+        title=f"{len(result.data.masks)} cases of {escape(result.data.source)}",
+    )
+    for name, dice in result.dice.items():
+        hd95 = result.hd95[name]
+        table.add_row(
+            escape(name),
+            _fmt(dice.value),
+            _interval(dice.ci95),
+            _fmt(hd95.value, 2),
+            _interval(hd95.ci95, 2),
+            str(dice.cases),
+        )
+    console.print(escape(result.model.describe()), highlight=False)
+    console.print(table)
+    console.print(f"bootstrap: {result.resamples} percentile resamples of cases (seed {result.seed})", highlight=False)
+    if result.data.problems:
+        console.print(f"[yellow]{len(result.data.problems)} cases or files skipped[/] (see results.json)")
+    for png in result.overlays:
+        console.print(f"overlay: {escape(str(png))}", highlight=False)
+    console.print(f"results: {escape(str(result.results_json))}", highlight=False)
+
+
+def _interval(interval: tuple[float, float] | None, digits: int = 4) -> str:
+    return "-" if interval is None else f"{interval[0]:.{digits}f} - {interval[1]:.{digits}f}"
+
+
 def predict(
     model_dir: ModelDirArg,
-    files: Annotated[list[Path], typer.Argument(help="DICOM, PNG/JPEG or .npz files (folders: every file inside).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="DICOM, PNG/JPEG or .npz files (folders: every file inside); segmentation of volumes: NIfTI "
+            "files or DICOM series folders."
+        ),
+    ],
     round_: RoundOpt = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Decision threshold (binary, multi-label).")] = 0.5,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Segmentation: folder for the label maps (default DIR/predictions)."),
+    ] = None,
     device: DeviceOpt = "cpu",
     as_json: AsJson = False,
 ) -> None:
-    """Print each image's class probabilities; files that cannot be read get a reason.
+    """Print each image's class probabilities, or write each input's label map; unreadable inputs get a reason.
+
+    Segmentation models write a PNG mask per 2D image, a NIfTI label map per NIfTI volume
+    (its shape and affine) and a DICOM SEG per DICOM series, and print each output and the
+    volume of every label (mm³, or pixels for 2D images).
 
     Exit code 0 when every file was predicted, 1 when some could not be, 2 on bad arguments.
     """
     from fedward.client.evaluator.loaded_model import load_model
     from fedward.client.evaluator.predict import predict_files
+    from fedward.common.choices import Task
 
     loaded = load_model(model_dir, round_, device)
+    if loaded.model_dir.task is Task.SEGMENTATION:
+        _predict_segmentation(loaded, files, out, as_json)
     report = predict_files(loaded, files, threshold)
     if as_json:
         console.print_json(json.dumps(report.to_json()))
@@ -203,3 +300,36 @@ def predict(
                 failed.add_row(escape(row.file), row.reason or "", escape(row.message or ""))
             err_console.print(failed)
     raise typer.Exit(1 if report.failed else 0)
+
+
+def _predict_segmentation(loaded: LoadedModel, files: list[Path], out: Path | None, as_json: bool) -> NoReturn:
+    """Write the label maps and print them (output and label volumes per case); always raises :class:`typer.Exit`."""
+    from fedward.client.evaluator.seg_predict import predict_segmentations
+
+    target = out if out is not None else loaded.model_dir.path / "predictions"
+    report = predict_segmentations(loaded, files, target)
+    if as_json:
+        console.print_json(json.dumps(report.to_json()))
+    else:
+        _print_seg_predictions(report)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+def _print_seg_predictions(report: SegPredictionReport) -> None:
+    console.print(escape(report.model), highlight=False)
+    for note in report.notes:
+        console.print(escape(note), highlight=False)
+    names = report.classes[1:]
+    table = Table(Column("output", overflow="fold"), *(escape(n) for n in names), "unit")
+    for case in report.cases:
+        if case.output is not None:
+            table.add_row(escape(str(case.output)), *(f"{case.volumes[n]:.1f}" for n in names), case.unit)
+    if table.rows:
+        console.print(table)
+    if report.failed:
+        failed = Table(
+            Column("input", overflow="fold"), "reason", "detail", title=f"{len(report.failed)} inputs not segmented"
+        )
+        for case in report.failed:
+            failed.add_row(escape(case.input), case.reason or "", escape(case.message or ""))
+        err_console.print(failed)

@@ -5,4 +5,10 @@
 ``model_dir`` opens and verifies a pulled folder or run directory, ``loaded_model`` loads
 its network; ``evaluate`` (with ``labelled_data`` and ``roc``), ``predict`` and the
 exports (``export_formats``, ``model_export``, ``monai_bundle``) use it.
+
+Segmentation models have their own modules, chosen once where a command starts:
+``seg_input`` (preprocessing and the way back to the input's voxels), ``segmenter``
+(probabilities, sliding windows for volumes), ``seg_predict`` (PNG, NIfTI, DICOM SEG),
+``seg_evaluate`` (with ``labelled_masks`` and ``overlay``) and ``seg_bundle`` (with
+``seg_transforms``) for the MONAI bundle.
 """

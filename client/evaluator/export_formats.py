@@ -2,9 +2,15 @@
 
 :mod:`fedward.client.evaluator.model_export` (ONNX, TorchScript) and
 :mod:`fedward.client.evaluator.monai_bundle` both build on this module and neither on the
-other's internals: an export's input is named :data:`INPUT_NAME` (scaled images, float32
-(B, C, S, S) in [0, 1]), its output :data:`OUTPUT_NAME` (probabilities, float32 (B, K)),
-and :func:`model_properties` is the metadata every format stores with the graph.
+other's internals: an export's input is named :data:`INPUT_NAME`, its output
+:data:`OUTPUT_NAME`, :func:`export_signature` says their shapes for the model's task (the
+one place exports look at the task), and :func:`model_properties` is the metadata every
+format stores with the graph.
+
+* classification: scaled images float32 (B, C, S, S) in [0, 1] in, probabilities
+  float32 (B, K) out (softmax, or sigmoid per label);
+* segmentation: normalised images float32 (B, C, S, S) or volumes (B, C, D, H, W) on the
+  model's grid in, softmax probabilities over the K labels float32 (B, K, *S) out.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from fedward.client.evaluator.model_dir import ModelDir
+from fedward.client.evaluator.seg_input import model_grid
 from fedward.common.choices import Task
 from fedward.common.version import fedward_version
 
@@ -58,6 +65,55 @@ class ExportResult:
     max_abs_diff: float | None
 
 
+FALLBACK_WINDOW = (64, 64, 64)
+"""3D segmentation runs that let the data set choose their grid: the window exports are traced and checked at."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSignature:
+    """What an export of a model takes and gives.
+
+    Attributes:
+        input_shape: one example's input (C, *S): (C, S, S) or (C, D, H, W).
+        input_doc: the input, in words (metadata).
+        output_doc: the output, in words (metadata).
+        check_batch: examples of random input an export is checked against PyTorch on.
+        onnx: whether ONNX export is offered (2D only).
+    """
+
+    input_shape: tuple[int, ...]
+    input_doc: str
+    output_doc: str
+    check_batch: int = 8
+    onnx: bool = True
+
+
+def export_signature(model_dir: ModelDir) -> ExportSignature:
+    """The input and output of the model's exports, by task (see the module docstring)."""
+    schema = model_dir.schema
+    k = len(schema.classes)
+    if schema.task is not Task.SEGMENTATION:
+        side = model_dir.cfg.data.image_size
+        activation = "sigmoid per label" if schema.task is Task.MULTILABEL else "softmax over classes"
+        return ExportSignature(
+            (schema.channels, side, side),
+            f"{INPUT_NAME}: float32 (B, {schema.channels}, {side}, {side}), pixels / 255",
+            f"{OUTPUT_NAME}: float32 (B, {k}), {activation}",
+        )
+    grid = model_grid(model_dir) or FALLBACK_WINDOW
+    sides = ", ".join(map(str, grid))
+    volume = schema.spatial_dims == 3
+    where = "sliding windows of this grid" if volume else "the image resized to this grid"
+    return ExportSignature(
+        (schema.channels, *grid),
+        f"{INPUT_NAME}: float32 (B, {schema.channels}, {sides}), {where}, intensities normalised as in training "
+        f"(data.intensity = {model_dir.cfg.data.intensity.value})",
+        f"{OUTPUT_NAME}: float32 (B, {k}, {sides}), softmax over the labels {', '.join(schema.classes)}",
+        check_batch=2 if volume else 4,
+        onnx=not volume,
+    )
+
+
 def default_output(model_dir: ModelDir, fmt: ExportFormat) -> Path:
     """``<model dir>/export/model.onnx``, ``.../model.ts`` or ``.../bundle``."""
     return model_dir.path / "export" / DEFAULT_NAMES[fmt]
@@ -65,7 +121,7 @@ def default_output(model_dir: ModelDir, fmt: ExportFormat) -> Path:
 
 def model_properties(model_dir: ModelDir) -> dict[str, str]:
     """String metadata stored with exports: what the model expects and outputs."""
-    prep = model_dir.preprocessing
+    signature = export_signature(model_dir)
     return {
         "fedward_version": fedward_version(),
         "run": model_dir.run_name,
@@ -75,7 +131,6 @@ def model_properties(model_dir: ModelDir) -> dict[str, str]:
         "dataset": model_dir.cfg.data.dataset,
         "task": model_dir.task.value,
         "classes": json.dumps(list(model_dir.classes)),
-        "input": f"{INPUT_NAME}: float32 (B, {prep.channels}, {prep.image_size}, {prep.image_size}), pixels / 255",
-        "output": f"{OUTPUT_NAME}: float32 (B, {len(model_dir.classes)}), "
-        + ("sigmoid per label" if model_dir.task is Task.MULTILABEL else "softmax over classes"),
+        "input": signature.input_doc,
+        "output": signature.output_doc,
     }

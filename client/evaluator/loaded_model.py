@@ -54,15 +54,17 @@ def trained_network(model_dir: ModelDir) -> nn.Module:
 class ProbabilityModel(nn.Module):
     """A network with its output activation: scaled images in, probabilities out.
 
-    Softmax over classes for binary and multi-class tasks, sigmoid per label for
-    multi-label tasks. This is what the exports contain.
+    Softmax over classes for binary and multi-class tasks (over the labels of each pixel or
+    voxel for segmentation), sigmoid per label for multi-label tasks. This is what the
+    exports contain.
 
     Args:
         network: the trained network (logits).
         task: the task, which picks the activation.
 
     Shapes:
-        input float32 (B, C, S, S) in [0, 1]; output float32 (B, K) probabilities.
+        classification: input float32 (B, C, S, S) in [0, 1], output float32 (B, K);
+        segmentation: input float32 (B, C, *S) normalised, output float32 (B, K, *S).
     """
 
     def __init__(self, network: nn.Module, task: Task) -> None:
@@ -71,7 +73,7 @@ class ProbabilityModel(nn.Module):
         self.multilabel = task is Task.MULTILABEL
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Probabilities (B, K) of scaled images (B, C, S, S)."""
+        """Probabilities (B, K) or (B, K, *S) of model input (B, C, *S); softmax over dimension 1."""
         logits = self.network(images)
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 

@@ -121,7 +121,7 @@ class ModelDir:
 
     @property
     def task(self) -> Task:
-        """The classification task."""
+        """The task: binary, multi-class, multi-label or segmentation."""
         return self.schema.task
 
     @property
@@ -153,12 +153,16 @@ class ModelDir:
         return self.path.name
 
     def describe(self) -> str:
-        """One line: run, round, network, data, integrity."""
+        """One line: run, round, network, data, grid (pixels, or the volume grid in voxels), integrity."""
         where = f"round {self.round}" if self.round is not None else "unknown round"
         check = f"sha256 verified against {', '.join(self.verified_against)}" if self.verified_against else "unverified"
+        data = self.cfg.data
+        volumes = self.schema.spatial_dims == 3
+        sides = "x".join(map(str, data.volume_size))
+        grid = (f"{sides} voxel grid" if sides else "the data set's grid") if volumes else f"{data.image_size} px"
         return (
-            f"{self.run_name} {where}: {self.model_name.value} on {self.cfg.data.dataset} "
-            f"({self.task.value}: {', '.join(self.classes)}), {self.cfg.data.image_size} px, {check}"
+            f"{self.run_name} {where}: {self.model_name.value} on {data.dataset} "
+            f"({self.task.value}: {', '.join(self.classes)}), {grid}, {check}"
         )
 
 

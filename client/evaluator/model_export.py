@@ -1,25 +1,34 @@
 """Export a model directory's network as ONNX, TorchScript or a MONAI bundle.
 
 Every export computes probabilities, not logits: the graph ends with the softmax
-(binary, multi-class) or sigmoid (multi-label) that :class:`~fedward.client.evaluator.loaded_model.ProbabilityModel`
-adds. Its input is the *scaled* image batch, float32 (B, C, S, S) in [0, 1]: pixels at the
-model's size and channels divided by 255 (see :class:`~fedward.client.evaluator.model_dir.Preprocessing`);
-the batch axis is dynamic.
+(binary, multi-class, segmentation) or sigmoid (multi-label) that
+:class:`~fedward.client.evaluator.loaded_model.ProbabilityModel` adds. What it takes and
+gives is the model's :func:`~fedward.client.evaluator.export_formats.export_signature`:
 
-* ``onnx``: ``torch.onnx.export`` with the ``torch.export``-based exporter (PyTorch's
-  default since 2.9; the TorchScript-based one is the fallback), opset
-  :data:`ONNX_OPSET`, one self-contained file, input ``images``, output ``probabilities``
-  (B, K) float32; classes, task and preprocessing are in the model's metadata properties.
-  When onnxruntime is installed the file is checked against PyTorch on random images.
+* classification: the *scaled* image batch, float32 (B, C, S, S) in [0, 1] (pixels at the
+  model's size and channels divided by 255, see
+  :class:`~fedward.client.evaluator.model_dir.Preprocessing`), to probabilities (B, K);
+* segmentation: normalised images (B, C, S, S) or volume windows (B, C, D, H, W) on the
+  model's grid (:mod:`fedward.client.evaluator.seg_input`) to softmax probabilities
+  (B, K, *S); volumes larger than the grid are predicted window by window (the MONAI
+  bundle does so with :class:`~monai.inferers.SlidingWindowInferer`).
+
+The batch axis is dynamic. Formats:
+
+* ``onnx`` (classification and 2D segmentation): ``torch.onnx.export`` with the
+  ``torch.export``-based exporter (PyTorch's default since 2.9; the TorchScript-based one
+  is the fallback), opset :data:`ONNX_OPSET`, one self-contained file, input ``images``,
+  output ``probabilities``; classes, task and preprocessing are in the model's metadata
+  properties. When onnxruntime is installed the file is checked against PyTorch on random
+  input.
 * ``torchscript``: ``torch.jit.trace`` to ``model.ts`` (the same metadata as the extra file
-  ``fedward.json``); PyTorch marks TorchScript deprecated but LibTorch and
-  ``torch.jit.load`` still load it.
+  ``fedward.json``), checked against PyTorch on random input; PyTorch marks TorchScript
+  deprecated but LibTorch and ``torch.jit.load`` still load it.
 * ``monai-bundle``: a MONAI bundle folder (``configs/metadata.json``,
   ``configs/inference.json``, ``models/model.pt``, ``docs/``) whose inference config runs
   with ``python -m monai.bundle run --config_file configs/inference.json --input_dir DIR``
-  from the bundle folder and writes ``predictions.csv`` (file, one probability per
-  class) to ``output_dir``. It decodes images with fedward's own readers, so fedward must
-  be installed where it runs (:mod:`fedward.client.evaluator.monai_bundle`).
+  from the bundle folder (:mod:`fedward.client.evaluator.monai_bundle`; segmentation:
+  :mod:`fedward.client.evaluator.seg_bundle`). fedward must be installed where it runs.
 """
 
 from __future__ import annotations
@@ -42,11 +51,14 @@ from fedward.client.evaluator.export_formats import (
     ExportFormat,
     ExportResult,
     default_output,
+    export_signature,
     model_properties,
 )
 from fedward.client.evaluator.loaded_model import LoadedModel
 from fedward.client.evaluator.model_dir import ModelDir
 from fedward.client.evaluator.monai_bundle import export_monai_bundle
+from fedward.client.evaluator.seg_bundle import export_seg_bundle
+from fedward.common.choices import Task
 from fedward.common.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -55,7 +67,6 @@ ONNX_OPSET = 18
 """ONNX opset of exported graphs (supported by onnxruntime >= 1.14)."""
 CHECK_TOLERANCE = 1e-4
 """Largest absolute difference from PyTorch's probabilities an export may show."""
-CHECK_IMAGES = 8
 
 
 def export_model(loaded: LoadedModel, fmt: ExportFormat, out: Path | None = None) -> ExportResult:
@@ -67,16 +78,23 @@ def export_model(loaded: LoadedModel, fmt: ExportFormat, out: Path | None = None
     """
     target = Path(out) if out is not None else default_output(loaded.model_dir, fmt)
     loaded.head.cpu().eval()
+    if fmt is ExportFormat.ONNX and not export_signature(loaded.model_dir).onnx:
+        raise ModelError(
+            f"ONNX export is offered for classification and 2D segmentation models; {loaded.model_dir.run_name} "
+            "segments volumes: export torchscript or monai-bundle"
+        )
     if fmt is ExportFormat.ONNX:
         return export_onnx(loaded, target)
     if fmt is ExportFormat.TORCHSCRIPT:
         return export_torchscript(loaded, target)
+    if loaded.model_dir.task is Task.SEGMENTATION:
+        return export_seg_bundle(loaded, target)
     return export_monai_bundle(loaded, target)
 
 
 # ---------------------------------------------------------------------------------- ONNX
 def export_onnx(loaded: LoadedModel, out: Path, opset: int = ONNX_OPSET) -> ExportResult:
-    """Write ``out`` (``.onnx``): probabilities (B, K) of scaled images (B, C, S, S).
+    """Write ``out`` (``.onnx``): probabilities of the model's input (see :func:`export_signature`).
 
     Raises:
         ModelError: if neither exporter can convert the network, or onnxruntime's
@@ -157,14 +175,14 @@ def _check_onnx(loaded: LoadedModel, path: Path) -> float | None:
         log.info("onnxruntime is not installed: %s was not checked against PyTorch", path.name)
         return None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    images = _random_images(loaded.model_dir, CHECK_IMAGES, seed=1)
+    images = _random_images(loaded.model_dir, export_signature(loaded.model_dir).check_batch, seed=1)
     got = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
     return _compare(loaded, images, np.asarray(got), path)
 
 
 # --------------------------------------------------------------------------- TorchScript
 def export_torchscript(loaded: LoadedModel, out: Path) -> ExportResult:
-    """Write ``out`` (``.ts``): a traced module, probabilities (B, K) of scaled images.
+    """Write ``out`` (``.ts``): a traced module, probabilities of the model's input (see :func:`export_signature`).
 
     Raises:
         ModelError: if tracing fails or the traced module's probabilities differ from the
@@ -185,7 +203,7 @@ def export_torchscript(loaded: LoadedModel, out: Path) -> ExportResult:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(traced, str(out), _extra_files=extra)
         reloaded = torch.jit.load(str(out), map_location="cpu")  # type: ignore[no-untyped-call]
-    images = _random_images(loaded.model_dir, CHECK_IMAGES, seed=1)
+    images = _random_images(loaded.model_dir, export_signature(loaded.model_dir).check_batch, seed=1)
     with torch.no_grad():
         got = reloaded(images).numpy()
     diff = _compare(loaded, images, got, out)
@@ -194,10 +212,9 @@ def export_torchscript(loaded: LoadedModel, out: Path) -> ExportResult:
 
 # ------------------------------------------------------------------------------ helpers
 def _random_images(model_dir: ModelDir, n: int, seed: int) -> torch.Tensor:
-    """Scaled random model input, float32 (n, C, S, S) in [0, 1]."""
-    prep = model_dir.preprocessing
+    """Random model input in [0, 1], float32 (n, *input_shape) of :func:`export_signature`."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand((n, prep.channels, prep.image_size, prep.image_size), generator=generator)
+    return torch.rand((n, *export_signature(model_dir).input_shape), generator=generator)
 
 
 def _compare(loaded: LoadedModel, images: torch.Tensor, got: np.ndarray, path: Path) -> float:

@@ -1,6 +1,10 @@
 """Export a model directory as a MONAI bundle that ``monai.bundle`` runs.
 
-The bundle folder holds ``configs/metadata.json`` (the MONAI bundle metadata schema's
+This module writes classification bundles and the parts every bundle shares
+(:func:`write_bundle`, :func:`base_metadata`, :func:`checkpoint_loader`,
+:func:`evaluator_config`); segmentation bundles are :mod:`fedward.client.evaluator.seg_bundle`.
+
+A classification bundle folder holds ``configs/metadata.json`` (the MONAI bundle metadata schema's
 fields), ``configs/inference.json`` (a SupervisedEvaluator that decodes every
 PNG/JPEG/DICOM file of ``input_dir`` as training does, runs the network and writes
 ``output_dir/predictions.csv``), ``models/model.pt`` (the network's state dict) and
@@ -37,7 +41,7 @@ MONAI_METADATA_SCHEMA = (
 
 
 def export_monai_bundle(loaded: LoadedModel, out: Path) -> ExportResult:
-    """Write a MONAI bundle folder at ``out``.
+    """Write a MONAI bundle folder of a classification model at ``out``.
 
     Layout: ``configs/metadata.json`` (MONAI bundle metadata), ``configs/inference.json``
     (a SupervisedEvaluator that decodes every PNG/JPEG/DICOM file of ``input_dir`` as
@@ -49,36 +53,50 @@ def export_monai_bundle(loaded: LoadedModel, out: Path) -> ExportResult:
         ModelError: if ``out`` exists and is not an earlier bundle.
     """
     model_dir = loaded.model_dir
+    files = write_bundle(
+        loaded, out, bundle_metadata(model_dir), inference_config(model_dir), _bundle_readme(model_dir)
+    )
+    return ExportResult(ExportFormat.MONAI_BUNDLE, out, tuple(files), "MONAI bundle (state dict + configs)", None)
+
+
+def write_bundle(
+    loaded: LoadedModel, out: Path, metadata: dict[str, Any], inference: dict[str, Any], readme: str
+) -> list[Path]:
+    """Write a bundle folder: the two configs, ``models/model.pt``, ``docs/README.md`` and the model card.
+
+    Returns:
+        The files written.
+
+    Raises:
+        ModelError: if ``out`` exists and is not an earlier bundle.
+    """
+    model_dir = loaded.model_dir
     earlier = (out / "configs" / "inference.json").is_file()
     if out.exists() and not earlier and (not out.is_dir() or any(out.iterdir())):
         raise ModelError(f"{out} exists and is not a MONAI bundle fedward wrote; choose another --out")
     for folder in ("configs", "models", "docs"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     files = [out / "configs" / "metadata.json", out / "configs" / "inference.json", out / "models" / "model.pt"]
-    files[0].write_text(json.dumps(bundle_metadata(model_dir), indent=2) + "\n", encoding="utf-8")
-    files[1].write_text(json.dumps(inference_config(model_dir), indent=2) + "\n", encoding="utf-8")
+    files[0].write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    files[1].write_text(json.dumps(inference, indent=2) + "\n", encoding="utf-8")
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.network.state_dict().items()}
     torch.save(state, files[2])
-    readme = out / "docs" / "README.md"
-    readme.write_text(_bundle_readme(model_dir), encoding="utf-8")
-    files.append(readme)
+    readme_file = out / "docs" / "README.md"
+    readme_file.write_text(readme, encoding="utf-8")
+    files.append(readme_file)
     for name in (CARD_MD, CARD_JSON):
         if (model_dir.path / name).is_file():
             shutil.copyfile(model_dir.path / name, out / "docs" / name)
             files.append(out / "docs" / name)
-    return ExportResult(ExportFormat.MONAI_BUNDLE, out, tuple(files), "MONAI bundle (state dict + configs)", None)
+    return files
 
 
-def bundle_metadata(model_dir: ModelDir) -> dict[str, Any]:
-    """``configs/metadata.json``: the MONAI bundle metadata schema's fields."""
+def base_metadata(model_dir: ModelDir) -> dict[str, Any]:
+    """The fields of ``configs/metadata.json`` every fedward bundle shares (versions, provenance, use)."""
     import monai
 
-    prep = model_dir.preprocessing
-    classes = list(model_dir.classes)
     version = fedward_version()
     card_data = _table(model_dir.card, "dataset")
-    best_metrics = _table(_table(model_dir.card, "metrics"), "best")
-    multilabel = model_dir.task is Task.MULTILABEL
     return {
         "schema": MONAI_METADATA_SCHEMA,
         "version": "1.0.0",
@@ -91,24 +109,34 @@ def bundle_metadata(model_dir: ModelDir) -> dict[str, Any]:
             **{name: _version(name) for name in ("pytorch-ignite", "pydicom", "pillow")},
         },
         "name": f"fedward {model_dir.cfg.data.dataset} {model_dir.model_name.value}",
+        "authors": "the hospitals of the fedward federation that trained the run",
+        "copyright": "the federation that trained the run",
+        "data_source": str(card_data.get("source", model_dir.cfg.data.dataset)),
+        "eval_metrics": _table(_table(model_dir.card, "metrics"), "best"),
+        "intended_use": str(model_dir.card.get("intended_use", "Research only; not for clinical decisions.")),
+        "fedward": {**model_properties(model_dir), "classes": list(model_dir.classes)},
+    }
+
+
+def bundle_metadata(model_dir: ModelDir) -> dict[str, Any]:
+    """``configs/metadata.json`` of a classification bundle: the MONAI bundle metadata schema's fields."""
+    prep = model_dir.preprocessing
+    classes = list(model_dir.classes)
+    multilabel = model_dir.task is Task.MULTILABEL
+    return {
+        **base_metadata(model_dir),
         "task": f"{model_dir.task.value} classification of {model_dir.cfg.data.dataset} images",
         "description": (
             f"{model_dir.model_name.value} trained with federated learning (fedward run {model_dir.run_name}, "
             f"round {model_dir.round}); outputs {'per-label sigmoid' if multilabel else 'softmax'} probabilities "
             f"of {', '.join(classes)}. Research use only; not a medical device."
         ),
-        "authors": "the hospitals of the fedward federation that trained the run",
-        "copyright": "the federation that trained the run",
-        "data_source": str(card_data.get("source", model_dir.cfg.data.dataset)),
         "data_type": "png, jpeg or dicom",
         "image_classes": f"{prep.channels}-channel image, {prep.image_size} x {prep.image_size} px after resizing",
         "label_classes": ", ".join(f"{i}: {c}" for i, c in enumerate(classes)),
         "pred_classes": ", ".join(f"{i}: {c}" for i, c in enumerate(classes)),
-        "eval_metrics": best_metrics,
-        "intended_use": str(model_dir.card.get("intended_use", "Research only; not for clinical decisions.")),
         "references": ["Yang et al., MedMNIST v2, Scientific Data 10, 41 (2023)"],
         "network_data_format": _network_data_format(prep, classes, multilabel),
-        "fedward": {**model_properties(model_dir), "classes": classes},
     }
 
 
@@ -172,8 +200,8 @@ def inference_config(model_dir: ModelDir) -> dict[str, Any]:
             "_target_": "Compose",
             "transforms": [{"_target_": "Activationsd", "keys": "pred", **activation}],
         },
-        "handlers": _handlers(),
-        "evaluator": _evaluator(),
+        "handlers": [checkpoint_loader(), _classification_saver()],
+        "evaluator": evaluator_config(),
         "run": ["$@evaluator.run()"],
     }
 
@@ -198,26 +226,28 @@ def _preprocessing(prep: Preprocessing) -> dict[str, Any]:
     return {"_target_": "Compose", "transforms": [load, scale]}
 
 
-def _handlers() -> list[dict[str, Any]]:
-    """The config's ``handlers``: load ``models/model.pt``, save ``predictions.csv``."""
-    return [
-        {
-            "_target_": "CheckpointLoader",
-            "load_path": "$@bundle_root + '/models/model.pt'",
-            "load_dict": {"model": "@network"},
-            "map_location": "@device",
-        },
-        {
-            "_target_": "ClassificationSaver",
-            "output_dir": "@output_dir",
-            "filename": "predictions.csv",
-            "batch_transform": "$lambda x: [xx['image'].meta for xx in x]",
-            "output_transform": "$lambda x: [xx['pred'] for xx in x]",
-        },
-    ]
+def checkpoint_loader() -> dict[str, Any]:
+    """The handler that loads ``models/model.pt`` into ``@network``."""
+    return {
+        "_target_": "CheckpointLoader",
+        "load_path": "$@bundle_root + '/models/model.pt'",
+        "load_dict": {"model": "@network"},
+        "map_location": "@device",
+    }
 
 
-def _evaluator() -> dict[str, Any]:
+def _classification_saver() -> dict[str, Any]:
+    """The handler that saves ``predictions.csv``."""
+    return {
+        "_target_": "ClassificationSaver",
+        "output_dir": "@output_dir",
+        "filename": "predictions.csv",
+        "batch_transform": "$lambda x: [xx['image'].meta for xx in x]",
+        "output_transform": "$lambda x: [xx['pred'] for xx in x]",
+    }
+
+
+def evaluator_config() -> dict[str, Any]:
     """The config's ``evaluator``: a SupervisedEvaluator over the other parts."""
     return {
         "_target_": "SupervisedEvaluator",

@@ -142,7 +142,7 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], threshold: float =
     names: list[str] = []
     tensors: list[torch.Tensor] = []
     slots: list[Prediction | None] = []  # None: filled with the probabilities below
-    for path in _expand(files):
+    for path in expand_files(files):
         try:
             if path.suffix.lower() == NPZ_SUFFIX:
                 items, note = _npz_inputs(path, prep.channels, prep.image_size)
@@ -178,7 +178,8 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], threshold: float =
     return report
 
 
-def _expand(files: Sequence[Path]) -> list[Path]:
+def expand_files(files: Sequence[Path]) -> list[Path]:
+    """``files`` with every folder replaced by the files below it (hidden files and ``labels.csv`` left out)."""
     out: list[Path] = []
     for path in map(Path, files):
         if path.is_dir():
