@@ -75,7 +75,7 @@ def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]],
     set_cpu_threads(cfg.train.threads)
     model = initial_network(cfg, schema)  # the federation's initial weights
     recorder = RunRecorder(prepared.run_dir, prepared.spec, mode="centralized")
-    head = head_for(schema, cfg.train.seg_loss)
+    head = head_for(schema, cfg)
     trainer = _PooledTraining(prepared, train, val, test, resolve_device(cfg.train.device), head)
     ending = RunEnding(
         "completed",

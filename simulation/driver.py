@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedward.common.config import RunConfig, RunSpec
+from fedward.common.data.opening import OpenedDataset
 from fedward.common.data.plan import PartitionPlan
 from fedward.common.errors import ConfigError, SimulationError
 from fedward.common.fileio import atomic_write
@@ -31,7 +32,6 @@ from fedward.common.flower.bundle import write_bundle
 from fedward.common.ml.runtime import resolve_device
 from fedward.common.rundir.layout import APP_DIR, FLOWER_LOG, LOGS_DIR, PLAN_FILE
 from fedward.common.rundir.reader import read_status
-from fedward.common.data.opening import OpenedDataset
 from fedward.common.runsetup import ResolvedRun, Setting, create_run_dir, resolve_run, resume_run
 from fedward.simulation.local_link import LocalSimulationLink
 from fedward.simulation.partition import make_plan

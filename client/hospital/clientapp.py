@@ -135,7 +135,7 @@ def train(msg: Message, context: Context) -> Message:
         seed=derive_seed(cfg.run.seed, "train", site.name, server_round),
     )
     dpsgd = DpSgd.for_hospital(cfg, len(site.train))
-    head = head_for(run.spec.schema, cfg.train.seg_loss)
+    head = head_for(run.spec.schema, cfg)
     result = train_epochs(model, site.train, cfg.train, plan, device, head=head, augment=cfg.data.augment, dpsgd=dpsgd)
     privacy = {DPSGD_EPSILON: dpsgd.epsilon(server_round)} if dpsgd is not None else {}
     log.info(
@@ -173,7 +173,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         model = network_for(run.spec.config, run.spec.schema)
         load_arrays(model, msg.content.array_records[ARRAYS])
         started = time.perf_counter()
-        result = head_for(run.spec.schema, run.spec.config.train.seg_loss).evaluate(model, site.val, device)
+        result = head_for(run.spec.schema, run.spec.config).evaluate(model, site.val, device)
         metrics.update(result.metrics.wire("val"))
         metrics[EVAL_SECONDS] = time.perf_counter() - started
     content = RecordDict({METRICS: MetricRecord(metrics), SITE: _site_record(site, device.type)})  # type: ignore[arg-type]

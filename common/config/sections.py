@@ -65,6 +65,11 @@ class DataConfig:
             keeps each volume's own spacing.
         intensity: intensity normalisation of segmentation images (``auto``: by modality).
         ct_window: CT: the (low, high) window in Hounsfield units for ``ct-window``.
+        patch_size: segmentation: train on random patches of this size (voxels or pixels,
+            each a multiple of 16, within the grid) instead of whole images; a patch is
+            centred on a labelled voxel with probability 2/3 (label-aware crops, MONAI's
+            ``RandCropByPosNegLabel`` rule), and inference slides windows of this size over
+            the grid. Empty: whole images.
         modality: the modality of images whose files carry no header (PNG, JPEG, NIfTI
             without a ``dataset.json`` saying it), e.g. ``US`` for BUSI; DICOM headers and
             a data set's own declaration take precedence.
@@ -88,6 +93,7 @@ class DataConfig:
     intensity: Intensity = Intensity.AUTO
     ct_window: tuple[float, ...] = (-1000.0, 400.0)
     modality: Modality | None = None
+    patch_size: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.dataset.strip():
@@ -104,6 +110,18 @@ class DataConfig:
         if self.volume_size and (len(self.volume_size) != 3 or any(v < 16 or v % 16 for v in self.volume_size)):
             raise ConfigError(
                 f"data.volume-size must be three sizes (D, H, W), each a multiple of 16 voxels; got {self.volume_size}"
+            )
+        if self.patch_size and any(v < 16 or v % 16 for v in self.patch_size):
+            raise ConfigError(f"data.patch-size must hold sizes that are multiples of 16; got {self.patch_size}")
+        if (
+            self.patch_size
+            and self.volume_size
+            and (
+                len(self.patch_size) != 3 or any(p > v for p, v in zip(self.patch_size, self.volume_size, strict=True))
+            )
+        ):
+            raise ConfigError(
+                f"data.patch-size {self.patch_size} must be three sizes within data.volume-size {self.volume_size}"
             )
         if self.spacing and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise ConfigError(f"data.spacing must be three positive spacings (mm) along D, H, W; got {self.spacing}")

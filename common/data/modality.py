@@ -1,4 +1,4 @@
-"""The modality guard: does an input image fit the model — same modality, channels and dimensions?
+"""The modality guard: whether an input image fits the model in modality, channels and dimensions.
 
 A model is trained on one kind of image (its schema records the DICOM modality, the
 channels and 2D or 3D). Shown another kind — a colour ultrasound to a chest X-ray

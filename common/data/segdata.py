@@ -84,6 +84,8 @@ class SegmentationPipeline(nn.Module):
         max_rotation_deg: largest rotation, degrees (2D: in-plane; 3D: about the first axis).
         max_zoom: largest relative zoom.
         max_intensity_scale: image intensities are multiplied by a factor uniform in 1 +- this.
+        patch: in training mode, crop each image and label map to a random patch of this
+            size first (:func:`random_patches`); ``()``: whole images.
 
     Shapes:
         images (B, C, *S) float32; label maps (B, 1, *S) uint8 -> int64 (B, 1, *S).
@@ -96,8 +98,10 @@ class SegmentationPipeline(nn.Module):
         max_rotation_deg: float = 15.0,
         max_zoom: float = 0.1,
         max_intensity_scale: float = 0.1,
+        patch: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
+        self.patch = patch
         self.augment = augment
         self.spatial_dims = spatial_dims
         self.max_rotation = math.radians(max_rotation_deg)
@@ -111,6 +115,8 @@ class SegmentationPipeline(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(model input, label map)`` of a batch, augmented together in training mode."""
         x, y = images.float(), masks.long()
+        if self.training and self.patch:
+            x, y = random_patches(x, y, self.patch, generator)
         if not (self.training and self.augment):
             return x, y
         batch = x.shape[0]
@@ -150,3 +156,47 @@ def random_affines_nd(
     rotation[:, j, i], rotation[:, j, j] = torch.sin(angle), torch.cos(angle)
     linear = rotation / zoom.view(batch, 1, 1) * flips.view(batch, 1, d)
     return torch.cat([linear, torch.zeros(batch, d, 1)], dim=2)
+
+
+FOREGROUND_SHARE = 2 / 3
+"""Share of training patches centred on a labelled voxel (nnU-Net oversamples foreground by 1/3;
+MONAI's ``RandCropByPosNegLabel`` with pos = 2, neg = 1 gives 2/3)."""
+
+
+def random_patches(
+    images: torch.Tensor, masks: torch.Tensor, patch: tuple[int, ...], generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random patch per image and label map; centred on a labelled voxel with probability 2/3.
+
+    Args:
+        images: (B, C, *S).
+        masks: (B, 1, *S) label maps.
+        patch: patch size P, one per spatial axis, each <= S.
+        generator: CPU random generator (``None``: PyTorch's global one).
+
+    Returns:
+        ``(images, masks)`` of shapes (B, C, *P) and (B, 1, *P).
+
+    Raises:
+        ValueError: if ``patch`` does not fit the grid.
+    """
+    grid = tuple(images.shape[2:])
+    if len(patch) != len(grid) or any(p > s for p, s in zip(patch, grid, strict=True)):
+        raise ValueError(f"patch {patch} does not fit the grid {grid}")
+    crops = [_crop_start(masks[b, 0], patch, generator) for b in range(images.shape[0])]
+    regions = [tuple(slice(a, a + p) for a, p in zip(start, patch, strict=True)) for start in crops]
+    return (
+        torch.stack([images[b][(slice(None), *r)] for b, r in enumerate(regions)]),
+        torch.stack([masks[b][(slice(None), *r)] for b, r in enumerate(regions)]),
+    )
+
+
+def _crop_start(mask: torch.Tensor, patch: tuple[int, ...], generator: torch.Generator | None) -> list[int]:
+    """Start corner of a patch around a random labelled voxel (p = 2/3, when there is one) or a random centre."""
+    grid = mask.shape
+    foreground = torch.nonzero(mask > 0)
+    if len(foreground) and float(torch.rand(1, generator=generator)) < FOREGROUND_SHARE:
+        centre = foreground[int(torch.randint(len(foreground), (1,), generator=generator))].tolist()
+    else:
+        centre = [int(torch.randint(s, (1,), generator=generator)) for s in grid]
+    return [min(max(c - p // 2, 0), s - p) for c, p, s in zip(centre, patch, grid, strict=True)]

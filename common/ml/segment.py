@@ -46,24 +46,27 @@ def make_seg_loss(choice: SegLoss) -> nn.Module:
 
 
 @torch.no_grad()
-def segment(model: nn.Module, images: torch.Tensor, spatial_dims: int) -> torch.Tensor:
-    """Logits of ``model`` on a batch: a plain forward pass for 2D images, sliding windows for volumes.
+def segment(model: nn.Module, images: torch.Tensor, spatial_dims: int, window: tuple[int, ...] = ()) -> torch.Tensor:
+    """Logits of ``model`` on a batch: a plain forward pass for whole 2D images, else sliding windows.
 
     Args:
         model: a segmentation network in eval mode, on ``images``' device.
         images: float32 (B, C, *S).
-        spatial_dims: 2 or 3; volumes go through :func:`monai.inferers.sliding_window_inference`
-            with windows of the model's grid S (one window when the volume is on that grid).
+        spatial_dims: 2 or 3.
+        window: the window of :func:`monai.inferers.sliding_window_inference` (the training
+            patch, ``data.patch-size``); ``()``: the grid S (one window for volumes on the
+            grid, a plain forward pass for 2D images). Windows overlap by 25 % and are
+            blended with Gaussian weights.
 
     Returns:
         float32 (B, K, *S) logits.
     """
     use_amp = images.device.type == "cuda"
     with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=use_amp):
-        if spatial_dims == 2:
+        if spatial_dims == 2 and not window:
             return model(images).float()  # type: ignore[no-any-return]
         logits = sliding_window_inference(
-            images, tuple(images.shape[2:]), 4, model, overlap=SLIDING_WINDOW_OVERLAP, mode="gaussian"
+            images, window or tuple(images.shape[2:]), 4, model, overlap=SLIDING_WINDOW_OVERLAP, mode="gaussian"
         )
     return torch.as_tensor(logits).float()
 
@@ -95,14 +98,17 @@ class SegmentationHead:
     Args:
         names: the foreground labels' names (the schema's classes without the background).
         loss: which MONAI loss trains the network.
+        patch: train on random label-aware patches of this size and slide windows of it
+            at inference (``data.patch-size``); ``()``: whole images.
     """
 
     selection_metric = metric_key("val", "dice")
     """Federated validation mean Dice picks the best round."""
 
-    def __init__(self, names: tuple[str, ...], loss: SegLoss = SegLoss.DICE_CE) -> None:
+    def __init__(self, names: tuple[str, ...], loss: SegLoss = SegLoss.DICE_CE, patch: tuple[int, ...] = ()) -> None:
         self.names = names
         self.loss = loss
+        self.patch = patch
         per_label = [f"{metric}-{name}" for metric in ("dice", "hd95") for name in names]
         self.reported: tuple[str, ...] = ("dice", "hd95", "pooled-dice", *per_label, "loss")
         """Metric names (without split) a model card reports."""
@@ -112,8 +118,8 @@ class SegmentationHead:
         return make_seg_loss(cfg.seg_loss)
 
     def pipeline(self, augment: bool, spatial_dims: int = 2) -> SegmentationPipeline:
-        """Joint flips, rotation, zoom and intensity scaling of images and label maps."""
-        return SegmentationPipeline(augment=augment, spatial_dims=spatial_dims)
+        """Label-aware patches (when set), then joint flips, rotation, zoom and intensity scaling."""
+        return SegmentationPipeline(augment=augment, spatial_dims=spatial_dims, patch=self.patch)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, dataset: SegmentationDataset, device: torch.device) -> EvalResult:
@@ -130,7 +136,7 @@ class SegmentationHead:
         start = 0
         for images, masks in make_loader(dataset, EVAL_BATCH_SIZE, device, shuffle=False):
             images, truth = images.to(device, non_blocking=True).float(), masks.to(device).long()
-            logits = segment(model, images, dataset.spatial_dims)
+            logits = segment(model, images, dataset.spatial_dims, self.patch)
             batch = images.shape[0]
             spacing = dataset.spacing[start : start + batch]
             start += batch

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fedward.common.choices import SegLoss, Task
+from fedward.common.config import RunConfig
 from fedward.common.config.sections import TrainConfig
 from fedward.common.ml.classify import ClassificationHead
 from fedward.common.ml.scores import EvalResult
@@ -69,13 +70,16 @@ class TaskHead(Protocol):
         ...
 
 
-def head_for(schema: DatasetSchema, loss: SegLoss = SegLoss.DICE_CE) -> TaskHead:
+def head_for(schema: DatasetSchema, cfg: RunConfig | None = None) -> TaskHead:
     """The task head of a run on ``schema``.
 
     Args:
         schema: the dataset's schema.
-        loss: segmentation only: the loss its evaluation reports (``train.seg-loss``).
+        cfg: the run's settings the head uses (segmentation: ``train.seg-loss``,
+            ``data.patch-size``); ``None``: defaults (enough for the selection metric).
     """
     if schema.task is Task.SEGMENTATION:
-        return SegmentationHead(schema.foreground, loss)
+        loss = cfg.train.seg_loss if cfg is not None else SegLoss.DICE_CE
+        patch = cfg.data.patch_size if cfg is not None else ()
+        return SegmentationHead(schema.foreground, loss, patch)
     return ClassificationHead(schema.classes)

@@ -71,7 +71,7 @@ class RunSession:
         if self.checkpoint is not None:
             self.model.load_state_dict(self.checkpoint.model_state(), strict=True)
         self.parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        self.head = head_for(spec.schema, cfg.train.seg_loss)
+        self.head = head_for(spec.schema, cfg)
         self.recorder = RunRecorder(self.run_dir, spec, mode="federated", flower_run_id=run_id)
         if self.checkpoint is not None:
             self.recorder.resume(self.checkpoint.server_round)

@@ -10,7 +10,7 @@ import pytest
 from fixtures.synthetic import write_npz
 
 from fedward.common import runsetup
-from fedward.common.choices import Task
+from fedward.common.choices import Modality, Task
 from fedward.common.config import RunConfig, RunSpec
 from fedward.common.errors import ConfigError
 from fedward.common.flower.bundle import read_bundle_config
@@ -62,7 +62,7 @@ def test_default_dataset_resolves_from_the_catalog_without_a_file(monkeypatch: p
     cfg = RunConfig()
     assert cfg.data.declared_schema() is None
     resolved = coordinator_run(cfg)
-    assert resolved.schema == DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)
+    assert resolved.schema == DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1, 2, Modality.DX)
     assert resolved.cfg.data.dataset == "pneumoniamnist"
     assert resolved.cfg.train == cfg.train
     assert resolved.cfg.data.declared_schema() is None  # found values never go back into the config
