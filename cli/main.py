@@ -224,7 +224,9 @@ def data_describe(
 @handle_errors
 def data_export(
     out: Annotated[Path, typer.Option("--out", help="Folder to create, one sub-folder per hospital.")],
-    compression: Annotated[str, typer.Option(help="Pixel data encoding: none, rle or jpeg2000.")] = "none",
+    compression: Annotated[
+        str, typer.Option(help="Pixel data encoding of MedMNIST exports: none, rle or jpeg2000.")
+    ] = "none",
     include_test: Annotated[
         bool, typer.Option("--include-test", help="Also write the test split to <out>/test.")
     ] = False,
@@ -238,23 +240,41 @@ def data_export(
     alpha: o.Alpha = None,
     seed: o.Seed = None,
 ) -> None:
-    """Write a MedMNIST dataset as per-hospital DICOM folders with labels.csv (demos, tests).
+    """Write each simulated hospital's share of a dataset as the folder a deployed hospital holds.
 
-    The hospitals get exactly the images a simulation with the same settings gives them.
+    MedMNIST: DICOM images with labels.csv. Decathlon NIfTI (3D segmentation): one DICOM MR or
+    CT series with a DICOM SEG per case. Image + mask folders (BUSI): the image and mask files
+    with splits.csv. The hospitals get exactly the cases a simulation with the same settings
+    gives them; read with the same data settings, run.seed and data.val-fraction, they train
+    and validate on the same arrays.
     """
     flags = {k: v for k, v in locals().items() if k not in ("out", "compression", "include_test")}
     cfg = load_config(config, o.overrides_from(flags, sets))
     from fedward.common.choices import choose
     from fedward.simulation.dicom_export import Compression, export_plan
     from fedward.simulation.driver import plan_hospitals, resolve_dataset
+    from fedward.simulation.mask_export import export_mask_folders
+    from fedward.simulation.seg_export import ExportedFolder, ExportKind, array_splits, deployment_settings, export_kind
+    from fedward.simulation.volume_export import export_volumes
 
     encoding = choose(compression, Compression, "--compression")
     resolved, found = resolve_dataset(cfg)
     plan = plan_hospitals(resolved)
-    folders = export_plan(out, found.splits, resolved.schema, plan, encoding, include_test)
+    kind = export_kind(found)
+    if kind is not ExportKind.CLASSIFICATION and encoding is not Compression.NONE:
+        raise ConfigError("--compression is for MedMNIST exports; series and image files are written as they are")
+    match kind:
+        case ExportKind.CLASSIFICATION:
+            paths = export_plan(out, array_splits(found), resolved.schema, plan, encoding, include_test)
+            what = f"DICOM files ({encoding.value}) and labels.csv"
+            folders = [ExportedFolder(p, {what: sum(1 for _ in (p / "images").iterdir())}) for p in paths]
+        case ExportKind.VOLUMES:
+            folders = export_volumes(out, found, resolved.cfg, plan, include_test)
+        case ExportKind.MASK_FOLDER:
+            folders = export_mask_folders(out, found, resolved.cfg, plan, include_test)
     for folder in folders:
-        files = sum(1 for _ in (folder / "images").iterdir())
-        console.print(f"{folder}: {files} DICOM files ({encoding.value}) and labels.csv")
+        console.print(folder.describe(), highlight=False)
+    console.print(f"hospitals read them with {deployment_settings(kind, found, resolved.cfg)}", highlight=False)
 
 
 @client_app.command("check-data")
@@ -271,17 +291,21 @@ def client_check_data(
 ) -> None:
     """Check a hospital folder without training: counts, sizes, and every unusable file with its reason.
 
-    Exit code 0 when training can use the folder, 1 when it cannot, 2 on bad arguments.
+    Segmentation folders (image + mask, Decathlon, DICOM series with SEG) are read as training
+    reads them (with --config: its data section, e.g. data.volume-size) and every bad case is
+    named. Exit code 0 when training can use the folder, 1 when it cannot (segmentation
+    folders: when any case has a problem), 2 on bad arguments.
     """
     import json
 
     from fedward.client.hospital.check import check_folder, render
-    from fedward.common.choices import FrameMode, Task, choose
+    from fedward.common.choices import FrameMode, choose
 
     try:
         names, task = _federation_classes(classes, dataset, config)
         mode = choose(frames or "middle", FrameMode, "--frames")
-        report = check_folder(folder, names, task or Task.BINARY, mode)
+        data = load_config(config, {}).data if config is not None else None
+        report = check_folder(folder, names, task, mode, data=data)
     except FedwardError as err:
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -289,7 +313,7 @@ def client_check_data(
         console.print_json(json.dumps(report.to_json()))
     else:
         console.print(render(report))
-    raise typer.Exit(0 if report.usable else 1)
+    raise typer.Exit(report.exit_code)
 
 
 def _federation_classes(

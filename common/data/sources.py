@@ -10,8 +10,14 @@ Layouts (:class:`FolderLayout`):
   ``{"modality": "US"}`` beside its ``splits.csv`` to declare ultrasound.
 * **Decathlon** (:mod:`fedward.common.data.decathlon`): a ``dataset.json`` (and no mask
   folder signs; a Decathlon folder holds NIfTI files and a ``splits.csv`` of case, split).
+* **DICOM series** (:mod:`fedward.common.data.seriesfolder`, a PACS export): DICOM SEG files
+  anywhere below the folder (and neither of the signs above). Every case is a training case.
 
-:func:`read_folder_dataset` reads either with the :class:`~fedward.common.config.sections.DataConfig`
+Volume layouts (Decathlon, DICOM series) are preprocessed alike
+(:mod:`fedward.common.data.volumeprep`). Their grid is ``data.volume-size``; left empty it is
+found from the hospital's own cases, so deployments set it to the federation's grid.
+
+:func:`read_folder_dataset` reads any of them with the :class:`~fedward.common.config.sections.DataConfig`
 settings through the prepared-data cache (:mod:`fedward.common.data.prepared`).
 """
 
@@ -30,6 +36,7 @@ from fedward.common.data.decathlon import DATASET_FILE, parse_modality, read_dec
 from fedward.common.data.files import is_raster
 from fedward.common.data.maskfolder import MASK_NAME, SPLITS_FILE, FolderRead, read_mask_folder
 from fedward.common.data.prepared import prepared
+from fedward.common.data.seriesfolder import holds_dicom_seg, read_series_folder
 from fedward.common.errors import DataError
 from fedward.common.fileio import read_json_object
 
@@ -43,14 +50,22 @@ class FolderLayout(StrEnum):
     """Medical Segmentation Decathlon: ``dataset.json``, NIfTI volumes and label maps."""
     MASK_FOLDER = "mask-folder"
     """Images with ``<name>_mask*.png`` masks, optionally listed in ``splits.csv`` (BUSI)."""
+    DICOM_SERIES = "dicom-series"
+    """DICOM series with a DICOM SEG each (a PACS export): training cases only."""
+
+
+LABEL_MAP_LAYOUTS = frozenset({FolderLayout.DECATHLON, FolderLayout.DICOM_SERIES})
+"""Layouts whose only annotation is a label map: always read as segmentation."""
 
 
 def folder_layout(path: Path) -> FolderLayout | None:
-    """The layout of the folder at ``path``; ``None`` when it is neither (or not a folder).
+    """The layout of the folder at ``path``; ``None`` when it is none of them (or not a folder).
 
     A mask folder is recognised first (a ``splits.csv`` whose header has a ``masks``
     column, or mask files in the folder or a sub-folder), so that it may carry a
-    ``dataset.json`` for its modality; otherwise a ``dataset.json`` makes it a Decathlon folder.
+    ``dataset.json`` for its modality; otherwise a ``dataset.json`` makes it a Decathlon
+    folder; otherwise a DICOM SEG file anywhere below it (File Meta Information read until
+    one is found) a DICOM series folder.
     """
     path = Path(path)
     if not path.is_dir():
@@ -59,6 +74,8 @@ def folder_layout(path: Path) -> FolderLayout | None:
         return FolderLayout.MASK_FOLDER
     if (path / DATASET_FILE).is_file():
         return FolderLayout.DECATHLON
+    if holds_dicom_seg(path):
+        return FolderLayout.DICOM_SERIES
     return None
 
 
@@ -102,7 +119,9 @@ def read_folder_dataset(path: Path, data: DataConfig, *, cache_root: Path | None
     Mask folders use ``data.image_size``, ``data.target``, ``data.intensity`` and, when the
     config declares a classification (``data.task`` not segmentation), ``data.classes`` as
     the class order. Decathlon folders use ``data.volume_size``, ``data.spacing``,
-    ``data.intensity`` and ``data.ct_window``.
+    ``data.intensity`` and ``data.ct_window``; DICOM series folders these too, and
+    ``data.classes`` as the label names when the config declares a segmentation (else the
+    SEGs' segment labels).
 
     Args:
         path: the folder.
@@ -111,45 +130,73 @@ def read_folder_dataset(path: Path, data: DataConfig, *, cache_root: Path | None
             ``None`` reads the folder every time.
 
     Returns:
-        The schema, splits and problems (see :func:`~fedward.common.data.maskfolder.read_mask_folder`
-        and :func:`~fedward.common.data.decathlon.read_decathlon`).
+        The schema, splits and problems (see :func:`~fedward.common.data.maskfolder.read_mask_folder`,
+        :func:`~fedward.common.data.decathlon.read_decathlon` and
+        :func:`~fedward.common.data.seriesfolder.read_series_folder`).
 
     Raises:
-        DataError: if the folder has neither layout, ``data.target`` is ``class`` for a
-            Decathlon folder, or the reader fails.
+        DataError: if the folder has none of the layouts, ``data.target`` is ``class`` for a
+            label-map layout, or the reader fails
+            (:class:`~fedward.common.data.volumeprep.NoUsableCaseError` when no case is usable).
     """
     path = Path(path)
     layout = folder_layout(path)
-    build: Callable[[], FolderRead]
-    if layout is FolderLayout.DECATHLON:
-        if data.target is TargetKind.CLASS:
-            raise DataError(f"{path} is a Decathlon folder (label maps only); data.target must be mask or auto")
-        settings: tuple[object, ...] = (layout.value, data.volume_size, data.spacing, data.intensity, data.ct_window)
-        build = functools.partial(
-            read_decathlon,
-            path,
-            volume_size=data.volume_size,
-            spacing=data.spacing,
-            intensity=data.intensity,
-            ct_window=data.ct_window,
-        )
-    elif layout is FolderLayout.MASK_FOLDER:
-        classes = data.classes if data.classes and data.task not in (None, Task.SEGMENTATION) else None
-        modality = mask_folder_modality(path) or data.modality
-        settings = (layout.value, data.image_size, data.target, data.intensity, classes, modality)
-        build = functools.partial(
-            read_mask_folder,
-            path,
-            classes=classes,
-            image_size=data.image_size,
-            target=data.target,
-            intensity=data.intensity,
-            modality=modality,
-        )
-    else:
+    if layout is None:
         raise DataError(
-            f"{path} is neither a Decathlon folder ({DATASET_FILE}) nor an image + mask folder "
-            f"({SPLITS_FILE} with a masks column, or <name>_mask.png files)"
+            f"{path} is neither a Decathlon folder ({DATASET_FILE}), an image + mask folder "
+            f"({SPLITS_FILE} with a masks column, or <name>_mask.png files) nor DICOM series with DICOM SEG files"
         )
+    if layout in LABEL_MAP_LAYOUTS and data.target is TargetKind.CLASS:
+        kind = "Decathlon" if layout is FolderLayout.DECATHLON else "DICOM series"
+        raise DataError(f"{path} is a {kind} folder (label maps only); data.target must be mask or auto")
+    settings, build = _READERS[layout](path, data)
     log.debug("reading %s as a %s folder", path, layout.value)
-    return prepared(path, settings, build, cache_root)
+    return prepared(path, (layout.value, *settings), build, cache_root)
+
+
+def _decathlon(path: Path, data: DataConfig) -> tuple[tuple[object, ...], Callable[[], FolderRead]]:
+    volumes = (data.volume_size, data.spacing, data.intensity, data.ct_window)
+    return volumes, functools.partial(
+        read_decathlon,
+        path,
+        volume_size=data.volume_size,
+        spacing=data.spacing,
+        intensity=data.intensity,
+        ct_window=data.ct_window,
+    )
+
+
+def _series(path: Path, data: DataConfig) -> tuple[tuple[object, ...], Callable[[], FolderRead]]:
+    names = data.classes if data.classes and data.task is Task.SEGMENTATION else None
+    settings = (data.volume_size, data.spacing, data.intensity, data.ct_window, names)
+    return settings, functools.partial(
+        read_series_folder,
+        path,
+        label_names=names,
+        volume_size=data.volume_size,
+        spacing=data.spacing,
+        intensity=data.intensity,
+        ct_window=data.ct_window,
+    )
+
+
+def _mask_folder(path: Path, data: DataConfig) -> tuple[tuple[object, ...], Callable[[], FolderRead]]:
+    classes = data.classes if data.classes and data.task not in (None, Task.SEGMENTATION) else None
+    modality = mask_folder_modality(path) or data.modality
+    settings = (data.image_size, data.target, data.intensity, classes, modality)
+    return settings, functools.partial(
+        read_mask_folder,
+        path,
+        classes=classes,
+        image_size=data.image_size,
+        target=data.target,
+        intensity=data.intensity,
+        modality=modality,
+    )
+
+
+_READERS: dict[FolderLayout, Callable[[Path, DataConfig], tuple[tuple[object, ...], Callable[[], FolderRead]]]] = {
+    FolderLayout.DECATHLON: _decathlon,
+    FolderLayout.MASK_FOLDER: _mask_folder,
+    FolderLayout.DICOM_SERIES: _series,
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,50 @@ def test_all_of_busi_as_segmentation(tmp_path: Path) -> None:
         pytest.skip("BUSI not found")
     read = read_folder_dataset(BUSI, DataConfig(image_size=64, target=TargetKind.MASK), cache_root=tmp_path)
     assert not read.problems and {s: len(v) for s, v in read.splits.items()} == {"train": 468, "val": 78, "test": 156}
+
+
+def test_dicom_series_folders_are_recognised_after_the_other_layouts(tmp_path: Path) -> None:
+    from fixtures.seg_series import export_case
+
+    export_case("hippocampus_001", tmp_path / "pacs" / "case-1", patient_id="H0-00001")
+    assert folder_layout(tmp_path / "pacs") is FolderLayout.DICOM_SERIES
+    decathlon = decathlon_subset(tmp_path / "hippo", ("hippocampus_001",))
+    shutil.copyfile(tmp_path / "pacs" / "case-1" / "seg.dcm", decathlon / "seg.dcm")
+    assert folder_layout(decathlon) is FolderLayout.DECATHLON  # dataset.json is the stronger sign
+    (tmp_path / "series-only").mkdir()
+    shutil.copytree(tmp_path / "pacs" / "case-1" / "series", tmp_path / "series-only" / "series")
+    assert folder_layout(tmp_path / "series-only") is None  # no SEG, no segmentation data set
+
+
+def test_dicom_series_read_with_the_config_and_served_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fixtures.seg_series import export_case
+
+    for number, case in enumerate(("hippocampus_001", "hippocampus_003")):
+        export_case(case, tmp_path / "pacs" / case, patient_id=f"H0-{number:05d}")
+    calls: list[Path] = []
+    real = sources.read_series_folder
+
+    def counting(path: Path, **kwargs: object) -> object:
+        calls.append(path)
+        return real(path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sources, "read_series_folder", counting)
+    data = DataConfig(volume_size=(48, 64, 48))
+    first = read_folder_dataset(tmp_path / "pacs", data, cache_root=tmp_path / "cache")
+    second = read_folder_dataset(tmp_path / "pacs", data, cache_root=tmp_path / "cache")
+    assert len(calls) == 1 and list(second.splits) == ["train"]
+    assert second.schema.classes == ("background", "anterior", "posterior") and second.schema.modality is Modality.MR
+    np.testing.assert_array_equal(second.splits["train"].images, first.splits["train"].images)
+    assert second.splits["train"].images.shape == (2, 1, 48, 64, 48)
+    declared = DataConfig(
+        volume_size=(48, 64, 48), task=Task.SEGMENTATION, classes=("background", "posterior", "anterior"), channels=1
+    )
+    swapped = read_folder_dataset(tmp_path / "pacs", declared, cache_root=tmp_path / "cache")
+    assert len(calls) == 2 and swapped.schema.classes == declared.classes  # other label names: another entry
+    masks = swapped.splits["train"]
+    assert isinstance(masks, MaskSplit)
+    np.testing.assert_array_equal(masks.masks, np.choose(first.splits["train"].masks, [0, 2, 1]))  # type: ignore[union-attr]
+    with pytest.raises(DataError, match="DICOM series"):
+        read_folder_dataset(tmp_path / "pacs", DataConfig(target=TargetKind.CLASS), cache_root=None)
