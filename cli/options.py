@@ -66,14 +66,15 @@ Sets = Annotated[
 Dataset = Annotated[
     str | None,
     typer.Option(
-        help="MedMNIST 2D dataset name (default pneumoniamnist) or the stem of a MedMNIST-layout .npz.",
+        help="MedMNIST 2D dataset name (default pneumoniamnist), the stem of a MedMNIST-layout .npz, or a "
+        "folder data set in --data-dir (image + mask folders like busi, Decathlon like hippocampus, DICOM + SEG).",
         rich_help_panel=DATA,
     ),
 ]
 DataDir = Annotated[
     Path | None,
     typer.Option(
-        help="Folder holding <dataset>.npz (default $FEDWARD_DATA_DIR, else ~/.fedward/data).",
+        help="Folder holding <dataset>.npz or the <dataset> folder (default $FEDWARD_DATA_DIR, else ~/.fedward/data).",
         rich_help_panel=DATA,
     ),
 ]
@@ -102,7 +103,11 @@ ValFraction = Annotated[
 ]
 Model = Annotated[
     str | None,
-    typer.Option(help="smallcnn (default), resnet18, densenet121 or efficientnet-b0.", rich_help_panel=TRAIN),
+    typer.Option(
+        help="Classifiers: smallcnn (default), resnet18, densenet121, efficientnet-b0; "
+        "segmentation (2D/3D): unet, vnet, segresnet, attention-unet.",
+        rich_help_panel=TRAIN,
+    ),
 ]
 InitWeights = Annotated[
     Path | None,
