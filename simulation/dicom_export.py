@@ -150,22 +150,32 @@ def export_folder(
             f"{split.images.shape[1]} px): use --compression rle or none, or a larger MedMNIST size"
         )
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    tag = hospital.upper().replace("-", "")
     with open(folder / MANIFEST, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "split"])
         for number, (index, split_name) in enumerate(rows, start=1):
             relative = f"images/img-{number:05d}.dcm"
+            patient_name, patient_id = synthetic_patient(hospital, number)
             ds = secondary_capture(
                 split.images[index],
-                patient_name=f"SYNTHETIC^{tag}^{number:05d}",
-                patient_id=f"{tag}-{number:05d}",
+                patient_name=patient_name,
+                patient_id=patient_id,
                 institution=hospital,
                 compression=compression,
             )
             ds.save_as(folder / relative, enforce_file_format=True)
             writer.writerow([relative, _label(split.labels[index], schema), split_name])
     return folder
+
+
+def synthetic_patient(hospital: str, number: int) -> tuple[str, str]:
+    """The pseudonymous Patient's Name and Patient ID of a hospital's ``number``-th exported case.
+
+    ``("SYNTHETIC^HOSPITAL0^00001", "HOSPITAL0-00001")`` for ``("hospital-0", 1)``: derived
+    from the hospital's name and the case's export order only, never from the source.
+    """
+    tag = hospital.upper().replace("-", "")
+    return f"SYNTHETIC^{tag}^{number:05d}", f"{tag}-{number:05d}"
 
 
 def _label(row: np.ndarray, schema: DatasetSchema) -> str:

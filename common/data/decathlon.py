@@ -235,11 +235,12 @@ def read_decathlon(
         Schema (segmentation, the label names lower-cased, 1 channel, 3 spatial dims, the
         modality) and one :class:`~fedward.common.data.masksplit.MaskSplit` per split:
         images float32 (N, 1, D, H, W), masks uint8 (N, D, H, W), labels int64 zeros (N, 1),
-        spacing float64 (N, 3) in mm of the final grid. Skipped cases are problems: a
-        missing image (``manifest-row-without-file``) or label map (``mask-missing``), a
-        label map of another shape or affine (``mask-geometry-mismatch``), label values
-        outside the declared labels (``label-value-out-of-range``), an unreadable NIfTI
-        (``not-an-image``, ``truncated``, ``unreadable``, ``unsupported-image``).
+        spacing float64 (N, 3) in mm of the final grid; ``cases`` names each split's rows
+        (case names, row order: a skipped case shifts the rows after it). Skipped cases are
+        problems: a missing image (``manifest-row-without-file``) or label map
+        (``mask-missing``), a label map of another shape or affine (``mask-geometry-mismatch``),
+        label values outside the declared labels (``label-value-out-of-range``), an
+        unreadable NIfTI (``not-an-image``, ``truncated``, ``unreadable``, ``unsupported-image``).
 
     Raises:
         DataError: if the index cannot be read, or ``volume_size`` or ``spacing`` is not
@@ -251,6 +252,7 @@ def read_decathlon(
     settings = volume_settings(volume_size, spacing, intensity, ct_window, index.modality)
     problems = list(index.problems)
     volumes: dict[str, list[PreparedVolume]] = {}
+    names: dict[str, list[str]] = {}
     for case in index.cases:
         try:
             image, affine, label = _read_case(folder, case, len(index.classes))
@@ -258,6 +260,7 @@ def read_decathlon(
             problems.append(skipped.problem)
             continue
         volumes.setdefault(case.split, []).append(preprocess_volume(image, affine, label, settings))
+        names.setdefault(case.split, []).append(case.case)
     if not volumes:
         raise NoUsableCaseError(folder, problems)
     splits = volume_splits(volumes, settings.volume_size)
@@ -266,7 +269,8 @@ def read_decathlon(
     for problem in problems:
         log.debug("%s: %s: %s", problem.file, problem.reason.value, problem.message)
     schema = DatasetSchema(Task.SEGMENTATION, index.classes, 1, 3, index.modality)
-    return FolderRead(schema, dict[str, MaskSplit | ArraySplit](splits), problems)
+    cases = {split: tuple(names[split]) for split in splits}
+    return FolderRead(schema, dict[str, MaskSplit | ArraySplit](splits), problems, cases=cases)
 
 
 def _read_case(folder: Path, case: DecathlonCase, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

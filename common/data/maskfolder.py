@@ -100,12 +100,17 @@ class FolderRead:
             stay at the hospital).
         strata: names of the groups the splits' ``labels`` index (the images' classes, for
             partitioning and stratified hold-outs); ``()`` when there is a single group.
+        cases: split name to the id of each of its rows, row order (``cases["train"][i]``
+            is the case of ``splits["train"]`` row ``i``), for readers that record them
+            (Decathlon: the case name, the image file name without ``.nii.gz``); empty
+            otherwise. Ids are file names: like the problems, they stay at the hospital.
     """
 
     schema: DatasetSchema
     splits: dict[str, MaskSplit | ArraySplit]
     problems: list[Problem]
     strata: tuple[str, ...] = ()
+    cases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class _SkippedCaseError(Exception):

@@ -2,9 +2,10 @@
 
 A folder data set (image + mask folder, Decathlon folder) is read once into a
 :class:`~fedward.common.data.maskfolder.FolderRead`: every split's arrays go into one
-uncompressed ``.npz`` and the schema, the split kinds and the problems into a small
-``.json`` beside it, under ``<cache root>/prepared/``. Later processes (every simulated
-hospital, every round in a new process) load these instead of decoding again.
+uncompressed ``.npz`` and the schema, the split kinds, the problems, the strata and the
+case ids into a small ``.json`` beside it, under ``<cache root>/prepared/``. Later
+processes (every simulated hospital, every round in a new process) load these instead of
+decoding again.
 
 The key hashes the folder's absolute path, every (non-hidden) file's relative path, size
 and modification time (ns), the reading settings and :data:`PREPARED_VERSION`: a file
@@ -47,7 +48,7 @@ from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
-PREPARED_VERSION = 2
+PREPARED_VERSION = 3
 """Bump when any folder reader's output changes, so old entries are not reused."""
 FOLDER = "prepared"
 MASK_FIELDS = ("images", "masks", "labels", "spacing")
@@ -139,7 +140,9 @@ def _load(base: Path) -> FolderRead | None:
                     splits[split] = ArraySplit(*(np.asarray(archive[f"{split}.{name}"]) for name in ARRAY_FIELDS))
     except _LOAD_ERRORS:
         return None
-    return FolderRead(schema, splits, problems, tuple(str(n) for n in meta.get("strata", ())))
+    strata = tuple(str(n) for n in meta.get("strata", ()))
+    cases = {str(split): tuple(str(c) for c in ids) for split, ids in dict(meta.get("cases", {})).items()}
+    return FolderRead(schema, splits, problems, strata, cases)
 
 
 def _store(base: Path, result: FolderRead) -> None:
@@ -160,6 +163,7 @@ def _store(base: Path, result: FolderRead) -> None:
         "splits": kinds,
         "problems": [[p.file, p.reason.value, p.message] for p in result.problems],
         "strata": list(result.strata),
+        "cases": {split: list(ids) for split, ids in result.cases.items()},
     }
     write_atomically(base.with_suffix(".npz"), lambda tmp: _save_npz(tmp, arrays), sync=False)
     atomic_write(base.with_suffix(".json"), json.dumps(meta), sync=False)

@@ -180,8 +180,11 @@ def _quantised(volume: np.ndarray) -> tuple[np.ndarray, float, float]:
     if integral and low >= 0 and high <= 65535:
         return volume.astype("<u2"), 1.0, 0.0
     # DS values hold 16 characters: quantise with the slope and intercept exactly as they will be read.
-    slope = float(format_number_as_ds((high - low) / 65534.0 if high > low else 1.0))
-    intercept = float(format_number_as_ds((high + low) / 2.0))
+    if low <= 0.0 <= high:  # keep 0 exactly 0 (background stays out of non-zero statistics such as MR z-scores)
+        slope, intercept = float(format_number_as_ds(max(-low, high) / 32767.0 if high > low else 1.0)), 0.0
+    else:
+        slope = float(format_number_as_ds((high - low) / 65534.0 if high > low else 1.0))
+        intercept = float(format_number_as_ds((high + low) / 2.0))
     stored = np.clip(np.round((volume.astype(np.float64) - intercept) / slope), -32768, 32767)
     return stored.astype("<i2"), slope, intercept
 

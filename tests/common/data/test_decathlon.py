@@ -75,6 +75,17 @@ def test_bad_cases_are_problems_and_good_cases_are_still_read(tmp_path: Path) ->
     }
     assert "7" in next(p.message for p in read.problems if p.reason is Reason.LABEL_OUT_OF_RANGE)
     assert set(read.splits) == {"train"} and len(read.splits["train"]) == 4  # no splits.csv: all train
+    # the rows' cases, as read: the skipped cases between them shift the row indices
+    assert read.cases == {"train": ("hippocampus_001", "hippocampus_003", "hippocampus_007", "hippocampus_011")}
+
+
+def test_each_split_names_its_rows_cases(tmp_path: Path) -> None:
+    read = read_decathlon(decathlon_subset(tmp_path / "hippo"))
+    assert read.cases == {
+        "train": ("hippocampus_001", "hippocampus_003"),
+        "val": ("hippocampus_011",),
+        "test": ("hippocampus_007",),
+    }
 
 
 def test_volumes_are_oriented_to_ras(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ class Builder:
             np.array([[1.5, 2.0], [1.0, 1.0]]),
         )
         schema = DatasetSchema(Task.SEGMENTATION, ("background", "lesion"), 1, 2, Modality.US)
-        return FolderRead(schema, {"train": split, "test": split.subset(np.array([1]))}, problems)
+        cases = {"train": ("case-a", "case-b"), "test": ("case-b",)}
+        return FolderRead(schema, {"train": split, "test": split.subset(np.array([1]))}, problems, ("x",), cases)
 
 
 def folder_with_files(tmp_path: Path) -> Path:
@@ -52,6 +53,8 @@ def folder_with_files(tmp_path: Path) -> Path:
 
 def same(left: FolderRead, right: FolderRead) -> bool:
     if left.schema != right.schema or left.problems != right.problems or left.splits.keys() != right.splits.keys():
+        return False
+    if (left.strata, left.cases) != (right.strata, right.cases):
         return False
     for name, split in left.splits.items():
         other = right.splits[name]
