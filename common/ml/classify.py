@@ -112,8 +112,13 @@ class ClassificationHead:
     reported: tuple[str, ...] = (*METRIC_NAMES, "balanced-accuracy")
     """Metric names (without split) a model card reports."""
 
-    def criterion(self, dataset: ImageDataset, cfg: TrainConfig, device: torch.device) -> nn.Module:
-        """The loss for ``dataset``'s task, with ``balanced`` weights from its own labels when asked."""
+    def criterion(
+        self, dataset: ImageDataset, cfg: TrainConfig, device: torch.device, *, per_sample: bool = False
+    ) -> nn.Module:
+        """The loss for ``dataset``'s task, with ``balanced`` weights from its own labels when asked.
+
+        Cross-entropy is a mean of per-image losses whatever ``per_sample`` says (DP-SGD's need).
+        """
         weights = None
         if cfg.class_weighting is ClassWeighting.BALANCED:
             weights = class_weights(dataset.task, dataset.class_counts(), len(dataset)).to(device)

@@ -25,7 +25,7 @@ from fedward.common.errors import DataError
 from fedward.common.ml.loader import make_loader
 from fedward.common.ml.scores import EvalResult, weighted_means
 from fedward.common.ml.segmetrics import SegmentationSums, federated_metrics, is_additive
-from fedward.common.wire import metric_key
+from fedward.common.wire import NUM_EXAMPLES, metric_key
 
 EVAL_BATCH_SIZE = 8
 """Images or volumes per forward pass when scoring."""
@@ -34,15 +34,18 @@ SLIDING_WINDOW_OVERLAP = 0.25
 """Overlap of neighbouring windows in sliding-window inference (MONAI's default)."""
 
 
-def make_seg_loss(choice: SegLoss) -> nn.Module:
+def make_seg_loss(choice: SegLoss, *, per_sample: bool = False) -> nn.Module:
     """MONAI's Dice + CE or Dice + focal loss on logits (B, K, *S) against label maps (B, 1, *S).
 
-    Softmax over the K labels, the target one-hot encoded, Dice computed over the whole
-    batch (``batch=True``: an image without the structure does not make Dice undefined).
+    Softmax over the K labels, the target one-hot encoded. Dice is computed over the whole
+    batch (``batch=True``: an image without the structure does not make Dice undefined),
+    unless ``per_sample``: then per image and averaged, so that the loss is a mean of
+    per-image losses and one image's gradient does not depend on the rest of its batch, as
+    DP-SGD's per-sample clipping requires (Abadi et al., 2016).
     """
     if choice is SegLoss.DICE_FOCAL:
-        return DiceFocalLoss(to_onehot_y=True, softmax=True, batch=True)
-    return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        return DiceFocalLoss(to_onehot_y=True, softmax=True, batch=not per_sample)
+    return DiceCELoss(to_onehot_y=True, softmax=True, batch=not per_sample)
 
 
 @torch.no_grad()
@@ -113,9 +116,11 @@ class SegmentationHead:
         self.reported: tuple[str, ...] = ("dice", "hd95", "pooled-dice", *per_label, "loss")
         """Metric names (without split) a model card reports."""
 
-    def criterion(self, dataset: SegmentationDataset, cfg: TrainConfig, device: torch.device) -> nn.Module:
-        """``train.seg-loss`` (Dice + CE by default); class weighting does not apply."""
-        return make_seg_loss(cfg.seg_loss)
+    def criterion(
+        self, dataset: SegmentationDataset, cfg: TrainConfig, device: torch.device, *, per_sample: bool = False
+    ) -> nn.Module:
+        """``train.seg-loss`` (Dice + CE by default), per image under DP-SGD; class weighting does not apply."""
+        return make_seg_loss(cfg.seg_loss, per_sample=per_sample)
 
     def pipeline(self, augment: bool, spatial_dims: int = 2) -> SegmentationPipeline:
         """Label-aware patches (when set), then joint flips, rotation, zoom and intensity scaling."""
@@ -145,6 +150,10 @@ class SegmentationHead:
         return EvalResult(SegmentationScores(sums, self.names), len(dataset))
 
     def federate(self, reports: list[dict[str, float]]) -> dict[str, float]:
-        """The federation's validation metrics from the hospitals' sums (plus weighted means of the rest)."""
+        """The federation's validation metrics from the hospitals' sums (plus weighted means of the rest).
+
+        Hospitals without validation images (``num-examples`` 0, no sums) are left out.
+        """
         plain = [{k: v for k, v in r.items() if not is_additive(k)} for r in reports]
-        return weighted_means(plain) | federated_metrics(reports, "val", self.names)
+        scored = [r for r in reports if r.get(NUM_EXAMPLES, 0.0) > 0]  # a hospital without validation images
+        return weighted_means(plain) | (federated_metrics(scored, "val", self.names) if scored else {})

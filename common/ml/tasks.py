@@ -53,8 +53,12 @@ class TaskHead(Protocol):
     selection_metric: str
     reported: tuple[str, ...]
 
-    def criterion(self, dataset: Any, cfg: TrainConfig, device: torch.device) -> nn.Module:
-        """The training loss for ``dataset`` (class weights from its own labels, where the task uses them)."""
+    def criterion(self, dataset: Any, cfg: TrainConfig, device: torch.device, *, per_sample: bool = False) -> nn.Module:
+        """The training loss for ``dataset`` (class weights from its own labels, where the task uses them).
+
+        ``per_sample``: a mean of per-image losses, so one image's gradient does not depend
+        on its batch (DP-SGD).
+        """
         ...
 
     def pipeline(self, augment: bool, spatial_dims: int = 2) -> BatchPairs:

@@ -141,7 +141,7 @@ def train_epochs(
     started = time.perf_counter()
     torch.manual_seed(plan.seed)  # dropout and any other global-RNG layer
     model.to(device).train()
-    criterion = head.criterion(dataset, cfg, device)
+    criterion = head.criterion(dataset, cfg, device, per_sample=dpsgd is not None)
     pipeline = head.pipeline(augment, getattr(dataset, "spatial_dims", 2))
     session = _start_session(model, criterion, pipeline, cfg, plan, device, dpsgd, images=images)
     steps = 0
