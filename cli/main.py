@@ -39,8 +39,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Inspect, split and export datasets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 client_app = typer.Typer(help="Hospital side: check the local data, run the agent.", no_args_is_help=True)
 app.add_typer(client_app, name="client")
 
@@ -188,95 +186,6 @@ _register_run_command(
 )
 
 
-@data_app.command("describe")
-@handle_errors
-def data_describe(
-    config: o.ConfigFile = None,
-    sets: o.Sets = None,
-    dataset: o.Dataset = None,
-    data_dir: o.DataDir = None,
-    val_fraction: o.ValFraction = None,
-    hospitals: o.Hospitals = None,
-    partition: o.PartitionOpt = None,
-    alpha: o.Alpha = None,
-    seed: o.Seed = None,
-) -> None:
-    """Show how the training split would be divided across hospitals (class table)."""
-    cfg = load_config(config, o.overrides_from(locals(), sets))
-    from fedward.simulation.driver import plan_hospitals, resolve_dataset
-    from fedward.simulation.partition import describe_table, label_skew, summarize_plan
-
-    resolved, found = resolve_dataset(cfg)
-    plan = plan_hospitals(resolved)
-    labels = found.splits["train"].labels
-    classes = found.strata
-    console.print(describe_table(summarize_plan(plan, labels, len(classes)), classes))
-    sizes = {split: len(arrays) for split, arrays in found.splits.items()}
-    console.print(
-        f"{resolved.cfg.data.dataset} ({resolved.schema.task.value}) from {found.path}: "
-        + ", ".join(f"{k} {v}" for k, v in sizes.items())
-        + "; label skew (mean total-variation distance to the pooled class mix) "
-        + f"{label_skew(plan, labels, len(classes)):.3f}"
-    )
-
-
-@data_app.command("export")
-@handle_errors
-def data_export(
-    out: Annotated[Path, typer.Option("--out", help="Folder to create, one sub-folder per hospital.")],
-    compression: Annotated[
-        str, typer.Option(help="Pixel data encoding of MedMNIST exports: none, rle or jpeg2000.")
-    ] = "none",
-    include_test: Annotated[
-        bool, typer.Option("--include-test", help="Also write the test split to <out>/test.")
-    ] = False,
-    config: o.ConfigFile = None,
-    sets: o.Sets = None,
-    dataset: o.Dataset = None,
-    data_dir: o.DataDir = None,
-    val_fraction: o.ValFraction = None,
-    hospitals: o.Hospitals = None,
-    partition: o.PartitionOpt = None,
-    alpha: o.Alpha = None,
-    seed: o.Seed = None,
-) -> None:
-    """Write each simulated hospital's share of a dataset as the folder a deployed hospital holds.
-
-    MedMNIST: DICOM images with labels.csv. Decathlon NIfTI (3D segmentation): one DICOM MR or
-    CT series with a DICOM SEG per case. Image + mask folders (BUSI): the image and mask files
-    with splits.csv. The hospitals get exactly the cases a simulation with the same settings
-    gives them; read with the same data settings, run.seed and data.val-fraction, they train
-    and validate on the same arrays.
-    """
-    flags = {k: v for k, v in locals().items() if k not in ("out", "compression", "include_test")}
-    cfg = load_config(config, o.overrides_from(flags, sets))
-    from fedward.common.choices import choose
-    from fedward.simulation.dicom_export import Compression, export_plan
-    from fedward.simulation.driver import plan_hospitals, resolve_dataset
-    from fedward.simulation.mask_export import export_mask_folders
-    from fedward.simulation.seg_export import ExportedFolder, ExportKind, array_splits, deployment_settings, export_kind
-    from fedward.simulation.volume_export import export_volumes
-
-    encoding = choose(compression, Compression, "--compression")
-    resolved, found = resolve_dataset(cfg)
-    plan = plan_hospitals(resolved)
-    kind = export_kind(found)
-    if kind is not ExportKind.CLASSIFICATION and encoding is not Compression.NONE:
-        raise ConfigError("--compression is for MedMNIST exports; series and image files are written as they are")
-    match kind:
-        case ExportKind.CLASSIFICATION:
-            paths = export_plan(out, array_splits(found), resolved.schema, plan, encoding, include_test)
-            what = f"DICOM files ({encoding.value}) and labels.csv"
-            folders = [ExportedFolder(p, {what: sum(1 for _ in (p / "images").iterdir())}) for p in paths]
-        case ExportKind.VOLUMES:
-            folders = export_volumes(out, found, resolved.cfg, plan, include_test)
-        case ExportKind.MASK_FOLDER:
-            folders = export_mask_folders(out, found, resolved.cfg, plan, include_test)
-    for folder in folders:
-        console.print(folder.describe(), highlight=False)
-    console.print(f"hospitals read them with {deployment_settings(kind, found, resolved.cfg)}", highlight=False)
-
-
 @client_app.command("check-data")
 def client_check_data(
     folder: Annotated[Path, typer.Argument(help="The hospital's data folder.")],
@@ -287,6 +196,9 @@ def client_check_data(
     dataset: Annotated[str | None, typer.Option(help="Take the classes of this MedMNIST dataset.")] = None,
     config: o.ConfigFile = None,
     frames: o.Frames = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Files of another modality or channels than the federation's: unusable.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check a hospital folder without training: counts, sizes, and every unusable file with its reason.
@@ -294,18 +206,23 @@ def client_check_data(
     Segmentation folders (image + mask, Decathlon, DICOM series with SEG) are read as training
     reads them (with --config: its data section, e.g. data.volume-size) and every bad case is
     named. Exit code 0 when training can use the folder, 1 when it cannot (segmentation
-    folders: when any case has a problem), 2 on bad arguments.
+    folders: when any case has a problem), 2 on bad arguments. When the federation's schema
+    is known (a catalogued --dataset, or --config), files whose header names another modality
+    or whose channels differ are warnings (modality-mismatch); with --strict unusable (exit 1).
     """
     import json
 
     from fedward.client.hospital.check import check_folder, render
+    from fedward.client.hospital.check_fit import federation_schema
     from fedward.common.choices import FrameMode, choose
 
     try:
         names, task = _federation_classes(classes, dataset, config)
         mode = choose(frames or "middle", FrameMode, "--frames")
-        data = load_config(config, {}).data if config is not None else None
-        report = check_folder(folder, names, task, mode, data=data)
+        cfg = load_config(config, {}) if config is not None else None
+        schema = federation_schema(dataset, cfg)
+        data = cfg.data if cfg is not None else None
+        report = check_folder(folder, names, task, mode, data=data, schema=schema, strict=strict)
     except FedwardError as err:
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -336,6 +253,19 @@ def _federation_classes(
             raise ConfigError(f"unknown dataset {dataset!r}: pass --classes instead")
         return list(entry.classes), entry.task
     return None, None
+
+
+def _register_data_commands() -> None:
+    """``fedward data describe|export``, with fedward's error handling."""
+    from fedward.cli.data_commands import data_app
+
+    for info in data_app.registered_commands:
+        if info.callback is not None:
+            info.callback = handle_errors(info.callback)
+    app.add_typer(data_app, name="data")
+
+
+_register_data_commands()
 
 
 def _register_deployment_commands() -> None:

@@ -30,6 +30,7 @@ from rich.table import Column, Table
 if TYPE_CHECKING:
     from fedward.client.evaluator.evaluate import Evaluation
     from fedward.client.evaluator.loaded_model import LoadedModel
+    from fedward.client.evaluator.predict import PredictionReport
     from fedward.client.evaluator.seg_evaluate import SegEvaluation
     from fedward.client.evaluator.seg_predict import SegPredictionReport
 
@@ -48,6 +49,14 @@ RoundOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Refuse images whose header names another modality than the model's, or whose channels or "
+        "dimensionality differ (default: use them with a warning).",
+    ),
+]
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -134,6 +143,7 @@ def model_evaluate(
         int, typer.Option("--overlays", min=0, help="Segmentation: overlay PNGs of this many cases.")
     ] = 4,
     device: DeviceOpt = "cpu",
+    strict: StrictOpt = False,
     as_json: AsJson = False,
 ) -> None:
     """Classifiers: AUC, accuracy, sensitivity, specificity and F1 with 95% bootstrap intervals, and a ROC curve PNG.
@@ -141,6 +151,10 @@ def model_evaluate(
     Segmentation models: Dice and HD95 per label and their means with 95% bootstrap
     intervals over cases, and overlay PNGs of a few cases (image content: they are
     written only into the output folder on this machine).
+
+    Images of another modality or channels than the model's are warnings; with --strict an
+    image folder's are left out (skipped, modality-mismatch; exit code 2 if none is left)
+    and a folder data set (mask, Decathlon, DICOM series) of another kind is refused (2).
     """
     from fedward.client.evaluator.evaluate import default_out_dir, evaluate_model
     from fedward.client.evaluator.loaded_model import load_model
@@ -152,10 +166,10 @@ def model_evaluate(
     loaded = load_model(model_dir, round_, device)
     target = out if out is not None else default_out_dir(loaded.model_dir, data, split)
     if loaded.model_dir.task is Task.SEGMENTATION:
-        _evaluate_segmentation(loaded, data, split, target, (resamples, seed, overlays), as_json)
+        _evaluate_segmentation(loaded, data, split, target, (resamples, seed, overlays, strict), as_json)
         return
     result = evaluate_model(
-        loaded, data, split=split, out_dir=target, resamples=resamples, seed=seed, threshold=threshold
+        loaded, data, split=split, out_dir=target, resamples=resamples, seed=seed, threshold=threshold, strict=strict
     )
     if as_json:
         console.print_json(json.dumps(result.to_json()))
@@ -187,20 +201,31 @@ def _print_evaluation(result: Evaluation) -> None:
     )
     if result.data.problems:
         console.print(f"[yellow]{len(result.data.problems)} files or rows skipped[/] (see results.json)")
+    _print_data_warnings([(p.file, p.message) for p in result.data.warnings])
     if result.roc_png is not None:
         console.print(f"ROC curve: {escape(str(result.roc_png))}", highlight=False)
     console.print(f"results: {escape(str(result.results_json))}", highlight=False)
 
 
+def _print_data_warnings(warnings: list[tuple[str, str]], shown: int = 10) -> None:
+    """The first ``shown`` images (or data set) that may not fit the model, one yellow line each."""
+    if not warnings:
+        return
+    console.print(f"[yellow]{len(warnings)} evaluated images may not fit the model[/] (see results.json)")
+    _print_warnings(list(warnings[:shown]))
+    if len(warnings) > shown:
+        console.print(f"... and {len(warnings) - shown} more", highlight=False)
+
+
 def _evaluate_segmentation(
-    loaded: LoadedModel, data: Path, split: str, out: Path, settings: tuple[int, int, int], as_json: bool
+    loaded: LoadedModel, data: Path, split: str, out: Path, settings: tuple[int, int, int, bool], as_json: bool
 ) -> None:
-    """Score a segmentation model and print the result; ``settings`` is (resamples, seed, overlays)."""
+    """Score a segmentation model and print the result; ``settings`` is (resamples, seed, overlays, strict)."""
     from fedward.client.evaluator.seg_evaluate import evaluate_segmentation
 
-    resamples, seed, overlays = settings
+    resamples, seed, overlays, strict = settings
     result = evaluate_segmentation(
-        loaded, data, split=split, out_dir=out, resamples=resamples, seed=seed, overlays=overlays
+        loaded, data, split=split, out_dir=out, resamples=resamples, seed=seed, overlays=overlays, strict=strict
     )
     if as_json:
         console.print_json(json.dumps(result.to_json()))
@@ -234,6 +259,8 @@ def _print_seg_evaluation(result: SegEvaluation) -> None:
     console.print(f"bootstrap: {result.resamples} percentile resamples of cases (seed {result.seed})", highlight=False)
     if result.data.problems:
         console.print(f"[yellow]{len(result.data.problems)} cases or files skipped[/] (see results.json)")
+    for problem in result.data.warnings:
+        _print_warnings([(result.data.source, problem.message)])
     for png in result.overlays:
         console.print(f"overlay: {escape(str(png))}", highlight=False)
     console.print(f"results: {escape(str(result.results_json))}", highlight=False)
@@ -259,6 +286,7 @@ def predict(
         typer.Option("--out", help="Segmentation: folder for the label maps (default DIR/predictions)."),
     ] = None,
     device: DeviceOpt = "cpu",
+    strict: StrictOpt = False,
     as_json: AsJson = False,
 ) -> None:
     """Print each image's class probabilities, or write each input's label map; unreadable inputs get a reason.
@@ -267,7 +295,12 @@ def predict(
     (its shape and affine) and a DICOM SEG per DICOM series, and print each output and the
     volume of every label (mm³, or pixels for 2D images).
 
-    Exit code 0 when every file was predicted, 1 when some could not be, 2 on bad arguments.
+    An input whose DICOM header names another modality than the model was trained on, or
+    whose channels (grey, colour) or dimensionality (2D, 3D) differ, is predicted with a
+    warning; with --strict it is refused (reason modality-mismatch).
+
+    Exit code 0 when every file was predicted, 1 when some could not be (or were refused),
+    2 on bad arguments.
     """
     from fedward.client.evaluator.loaded_model import load_model
     from fedward.client.evaluator.predict import predict_files
@@ -275,39 +308,53 @@ def predict(
 
     loaded = load_model(model_dir, round_, device)
     if loaded.model_dir.task is Task.SEGMENTATION:
-        _predict_segmentation(loaded, files, out, as_json)
-    report = predict_files(loaded, files, threshold)
+        _predict_segmentation(loaded, files, out, as_json, strict)
+    report = predict_files(loaded, files, threshold, strict=strict)
     if as_json:
         console.print_json(json.dumps(report.to_json()))
     else:
-        console.print(escape(report.model), highlight=False)
-        for note in report.notes:
-            console.print(escape(note), highlight=False)
-        table = Table(Column("file", overflow="fold"), *(escape(c) for c in report.classes), "predicted")
-        for row in report.rows:
-            if row.probabilities is not None:
-                table.add_row(escape(row.file), *(f"{p:.4f}" for p in row.probabilities), escape(row.predicted or ""))
-        if table.rows:
-            console.print(table)
-        if report.failed:
-            failed = Table(
-                Column("file", overflow="fold"),
-                "reason",
-                "detail",
-                title=f"{len(report.failed)} files could not be predicted",
-            )
-            for row in report.failed:
-                failed.add_row(escape(row.file), row.reason or "", escape(row.message or ""))
-            err_console.print(failed)
+        _print_predictions(report)
     raise typer.Exit(1 if report.failed else 0)
 
 
-def _predict_segmentation(loaded: LoadedModel, files: list[Path], out: Path | None, as_json: bool) -> NoReturn:
+def _print_predictions(report: PredictionReport) -> None:
+    """The probabilities table, a warning line per image that may not fit the model, and the failures."""
+    console.print(escape(report.model), highlight=False)
+    for note in report.notes:
+        console.print(escape(note), highlight=False)
+    table = Table(Column("file", overflow="fold"), *(escape(c) for c in report.classes), "predicted")
+    for row in report.rows:
+        if row.probabilities is not None:
+            table.add_row(escape(row.file), *(f"{p:.4f}" for p in row.probabilities), escape(row.predicted or ""))
+    if table.rows:
+        console.print(table)
+    _print_warnings([(row.file, row.warning) for row in report.warned])
+    if report.failed:
+        title = f"{len(report.failed)} files could not be predicted"
+        failed = Table(Column("file", overflow="fold"), "reason", "detail", title=title)
+        for row in report.failed:
+            failed.add_row(escape(row.file), row.reason or "", escape(row.message or ""))
+        err_console.print(failed)
+
+
+def _print_warnings(warnings: list[tuple[str, str | None]]) -> None:
+    """One yellow line per input that may not fit the model: ``warning: <input>: <reasons>``."""
+    for where, warning in warnings:
+        console.print(
+            f"[yellow]warning:[/] {escape(where)}: {escape(warning or '')}; its result may be meaningless",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _predict_segmentation(
+    loaded: LoadedModel, files: list[Path], out: Path | None, as_json: bool, strict: bool
+) -> NoReturn:
     """Write the label maps and print them (output and label volumes per case); always raises :class:`typer.Exit`."""
     from fedward.client.evaluator.seg_predict import predict_segmentations
 
     target = out if out is not None else loaded.model_dir.path / "predictions"
-    report = predict_segmentations(loaded, files, target)
+    report = predict_segmentations(loaded, files, target, strict=strict)
     if as_json:
         console.print_json(json.dumps(report.to_json()))
     else:
@@ -326,6 +373,7 @@ def _print_seg_predictions(report: SegPredictionReport) -> None:
             table.add_row(escape(str(case.output)), *(f"{case.volumes[n]:.1f}" for n in names), case.unit)
     if table.rows:
         console.print(table)
+    _print_warnings([(case.input, case.warning) for case in report.warned])
     if report.failed:
         failed = Table(
             Column("input", overflow="fold"), "reason", "detail", title=f"{len(report.failed)} inputs not segmented"

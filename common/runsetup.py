@@ -82,13 +82,15 @@ class ResolvedRun:
         return self.spec.schema
 
 
-def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False) -> ResolvedRun:
+def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False, trains: bool = True) -> ResolvedRun:
     """Check ``cfg``, find its dataset and schema.
 
     Args:
         cfg: the user's config.
         setting: where the run is set up.
         download: simulation only: fetch a missing catalogued MedMNIST file.
+        trains: the run trains ``model.name`` (checked against the task); the data
+            commands (describe, export) train nothing and skip that check.
 
     Raises:
         ConfigError: unreachable privacy settings, an unknown dataset, no schema to be found,
@@ -101,8 +103,9 @@ def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False) -> 
     cfg = _normalised(cfg, setting)
     dataset = _find_dataset(cfg, setting, download=download)
     schema = resolve_schema(cfg, dataset)
-    check_network_fits(cfg.model.name, schema, cfg.data.image_size)
-    if cfg.privacy.dpsgd:
+    if trains:
+        check_network_fits(cfg.model.name, schema, cfg.data.image_size)
+    if trains and cfg.privacy.dpsgd:
         check_dpsgd_network(cfg.model.name)
     if dataset is not None and setting is Setting.SIMULATION:  # every simulated process finds the file there
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=dataset.path.parent))

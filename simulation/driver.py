@@ -73,7 +73,7 @@ def resolve_dataset(cfg: RunConfig) -> tuple[ResolvedRun, OpenedDataset]:
     """
     if cfg.data.hospital_dirs:
         raise ConfigError("data.hospital-dirs: the hospitals hold their own folders; there is no dataset to split")
-    resolved = resolve_run(cfg, Setting.SIMULATION, download=True)
+    resolved = resolve_run(cfg, Setting.SIMULATION, download=True, trains=False)
     if resolved.dataset is None:  # pragma: no cover - a simulation without hospital folders always has the file
         raise ConfigError(f"no dataset file for {cfg.data.dataset}")
     return resolved, resolved.dataset

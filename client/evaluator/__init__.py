@@ -4,7 +4,9 @@
 :mod:`fedward.common.registry_api`) and write a pulled folder (``pulled_layout``);
 ``model_dir`` opens and verifies a pulled folder or run directory, ``loaded_model`` loads
 its network; ``evaluate`` (with ``labelled_data`` and ``roc``), ``predict`` and the
-exports (``export_formats``, ``model_export``, ``monai_bundle``) use it.
+exports (``export_formats``, ``model_export``, ``monai_bundle``) use it. ``input_kind``
+reads what kind of image each input is (modality, channels, 2D or 3D) for the modality
+guard that ``predict`` and ``evaluate`` apply.
 
 Segmentation models have their own modules, chosen once where a command starts:
 ``seg_input`` (preprocessing and the way back to the input's voxels), ``segmenter``

@@ -111,6 +111,7 @@ class Evaluation:
             "skipped_files": [
                 {"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.data.problems
             ],
+            "warnings": [{"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.data.warnings],
         }
 
 
@@ -182,6 +183,7 @@ def evaluate_model(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     threshold: float = 0.5,
+    strict: bool = False,
 ) -> Evaluation:
     """Evaluate a loaded model on labelled data; write ``results.json`` and ``roc.png``.
 
@@ -193,6 +195,8 @@ def evaluate_model(
         resamples: bootstrap resamples.
         seed: bootstrap seed.
         threshold: decision threshold for binary and multi-label predictions, in [0, 1].
+        strict: leave out images of another modality or channels than the model's
+            (listed as skipped) instead of evaluating them with a warning.
 
     Raises:
         DataError: as :func:`~fedward.client.evaluator.labelled_data.load_labelled` and
@@ -200,7 +204,7 @@ def evaluate_model(
     """
     if not 0.0 <= threshold <= 1.0:
         raise DataError(f"--threshold must be in [0, 1]; got {threshold}")
-    labelled = load_labelled(data, loaded.model_dir, split)
+    labelled = load_labelled(data, loaded.model_dir, split, strict=strict)
     result, curves = _measure(loaded, labelled, resamples=resamples, seed=seed, threshold=threshold)
     if out_dir is None:
         return result

@@ -10,6 +10,12 @@ Data (``--data``) is read with fedward's own readers:
 
 Labels must be the model's classes and images its channels; the images are resized to
 the model's input size.
+
+A folder's images are checked against the model's schema from their headers (the modality
+guard; :mod:`fedward.client.evaluator.input_kind`): an image of another modality or channels
+is evaluated and listed as a warning (``modality-mismatch``), or with ``strict`` left out
+and listed with the skipped files (per-file exclusion, like an undecodable file). A
+``.npz`` has no header: its channels must already be the model's.
 """
 
 from __future__ import annotations
@@ -21,14 +27,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedward.client.evaluator.input_kind import file_kind
 from fedward.client.evaluator.model_dir import ModelDir
 from fedward.common.choices import Task
 from fedward.common.data.cache import DecodeCache
-from fedward.common.data.folder import FolderScan, Problem, is_image_folder, label_index, multi_hot, scan_folder
+from fedward.common.data.dicom import Reason
+from fedward.common.data.folder import (
+    FolderScan,
+    Problem,
+    Sample,
+    is_image_folder,
+    label_index,
+    multi_hot,
+    scan_folder,
+)
 from fedward.common.data.images import ImageDataset, make_dataset
 from fedward.common.data.load import decode_scan, unknown_labels
+from fedward.common.data.modality import ModalityMismatchError, input_mismatches
 from fedward.common.data.npz import SPLITS, ArraySplit, read_npz
 from fedward.common.errors import DataError
+from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +60,31 @@ class LabelledData:
         split: the split evaluated (``test``, ``val``...) or ``all`` (folder without splits).
         dataset: uint8 images (N, C, S, S) and their labels.
         problems: files or manifest rows that were skipped.
+        warnings: images evaluated although they may not fit the model (reason
+            ``modality-mismatch``).
     """
 
     source: str
     split: str
     dataset: ImageDataset
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
-def load_labelled(data: Path, model_dir: ModelDir, split: str = "test") -> LabelledData:
+def load_labelled(data: Path, model_dir: ModelDir, split: str = "test", *, strict: bool = False) -> LabelledData:
     """Read labelled images for a model: a MedMNIST ``.npz`` or a hospital folder.
 
     Args:
         data: an ``.npz`` file, a folder holding one, or a hospital image folder.
         model_dir: the model (schema, image size, frames).
         split: the split to evaluate (``test`` or ``val``; ``train`` is allowed).
+        strict: leave out a folder's images of another modality or channels (listed with
+            the skipped files) instead of evaluating them with a warning.
 
     Raises:
         DataError: if the data is missing, unreadable, has labels outside the model's
             classes or images of other channels, or holds no usable image.
+        ModalityMismatchError: with ``strict``, when no image of the folder fits the model.
     """
     data = Path(data)
     if split not in SPLITS:
@@ -70,7 +94,7 @@ def load_labelled(data: Path, model_dir: ModelDir, split: str = "test") -> Label
     if not data.is_dir():
         raise DataError(f"--data {data} does not exist")
     if is_image_folder(data):
-        return _from_folder(data, model_dir, split)
+        return _from_folder(data, model_dir, split, strict)
     files = sorted(data.glob("*.npz"))
     if len(files) != 1:
         raise DataError(f"{data} holds neither labels.csv, class sub-folders nor exactly one .npz file")
@@ -105,7 +129,7 @@ def _check_fits(path: Path, split: str, arrays: ArraySplit, model_dir: ModelDir)
         )
 
 
-def _from_folder(folder: Path, model_dir: ModelDir, split: str) -> LabelledData:
+def _from_folder(folder: Path, model_dir: ModelDir, split: str, strict: bool) -> LabelledData:
     schema = model_dir.schema
     scan = scan_folder(folder)
     bad = unknown_labels(scan.samples, schema)
@@ -119,6 +143,7 @@ def _from_folder(folder: Path, model_dir: ModelDir, split: str) -> LabelledData:
         used = split
     else:
         chosen, used = list(scan.samples), "all"
+    chosen, mismatched = _guard_samples(folder, chosen, schema, strict)
     cache = DecodeCache(None, folder, ())
     frames = model_dir.cfg.data.frames
     decoded = decode_scan(
@@ -130,6 +155,9 @@ def _from_folder(folder: Path, model_dir: ModelDir, split: str) -> LabelledData:
     )
     if not decoded.samples:
         raise DataError(f"{folder}: no image decodes ({len(decoded.problems)} files or rows skipped)")
+    evaluated = {sample.file for sample in decoded.samples}
+    warnings = [] if strict else [w for w in mismatched if w.file in evaluated]
+    problems = decoded.problems + (mismatched if strict else [])
     width = len(schema.classes) if schema.task is Task.MULTILABEL else 1
     labels: list[list[int]] = []
     for sample, frames_tensor in zip(decoded.samples, decoded.images, strict=True):
@@ -143,4 +171,39 @@ def _from_folder(folder: Path, model_dir: ModelDir, split: str) -> LabelledData:
     dataset = ImageDataset(
         images, np.asarray(labels, dtype=np.int64).reshape(-1, width), schema.task, len(schema.classes)
     )
-    return LabelledData(f"{folder} ({scan.layout}, split {used})", used, dataset, decoded.problems)
+    return LabelledData(f"{folder} ({scan.layout}, split {used})", used, dataset, problems, warnings)
+
+
+def _guard_samples(
+    folder: Path, samples: list[Sample], schema: DatasetSchema, strict: bool
+) -> tuple[list[Sample], list[Problem]]:
+    """The samples to evaluate and, one per image that does not fit the model, a ``modality-mismatch`` entry.
+
+    Without ``strict`` every sample is kept; with it the mismatched ones are left out.
+
+    Raises:
+        ModalityMismatchError: with ``strict``, when no sample fits.
+    """
+    kept: list[Sample] = []
+    mismatched: list[Problem] = []
+    seen: set[str] = set()
+    for sample in samples:
+        kind = file_kind(folder / sample.file)
+        reasons = input_mismatches(schema, kind) if kind is not None else []
+        if reasons:
+            mismatched.append(Problem(sample.file, Reason.MODALITY_MISMATCH, "; ".join(reasons)))
+            seen.update(reasons)
+        if not (reasons and strict):
+            kept.append(sample)
+    if mismatched:
+        action = "left out (--strict)" if strict else "evaluated; their results may be meaningless"
+        log.warning(
+            "%d of %d images do not fit the model (%s): %s",
+            len(mismatched),
+            len(samples),
+            "; ".join(sorted(seen)),
+            action,
+        )
+    if strict and samples and not kept:
+        raise ModalityMismatchError(f"{folder}: no image fits the model: {'; '.join(sorted(seen))} (--strict)")
+    return kept, mismatched

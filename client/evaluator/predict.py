@@ -12,6 +12,12 @@ Files are decoded with fedward's readers and preprocessed as training does
 
 A file that cannot be used gets a one-line reason (the stable codes of
 :class:`~fedward.common.data.dicom.Reason`) and never stops the other files.
+
+Every input is checked against the model's schema first (the modality guard, once per
+file, per ``.npz`` array; :mod:`fedward.client.evaluator.input_kind`): an image whose
+header names another modality, or whose channels or dimensionality differ from the
+model's, is predicted with a warning, or with ``strict`` refused (reason
+``modality-mismatch``).
 :class:`LoadModelInputd` is the same decoding as a MONAI dictionary transform, for the
 MONAI bundle that :mod:`fedward.client.evaluator.monai_bundle` writes.
 """
@@ -32,12 +38,15 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from fedward.client.evaluator.input_kind import check_input, file_kind, refusal
 from fedward.client.evaluator.loaded_model import LoadedModel
 from fedward.common.choices import FrameMode, Task
 from fedward.common.data.dicom import Reason, UnusableFileError
 from fedward.common.data.files import decode_file, to_model_input
 from fedward.common.data.folder import MANIFEST
 from fedward.common.data.images import RESIZE_CHUNK
+from fedward.common.data.modality import InputKind, ModalityMismatchError
+from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,8 @@ class Prediction:
             most probable; multi-label: the labels >= threshold joined by ``|``).
         reason: failure code (a :class:`~fedward.common.data.dicom.Reason` value).
         message: one-line explanation of the failure (no patient data).
+        warning: why the image may not fit the model (modality, channels, dimensions);
+            ``None`` when it fits or nothing says.
     """
 
     file: str
@@ -62,6 +73,7 @@ class Prediction:
     predicted: str | None = None
     reason: str | None = None
     message: str | None = None
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -104,12 +116,20 @@ class PredictionReport:
                     "file": r.file,
                     "probabilities": dict(zip(self.classes, r.probabilities, strict=True)),
                     "predicted": r.predicted,
+                    "warning": r.warning,
                 }
                 for r in self.rows
                 if r.probabilities is not None
             ],
-            "failed": [{"file": r.file, "reason": r.reason, "message": r.message} for r in self.failed],
+            "failed": [
+                {"file": r.file, "reason": r.reason, "message": r.message, "warning": r.warning} for r in self.failed
+            ],
         }
+
+    @property
+    def warned(self) -> list[Prediction]:
+        """The rows whose image may not fit the model."""
+        return [r for r in self.rows if r.warning]
 
 
 def load_model_input(path: Path, channels: int, image_size: int, frames: FrameMode = FrameMode.MIDDLE) -> torch.Tensor:
@@ -124,7 +144,9 @@ def load_model_input(path: Path, channels: int, image_size: int, frames: FrameMo
     return to_model_input(decode_file(Path(path), frames), channels, image_size)
 
 
-def predict_files(loaded: LoadedModel, files: Sequence[Path], threshold: float = 0.5) -> PredictionReport:
+def predict_files(
+    loaded: LoadedModel, files: Sequence[Path], threshold: float = 0.5, *, strict: bool = False
+) -> PredictionReport:
     """Probabilities of every image in ``files``; failures are rows with a reason.
 
     Args:
@@ -132,50 +154,72 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path], threshold: float =
         files: DICOM, PNG/JPEG or ``.npz`` files; a folder stands for the files below it
             (hidden files and ``labels.csv`` left out).
         threshold: decision threshold for the ``predicted`` column (binary, multi-label).
+        strict: refuse (reason ``modality-mismatch``) inputs whose modality, channels or
+            dimensionality do not fit the model, instead of predicting them with a warning.
 
     Returns:
         The report, rows in the order of ``files``.
     """
     model_dir = loaded.model_dir
-    prep = model_dir.preprocessing
     report = PredictionReport(model_dir.describe(), model_dir.task, model_dir.classes)
-    names: list[str] = []
-    tensors: list[torch.Tensor] = []
+    inputs: list[_Input] = []
     slots: list[Prediction | None] = []  # None: filled with the probabilities below
     for path in expand_files(files):
         try:
-            if path.suffix.lower() == NPZ_SUFFIX:
-                items, note = _npz_inputs(path, prep.channels, prep.image_size)
-                report.notes.append(note)
-            else:
-                items = [(str(path), load_model_input(path, prep.channels, prep.image_size, FrameMode.MIDDLE))]
+            items = _file_inputs(loaded, path, report, strict)
+        except ModalityMismatchError as err:
+            reason = Reason.MODALITY_MISMATCH.value
+            slots.append(Prediction(str(path), reason=reason, message=refusal(err, str(path))))
+            continue
         except UnusableFileError as err:
             slots.append(Prediction(str(path), reason=err.reason.value, message=str(err)))
             continue
         except Exception as err:  # an unexpected decoder failure must not stop the other files
             log.debug("decoding %s failed", path, exc_info=True)
-            slots.append(
-                Prediction(
-                    str(path), reason=Reason.UNREADABLE.value, message=f"cannot be decoded ({type(err).__name__})"
-                )
-            )
+            message = f"cannot be decoded ({type(err).__name__})"
+            slots.append(Prediction(str(path), reason=Reason.UNREADABLE.value, message=message))
             continue
-        for name, tensor in items:
-            names.append(name)
-            tensors.append(tensor[:1])
-            slots.append(None)
+        inputs += items
+        slots += [None] * len(items)
+    tensors = [item.tensor[:1] for item in inputs]
     probabilities = (
         loaded.probabilities(torch.cat(tensors)) if tensors else np.empty((0, len(model_dir.classes)), np.float32)
     )
-    done = iter(zip(names, probabilities, strict=True))
+    done = iter(zip(inputs, probabilities, strict=True))
     for slot in slots:
         if slot is not None:
             report.rows.append(slot)
             continue
-        name, row = next(done)
+        item, row = next(done)
         values = tuple(float(v) for v in row)
-        report.rows.append(Prediction(name, values, _decision(values, model_dir.task, model_dir.classes, threshold)))
+        decision = _decision(values, model_dir.task, model_dir.classes, threshold)
+        report.rows.append(Prediction(item.name, values, decision, warning=item.warning))
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """One image ready for the model: its row name, uint8 (F, C, S, S) tensor and the guard's warning."""
+
+    name: str
+    tensor: torch.Tensor
+    warning: str | None = None
+
+
+def _file_inputs(loaded: LoadedModel, path: Path, report: PredictionReport, strict: bool) -> list[_Input]:
+    """The model inputs of one file, guarded (see :func:`predict_files`); ``.npz`` notes go to ``report``.
+
+    Raises:
+        ModalityMismatchError: with ``strict``, an input that does not fit the model.
+        UnusableFileError: a file that cannot be used.
+    """
+    schema, prep = loaded.model_dir.schema, loaded.model_dir.preprocessing
+    if path.suffix.lower() == NPZ_SUFFIX:
+        items, note = _npz_inputs(path, prep.channels, prep.image_size, (schema, strict))
+        report.notes.append(note)
+        return items
+    warning = check_input(schema, file_kind(path), str(path), strict=strict)
+    return [_Input(str(path), load_model_input(path, prep.channels, prep.image_size, FrameMode.MIDDLE), warning)]
 
 
 def expand_files(files: Sequence[Path]) -> list[Path]:
@@ -201,8 +245,14 @@ def _decision(values: tuple[float, ...], task: Task, classes: tuple[str, ...], t
     return "|".join(c for c, v in zip(classes, values, strict=True) if v >= threshold) or "(none)"
 
 
-def _npz_inputs(path: Path, channels: int, image_size: int) -> tuple[list[tuple[str, torch.Tensor]], str]:
-    """Model inputs (one (1, C, S, S) uint8 tensor per image) of an ``.npz``, and which arrays were read."""
+def _npz_inputs(
+    path: Path, channels: int, image_size: int, guard: tuple[DatasetSchema, bool]
+) -> tuple[list[_Input], str]:
+    """Model inputs (one (1, C, S, S) uint8 tensor per image) of an ``.npz``, and which arrays were read.
+
+    ``guard`` is the model's schema and ``strict``: each array is checked once (no header:
+    its channels, 2D).
+    """
     if not path.is_file():
         raise UnusableFileError(Reason.UNREADABLE, "file not found")
     try:
@@ -211,7 +261,7 @@ def _npz_inputs(path: Path, channels: int, image_size: int) -> tuple[list[tuple[
         raise UnusableFileError(
             Reason.UNREADABLE, f"not a readable .npz archive ({type(err).__name__}); it may be truncated or corrupt"
         ) from None
-    out: list[tuple[str, torch.Tensor]] = []
+    out: list[_Input] = []
     with archive:
         keys = _image_keys(list(archive.files))
         if not keys:
@@ -229,10 +279,12 @@ def _npz_inputs(path: Path, channels: int, image_size: int) -> tuple[list[tuple[
                     Reason.NOT_IMAGE,
                     f"array {key} must be uint8 images (N, H, W) or (N, H, W, 3); found {images.dtype} {images.shape}",
                 )
+            kind = InputKind("", 3 if images.ndim == 4 else 1, 2)
+            warning = check_input(guard[0], kind, f"{path}[{key}]", strict=guard[1])
             for start in range(0, images.shape[0], RESIZE_CHUNK):
                 chunk = images[start : start + RESIZE_CHUNK].astype(np.float64) / 255.0
                 inputs = to_model_input(chunk, channels, image_size)
-                out += [(f"{path}[{key}:{start + i}]", inputs[i : i + 1]) for i in range(inputs.shape[0])]
+                out += [_Input(f"{path}[{key}:{start + i}]", inputs[i : i + 1], warning) for i in range(len(inputs))]
             counts.append(f"{key} ({images.shape[0]} images)")
     return out, f"{path}: read {', '.join(counts)}"
 

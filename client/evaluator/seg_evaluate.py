@@ -119,6 +119,7 @@ class SegEvaluation:
             "skipped_files": [
                 {"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.data.problems
             ],
+            "warnings": [{"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.data.warnings],
         }
 
 
@@ -131,6 +132,7 @@ def evaluate_segmentation(
     resamples: int = 1000,
     seed: int = 0,
     overlays: int = DEFAULT_OVERLAYS,
+    strict: bool = False,
 ) -> SegEvaluation:
     """Evaluate a segmentation model on a labelled folder; write ``results.json`` and overlays.
 
@@ -142,13 +144,15 @@ def evaluate_segmentation(
         resamples: bootstrap resamples (>= 1).
         seed: bootstrap seed.
         overlays: number of overlay PNGs (>= 0).
+        strict: refuse a data set of another modality or channels than the model's
+            (:class:`~fedward.common.data.modality.ModalityMismatchError`) instead of warning.
 
     Raises:
         DataError: as :func:`load_labelled_masks`, or ``resamples`` < 1 or ``overlays`` < 0.
     """
     if resamples < 1 or overlays < 0:
         raise DataError(f"--resamples must be >= 1 and --overlays >= 0; got {resamples} and {overlays}")
-    labelled = load_labelled_masks(data, loaded.model_dir, split)
+    labelled = load_labelled_masks(data, loaded.model_dir, split, strict=strict)
     shown = _overlay_cases(labelled, overlays if out_dir is not None else 0)
     dice, hd95, predicted = _score(loaded, labelled, shown)
     names = loaded.model_dir.schema.foreground

@@ -17,10 +17,16 @@ the network runs in :mod:`fedward.client.evaluator.segmenter`. Each case reports
 file and, per structure, its volume: mm³ for volumes (voxels times the voxel volume of the
 input's affine), pixels for 2D images. A file that cannot be used gets a reason and never
 stops the others. Nothing read from a header (names, UIDs, dates) is reported or logged.
+
+Each input (image, NIfTI file, series) is checked against the model's schema first (the
+modality guard; :mod:`fedward.client.evaluator.input_kind`): one of another modality,
+channels or dimensionality is segmented with a warning, or with ``strict`` refused
+(reason ``modality-mismatch``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -32,12 +38,14 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from fedward.client.evaluator.input_kind import check_input, file_kind, nifti_kind, refusal, series_kind
 from fedward.client.evaluator.loaded_model import LoadedModel
 from fedward.client.evaluator.model_dir import ModelDir
 from fedward.client.evaluator.predict import expand_files
 from fedward.client.evaluator.seg_input import is_nifti, nifti_stem, planar_input, read_nifti, volume_input
 from fedward.client.evaluator.segmenter import Segmenter, segmenter_for
 from fedward.common.data.dicom import Reason, UnusableFileError
+from fedward.common.data.modality import InputKind, ModalityMismatchError
 from fedward.common.data.seg import source_datasets, write_seg
 from fedward.common.data.series import SeriesVolume, ras_affine, read_series, scan_series
 from fedward.common.errors import DataError
@@ -61,6 +69,8 @@ class SegmentedCase:
         volumes: structure name to its predicted size (background left out).
         reason: failure code (a :class:`~fedward.common.data.dicom.Reason` value).
         message: one-line explanation of the failure (no patient data).
+        warning: why the input may not fit the model (modality, channels, dimensions);
+            ``None`` when it fits or nothing says.
     """
 
     input: str
@@ -70,6 +80,7 @@ class SegmentedCase:
     volumes: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
     message: str | None = None
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -109,15 +120,31 @@ class SegPredictionReport:
             "out_dir": str(self.out_dir),
             "notes": list(self.notes),
             "predictions": [
-                {"input": c.input, "output": str(c.output), "format": c.format, "unit": c.unit, "volumes": c.volumes}
+                {
+                    "input": c.input,
+                    "output": str(c.output),
+                    "format": c.format,
+                    "unit": c.unit,
+                    "volumes": c.volumes,
+                    "warning": c.warning,
+                }
                 for c in self.cases
                 if c.ok
             ],
-            "failed": [{"input": c.input, "reason": c.reason, "message": c.message} for c in self.failed],
+            "failed": [
+                {"input": c.input, "reason": c.reason, "message": c.message, "warning": c.warning} for c in self.failed
+            ],
         }
 
+    @property
+    def warned(self) -> list[SegmentedCase]:
+        """The cases whose input may not fit the model."""
+        return [c for c in self.cases if c.warning]
 
-def predict_segmentations(loaded: LoadedModel, inputs: Sequence[Path], out_dir: Path) -> SegPredictionReport:
+
+def predict_segmentations(
+    loaded: LoadedModel, inputs: Sequence[Path], out_dir: Path, *, strict: bool = False
+) -> SegPredictionReport:
     """Label maps of every input, written into ``out_dir`` (see the module docstring).
 
     Args:
@@ -125,6 +152,8 @@ def predict_segmentations(loaded: LoadedModel, inputs: Sequence[Path], out_dir: 
         inputs: 2D models: image files or folders of them; 3D models: NIfTI files, folders
             of NIfTI files, or DICOM series folders.
         out_dir: folder for the label maps (created; files of the same name are replaced).
+        strict: refuse inputs of another modality, channels or dimensionality instead of
+            segmenting them with a warning.
 
     Returns:
         The report, cases in the order of ``inputs``.
@@ -132,20 +161,20 @@ def predict_segmentations(loaded: LoadedModel, inputs: Sequence[Path], out_dir: 
     model_dir = loaded.model_dir
     report = SegPredictionReport(model_dir.describe(), model_dir.classes, Path(out_dir))
     report.out_dir.mkdir(parents=True, exist_ok=True)
-    writer = _CaseWriter(model_dir, segmenter_for(loaded), report)
+    writer = _CaseWriter(model_dir, segmenter_for(loaded), report, strict)
     if model_dir.schema.spatial_dims == 2:
         for path in expand_files(inputs):
-            writer.guarded(str(path), functools.partial(writer.image, path))
+            writer.guarded(str(path), functools.partial(writer.image, path), functools.partial(file_kind, path))
         return report
     for path in map(Path, inputs):
         if path.is_dir():
             niftis = sorted(p for p in path.rglob("*") if p.is_file() and is_nifti(p))
             for nifti in niftis:
-                writer.guarded(str(nifti), functools.partial(writer.nifti, nifti))
+                writer.guarded(str(nifti), functools.partial(writer.nifti, nifti), functools.partial(nifti_kind, nifti))
             if not niftis:
                 writer.series_folder(path)
         elif is_nifti(path):
-            writer.guarded(str(path), functools.partial(writer.nifti, path))
+            writer.guarded(str(path), functools.partial(writer.nifti, path), functools.partial(nifti_kind, path))
         else:
             message = "a 3D model takes NIfTI files (.nii, .nii.gz) or DICOM series folders"
             report.cases.append(SegmentedCase(str(path), reason=Reason.UNSUPPORTED_IMAGE.value, message=message))
@@ -173,16 +202,21 @@ def series_label_map(segmenter: Segmenter, series: SeriesVolume, model_dir: Mode
 class _CaseWriter:
     """Predicts one input at a time and appends its case to the report."""
 
-    def __init__(self, model_dir: ModelDir, segmenter: Segmenter, report: SegPredictionReport) -> None:
+    def __init__(self, model_dir: ModelDir, segmenter: Segmenter, report: SegPredictionReport, strict: bool) -> None:
         self.model_dir = model_dir
         self.segmenter = segmenter
         self.report = report
+        self.strict = strict
         self.used: set[str] = set()
 
-    def guarded(self, name: str, predict: Callable[[], SegmentedCase]) -> None:
-        """Run ``predict() -> SegmentedCase`` and record its case, or the reason it failed."""
+    def guarded(self, name: str, predict: Callable[[], SegmentedCase], kind: Callable[[], InputKind | None]) -> None:
+        """Guard the input (``kind()``), run ``predict() -> SegmentedCase`` and record its case, or why it failed."""
+        warning = None
         try:
+            warning = check_input(self.model_dir.schema, kind(), name, strict=self.strict)
             case = predict()
+        except ModalityMismatchError as err:
+            case = SegmentedCase(name, reason=Reason.MODALITY_MISMATCH.value, message=refusal(err, name))
         except UnusableFileError as err:
             case = SegmentedCase(name, reason=err.reason.value, message=str(err))
         except DataError as err:
@@ -191,7 +225,7 @@ class _CaseWriter:
             log.debug("predicting %s failed", name, exc_info=True)
             message = f"cannot be segmented ({type(err).__name__})"
             case = SegmentedCase(name, reason=Reason.UNREADABLE.value, message=message)
-        self.report.cases.append(case)
+        self.report.cases.append(dataclasses.replace(case, warning=warning) if warning else case)
 
     def output(self, stem: str, suffix: str) -> Path:
         """``out_dir/<stem>_seg<suffix>``, numbered when this call already wrote that name."""
@@ -238,7 +272,9 @@ class _CaseWriter:
         for number, files in enumerate(scan.series.values(), start=1):
             name = f"{folder} (series {number})" if several else str(folder)
             stem = f"{folder.name}-series{number}" if several else folder.name
-            self.guarded(name, functools.partial(self.series, files, folder, name, stem))
+            self.guarded(
+                name, functools.partial(self.series, files, folder, name, stem), functools.partial(series_kind, files)
+            )
 
     def series(self, files: list[Path], folder: Path, name: str, stem: str) -> SegmentedCase:
         series = read_series(files, root=folder)

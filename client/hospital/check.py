@@ -16,10 +16,17 @@ outside the declared labels, missing masks, uneven slice spacing, a SEG of anoth
 and counts the usable cases per split. There any problem fails the check (exit code 1),
 while the good cases are still counted as usable: a bad case is a case the federation
 silently loses.
+
+When the federation's schema is known (:mod:`fedward.client.hospital.check_fit`), every
+usable file's header (a ``.npz`` split's channels, a folder data set's modality and
+dimensions) is compared with it: a file of another modality or channels is listed as a
+warning (``modality-mismatch``; exit code unchanged, the file still counted), or with
+``strict`` as an unusable file (not counted, exit code 1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +37,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from fedward.client.hospital.check_fit import (
+    FOLDER,
+    dataset_mismatches,
+    file_mismatches,
+    log_mismatches,
+    npz_mismatches,
+)
 from fedward.common.choices import FrameMode, TargetKind, Task
 from fedward.common.config.sections import DataConfig
 from fedward.common.data.dicom import Reason, UnusableFileError
@@ -40,6 +54,7 @@ from fedward.common.data.npz import read_npz
 from fedward.common.data.sources import LABEL_MAP_LAYOUTS, FolderLayout, folder_layout, read_folder_dataset
 from fedward.common.data.volumeprep import NoUsableCaseError
 from fedward.common.errors import DataError
+from fedward.common.schema import DatasetSchema
 
 BLOCKING = frozenset({Reason.LABEL_UNKNOWN, Reason.BAD_MANIFEST_ROW})
 """Problems that make a folder unusable (they need the site's staff to fix the manifest)."""
@@ -62,6 +77,10 @@ class CheckReport:
         modalities: DICOM Modality (``PNG``/``JPEG`` for other images) -> number of files.
         transfer_syntaxes: transfer syntax (or image format) -> number of files.
         problems: every unusable file or row, with its reason.
+        warnings: usable files (``.npz`` splits, the whole folder data set: ``.``) that may not
+            fit the federation's images (``modality-mismatch``); with ``strict`` these are
+            problems instead.
+        strict: files that do not fit the federation's images are unusable.
         unit: what the counts count: ``files`` (images) or ``cases`` (folder data sets).
         columns: keys of ``counts`` to tabulate; empty: ``classes``.
         every_problem_fails: any problem fails the check (folder data sets), not only
@@ -77,6 +96,8 @@ class CheckReport:
     modalities: Counter[str] = field(default_factory=Counter)
     transfer_syntaxes: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    strict: bool = False
     unit: str = "files"
     columns: tuple[str, ...] = ()
     every_problem_fails: bool = False
@@ -100,8 +121,15 @@ class CheckReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when the check passes, 1 when the folder is unusable or (folder data sets) has any problem."""
-        return 0 if self.usable and not (self.every_problem_fails and self.problems) else 1
+        """0 when the check passes; 1 when the folder is unusable, (folder data sets) has any problem, or
+        (``strict``) holds a file that does not fit the federation's images."""
+        refused = any(p.reason is Reason.MODALITY_MISMATCH for p in self.problems)
+        return 0 if self.usable and not (self.every_problem_fails and self.problems) and not refused else 1
+
+    def add_mismatch(self, file: str, reasons: list[str]) -> None:
+        """Record a file that does not fit the federation's images: a warning, or with ``strict`` a problem."""
+        entry = Problem(file, Reason.MODALITY_MISMATCH, "; ".join(reasons))
+        (self.problems if self.strict else self.warnings).append(entry)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable form (for ``--json``)."""
@@ -119,6 +147,8 @@ class CheckReport:
             "transfer_syntaxes": dict(self.transfer_syntaxes),
             "problems": [{"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.problems],
             "problem_counts": dict(self.reasons),
+            "warnings": [{"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.warnings],
+            "strict": self.strict,
         }
 
 
@@ -129,6 +159,8 @@ def check_folder(
     frames: FrameMode = FrameMode.MIDDLE,
     *,
     data: DataConfig | None = None,
+    schema: DatasetSchema | None = None,
+    strict: bool = False,
 ) -> CheckReport:
     """Decode and label-check every image of a hospital folder.
 
@@ -147,21 +179,34 @@ def check_folder(
         frames: frames decoded for multi-frame images.
         data: the run's data section, for folder data sets (grid, spacing, intensity...);
             ``None``: defaults with ``classes`` and ``task``.
+        schema: the federation's schema (modality, channels, dimensions); ``None``: unknown,
+            files are not compared with it.
+        strict: files that do not fit ``schema`` are unusable (exit code 1), not warnings.
 
     Raises:
         DataError: if the folder is missing or its manifest cannot be read at all.
     """
     folder = Path(folder)
     layout = folder_layout(folder)
+    fit = (schema, strict)
     if layout is not None:
-        return check_dataset(folder, layout, data or folder_config(layout, classes, task))
-    if folder.is_dir() and not is_image_folder(folder):
-        return _check_npz(folder, classes, task)
-    return _check_images(folder, classes, task, frames)
+        report = check_dataset(folder, layout, data or folder_config(layout, classes, task), fit)
+    elif folder.is_dir() and not is_image_folder(folder):
+        report = _check_npz(folder, classes, task, fit)
+    else:
+        report = _check_images(folder, classes, task, frames, fit)
+    log_mismatches([*report.warnings, *(p for p in report.problems if p.reason is Reason.MODALITY_MISMATCH)], strict)
+    return report
 
 
-def _check_images(folder: Path, classes: Sequence[str] | None, task: Task | None, frames: FrameMode) -> CheckReport:
-    """Decode every image of a manifest or class-folder layout and check its label."""
+Fit = tuple[DatasetSchema | None, bool]
+"""The federation's schema (``None``: unknown) and ``strict``."""
+
+
+def _check_images(
+    folder: Path, classes: Sequence[str] | None, task: Task | None, frames: FrameMode, fit: Fit
+) -> CheckReport:
+    """Decode every image of a manifest or class-folder layout, check its label and its fit to the schema."""
     scan = scan_folder(folder)
     if classes is None:
         found = (
@@ -170,7 +215,7 @@ def _check_images(folder: Path, classes: Sequence[str] | None, task: Task | None
             else {s.label.strip() for s in scan.samples}
         )
         classes = sorted(c for c in found if c)
-    report = CheckReport(Path(folder), scan.layout, tuple(classes), problems=list(scan.problems))
+    report = CheckReport(Path(folder), scan.layout, tuple(classes), problems=list(scan.problems), strict=fit[1])
     for sample in scan.samples:
         known = (
             multi_hot(sample.label, classes) is not None
@@ -189,6 +234,10 @@ def _check_images(folder: Path, classes: Sequence[str] | None, task: Task | None
         except UnusableFileError as err:
             report.problems.append(Problem(sample.file, err.reason, str(err)))
             continue
+        if fit[0] is not None and (reasons := file_mismatches(fit[0], info)):
+            report.add_mismatch(sample.file, reasons)
+            if report.strict:
+                continue
         name = sample.label if task is Task.MULTILABEL else classes[label_index(sample.label, classes) or 0]
         report.counts.setdefault(sample.split or "unassigned", Counter())[name] += 1
         report.sizes[f"{info.rows} x {info.columns}"] += 1
@@ -210,8 +259,11 @@ def folder_config(layout: FolderLayout, classes: Sequence[str] | None, task: Tas
     return DataConfig(task=kind, classes=tuple(classes), channels=1, target=target)
 
 
-def check_dataset(folder: Path, layout: FolderLayout, data: DataConfig) -> CheckReport:
+def check_dataset(folder: Path, layout: FolderLayout, data: DataConfig, fit: Fit = (None, False)) -> CheckReport:
     """Read a folder data set as training would and report its problems and usable cases per split.
+
+    ``fit`` is the federation's schema and ``strict``: the data set's modality, channels and
+    dimensions are compared with the schema's once (file ``.``: the whole folder).
 
     Raises:
         DataError: if the folder cannot be read at all (a reader's index or settings error).
@@ -219,12 +271,19 @@ def check_dataset(folder: Path, layout: FolderLayout, data: DataConfig) -> Check
     report = CheckReport(
         folder, layout.value, data.classes, unit="cases", every_problem_fails=True, sizes_title="model grid"
     )
+    report.strict = fit[1]
     try:
         read = read_folder_dataset(folder, data, cache_root=None)
     except NoUsableCaseError as err:
         report.problems = list(err.problems)
         return report
     report.classes, report.problems = read.schema.classes, sorted(read.problems, key=lambda p: p.file)
+    if fit[0] is not None:
+        # Without data.volume-size a segmentation is 2D or 3D as its data set is (run setup's rule).
+        dims = fit[0].spatial_dims if data.volume_size or fit[0].task is not Task.SEGMENTATION else None
+        federation = dataclasses.replace(fit[0], spatial_dims=dims or read.schema.spatial_dims)
+        if reasons := dataset_mismatches(federation, read.schema):
+            report.add_mismatch(FOLDER, reasons)
     modality = read.schema.modality.value if read.schema.modality else "unknown"
     for split, arrays in read.splits.items():
         if isinstance(arrays, MaskSplit):
@@ -237,7 +296,7 @@ def check_dataset(folder: Path, layout: FolderLayout, data: DataConfig) -> Check
     return report
 
 
-def _check_npz(folder: Path, classes: Sequence[str] | None, task: Task | None) -> CheckReport:
+def _check_npz(folder: Path, classes: Sequence[str] | None, task: Task | None, fit: Fit) -> CheckReport:
     files = sorted(folder.glob("*.npz"))
     if len(files) != 1:
         raise DataError(f"{folder} holds neither labels.csv, class sub-folders nor exactly one .npz file")
@@ -247,10 +306,14 @@ def _check_npz(folder: Path, classes: Sequence[str] | None, task: Task | None) -
     if classes is None:
         top = max((int(a.labels.max()) for a in splits.values() if len(a)), default=0)
         classes = [str(i) for i in range(max(width, top + 1) if width == 1 else width)]
-    report = CheckReport(folder, "npz", tuple(classes))
+    report = CheckReport(folder, "npz", tuple(classes), strict=fit[1])
     for split, arrays in splits.items():
         if not len(arrays):
             continue
+        if fit[0] is not None and (reasons := npz_mismatches(fit[0], 3 if arrays.images.ndim == 4 else 1)):
+            report.add_mismatch(f"{files[0].name}:{split}", reasons)
+            if report.strict:
+                continue
         counts: Counter[str] = Counter()
         unknown = 0
         for row in arrays.labels:
@@ -294,16 +357,27 @@ def render(report: CheckReport) -> Group:
         seen.add_row(label, ", ".join(f"{k} ({v})" for k, v in counter.most_common()) or "-")
     parts: list[Any] = [counts, seen]
     if report.problems:
-        bad = Table(title=f"{len(report.problems)} unusable files, rows or cases")
-        bad.add_column("file")
-        bad.add_column("reason")
-        bad.add_column("detail")
-        for problem in report.problems:
-            bad.add_row(problem.file, problem.reason.value, problem.message)
-        parts.append(bad)
+        parts.append(_problem_table(f"{len(report.problems)} unusable files, rows or cases", report.problems))
+    if report.warnings:
+        title = f"{len(report.warnings)} files that may not fit the federation's images (--strict: unusable)"
+        parts.append(_problem_table(title, report.warnings))
     verdict = "NOT usable" if not report.usable else ("problems to fix" if report.exit_code else "usable")
     summary = f"{verdict}: {report.usable_files} usable {report.unit}, {len(report.problems)} problems"
     if report.problems:
         summary += " (" + ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items())) + ")"
-    parts.append(Text(summary, style="bold red" if report.exit_code else "bold green"))
+    if report.warnings:
+        summary += f", {len(report.warnings)} warnings (modality-mismatch)"
+    style = "bold red" if report.exit_code else ("bold yellow" if report.warnings else "bold green")
+    parts.append(Text(summary, style=style))
     return Group(*parts)
+
+
+def _problem_table(title: str, problems: list[Problem]) -> Table:
+    """File, reason and detail of each problem (or warning)."""
+    table = Table(title=title)
+    table.add_column("file")
+    table.add_column("reason")
+    table.add_column("detail")
+    for problem in problems:
+        table.add_row(problem.file, problem.reason.value, problem.message)
+    return table

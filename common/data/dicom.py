@@ -76,6 +76,9 @@ class Reason(StrEnum):
     """A DICOM series whose slices are not evenly spaced (a missing or duplicated slice)."""
     SEG_OTHER_SERIES = "seg-references-other-series"
     """A DICOM SEG whose referenced series is not in the folder."""
+    MODALITY_MISMATCH = "modality-mismatch"
+    """An image whose modality, channels or dimensionality do not fit the model or federation
+    (:mod:`fedward.common.data.modality`); a warning unless ``--strict``."""
 
 
 class UnusableFileError(DataError):

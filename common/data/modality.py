@@ -47,6 +47,16 @@ class InputKind:
     spatial_dims: int
 
 
+def header_modality(modality: str) -> str:
+    """A header's Modality as the guard compares it: upper case; ``""`` for none and for ``OT``.
+
+    ``OT`` ("other") says nothing about the image: Secondary Capture objects carry it,
+    including the ones ``fedward data export`` writes of MedMNIST images.
+    """
+    value = modality.strip().upper()
+    return "" if value == Modality.OT.value else value
+
+
 def same_modality(trained: Modality, seen: str) -> bool:
     """Whether a header's Modality names the kind of image a model was trained on (CR = DX)."""
     if seen.upper() == trained.value:

@@ -1,8 +1,8 @@
 """The model card as Markdown for people: ``model_card.md``, rendered from ``model_card.json``.
 
-One function per section (status, data, training, results, privacy, weights, versions);
-:func:`render_markdown` joins them. Everything shown comes from the JSON card, so the two
-files never disagree.
+One function per section (status, data with the images the model takes, training,
+results, privacy, weights, versions); :func:`render_markdown` joins them. Everything
+shown comes from the JSON card, so the two files never disagree.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def _data(card: Card) -> list[str]:
         "## Data",
         f"- Dataset: **{data['name']}** ({data['task']}, classes: {', '.join(data['classes'])}), "
         f"{data['image_size']} px, {data['channels']} channel(s). Source: {data['source']}; license {data['license']}.",
+        *_images(data),
         f"- Partition: {partition['method']}{alpha} over {partition['hospitals']} hospitals; "
         f"{partition['validation_fraction']:.0%} of each hospital's images held out for local validation.",
     ]
@@ -57,6 +58,30 @@ def _data(card: Card) -> list[str]:
             for h in card["hospitals"]
         ]
     return [*lines, ""]
+
+
+def _images(data: Card) -> list[str]:
+    """What images the model takes (modality, 2D or 3D, channels) and how they are preprocessed."""
+    modality = data.get("modality")
+    dims = int(data.get("spatial_dims", 2))
+    kind = "3D volumes" if dims == 3 else "2D images"
+    colour = "colour" if data["channels"] == 3 else "grey"
+    named = f"**{modality}** (DICOM Modality)" if modality else "modality not recorded"
+    lines = [
+        f"- Images the model takes: {named}, {kind}, {colour} ({data['channels']} channel(s)). "
+        "`fedward predict`, `fedward model evaluate` and `fedward client check-data` warn about images "
+        "whose header names another modality or whose channels or dimensions differ, and refuse them "
+        "with `--strict`."
+    ]
+    steps = data.get("preprocessing") or {}
+    shown = [f"{key.replace('_', ' ')} {_listed(value)}" for key, value in steps.items() if value is not None]
+    if shown:
+        lines.append(f"- Preprocessing: {'; '.join(shown)}.")
+    return lines
+
+
+def _listed(value: Any) -> str:
+    return " x ".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def _training(card: Card) -> list[str]:
