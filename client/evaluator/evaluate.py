@@ -86,9 +86,7 @@ class Evaluation:
         """A JSON-serialisable form (``results.json``, ``--json``)."""
         boot = self.bootstrap
         return {
-            "model": self.model.describe(),
-            "model_dir": str(self.model.path),
-            "weights": {"file": str(self.model.weights), "round": self.model.round, "sha256": self.model.sha256},
+            **self.model.report_header(),
             "data": self.data.source,
             "split": self.data.split,
             "images": len(self.data.dataset),
@@ -108,10 +106,8 @@ class Evaluation:
                 "skipped": boot.skipped,
             },
             "roc_png": str(self.roc_png) if self.roc_png else None,
-            "skipped_files": [
-                {"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.data.problems
-            ],
-            "warnings": [{"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.data.warnings],
+            "skipped_files": [p.to_json() for p in self.data.problems],
+            "warnings": [p.to_json() for p in self.data.warnings],
         }
 
 

@@ -152,6 +152,11 @@ class ModelDir:
             return str(run["name"])
         return self.path.name
 
+    def report_header(self) -> dict[str, Any]:
+        """The model's entries of an evaluation's ``results.json``: its description, folder and weights file."""
+        weights = {"file": str(self.weights), "round": self.round, "sha256": self.sha256}
+        return {"model": self.describe(), "model_dir": str(self.path), "weights": weights}
+
     def describe(self) -> str:
         """One line: run, round, network, data, grid (pixels, or the volume grid in voxels), integrity."""
         where = f"round {self.round}" if self.round is not None else "unknown round"

@@ -1,8 +1,9 @@
 """Export a model directory as a MONAI bundle that ``monai.bundle`` runs.
 
 This module writes classification bundles and the parts every bundle shares
-(:func:`write_bundle`, :func:`base_metadata`, :func:`checkpoint_loader`,
-:func:`evaluator_config`); segmentation bundles are :mod:`fedward.client.evaluator.seg_bundle`.
+(:func:`write_bundle`, :func:`base_metadata`, :func:`evaluator_inference_config` with
+:func:`checkpoint_loader` and :func:`evaluator_config`); segmentation bundles are
+:mod:`fedward.client.evaluator.seg_bundle`.
 
 A classification bundle folder holds ``configs/metadata.json`` (the MONAI bundle metadata schema's
 fields), ``configs/inference.json`` (a SupervisedEvaluator that decodes every
@@ -170,37 +171,75 @@ def inference_config(model_dir: ModelDir) -> dict[str, Any]:
     """``configs/inference.json``: MONAI bundle config of a classification evaluator."""
     prep = model_dir.preprocessing
     activation = {"sigmoid": True} if model_dir.task is Task.MULTILABEL else {"softmax": True}
-    return {
-        "imports": ["$import pathlib", "$import torch", "$import fedward.client.evaluator.predict"],
-        "bundle_root": ".",
-        "input_dir": "$@bundle_root + '/samples'",
-        "output_dir": "$@bundle_root + '/eval'",
-        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-        "network_def": {
-            "_target_": "fedward.common.ml.networks.build_network",
+    return evaluator_inference_config(
+        imports=["$import pathlib", "$import torch", "$import fedward.client.evaluator.predict"],
+        network={
             "name": model_dir.model_name.value,
             "in_channels": prep.channels,
             "num_outputs": len(model_dir.classes),
             "private": model_dir.private,
         },
-        "network": "$@network_def.to(@device)",
-        "datalist": "$[{'image': str(p)} for p in sorted(pathlib.Path(@input_dir).iterdir()) "
+        datalist="$[{'image': str(p)} for p in sorted(pathlib.Path(@input_dir).iterdir()) "
         "if p.suffix.lower() in ('.png', '.jpg', '.jpeg', '.dcm')]",
-        "preprocessing": _preprocessing(prep),
+        preprocessing=_preprocessing(prep),
+        batch_size=64,
+        inferer={"_target_": "SimpleInferer"},
+        postprocessing={
+            "_target_": "Compose",
+            "transforms": [{"_target_": "Activationsd", "keys": "pred", **activation}],
+        },
+        handlers=[_classification_saver()],
+    )
+
+
+def evaluator_inference_config(
+    *,
+    imports: list[str],
+    network: dict[str, Any],
+    datalist: str,
+    preprocessing: dict[str, Any],
+    batch_size: int,
+    inferer: dict[str, Any],
+    postprocessing: dict[str, Any],
+    handlers: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """``configs/inference.json`` of every fedward bundle: a SupervisedEvaluator over the files of ``input_dir``.
+
+    ``input_dir`` and ``output_dir`` default to ``samples/`` and ``eval/`` of the bundle; the
+    network is :func:`~fedward.common.ml.networks.build_network`'s, its weights loaded from
+    ``models/model.pt`` (:func:`checkpoint_loader`); the inputs are read one worker, in order.
+
+    Args:
+        imports: the config's ``imports`` (``$import ...`` expressions).
+        network: ``build_network``'s arguments (``network_def`` without its ``_target_``).
+        datalist: the expression listing ``{"image": path}`` per input file of ``@input_dir``.
+        preprocessing: the transform of each input.
+        batch_size: inputs per batch.
+        inferer: the inferer.
+        postprocessing: the transform of each prediction (writing the outputs, or not).
+        handlers: the evaluator's handlers after the checkpoint loader.
+    """
+    return {
+        "imports": imports,
+        "bundle_root": ".",
+        "input_dir": "$@bundle_root + '/samples'",
+        "output_dir": "$@bundle_root + '/eval'",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": {"_target_": "fedward.common.ml.networks.build_network", **network},
+        "network": "$@network_def.to(@device)",
+        "datalist": datalist,
+        "preprocessing": preprocessing,
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {
             "_target_": "DataLoader",
             "dataset": "@dataset",
-            "batch_size": 64,
+            "batch_size": batch_size,
             "shuffle": False,
             "num_workers": 0,
         },
-        "inferer": {"_target_": "SimpleInferer"},
-        "postprocessing": {
-            "_target_": "Compose",
-            "transforms": [{"_target_": "Activationsd", "keys": "pred", **activation}],
-        },
-        "handlers": [checkpoint_loader(), _classification_saver()],
+        "inferer": inferer,
+        "postprocessing": postprocessing,
+        "handlers": [checkpoint_loader(), *handlers],
         "evaluator": evaluator_config(),
         "run": ["$@evaluator.run()"],
     }

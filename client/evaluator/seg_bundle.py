@@ -34,7 +34,7 @@ from monai.bundle import ConfigParser
 from fedward.client.evaluator.export_formats import ExportFormat, ExportResult, export_signature
 from fedward.client.evaluator.loaded_model import LoadedModel
 from fedward.client.evaluator.model_dir import ModelDir
-from fedward.client.evaluator.monai_bundle import base_metadata, checkpoint_loader, evaluator_config, write_bundle
+from fedward.client.evaluator.monai_bundle import base_metadata, evaluator_inference_config, write_bundle
 from fedward.client.evaluator.seg_input import model_grid
 from fedward.common.data.decathlon import GRID_MULTIPLE, RAS_LABELS
 from fedward.common.data.intensity import resolve_intensity
@@ -137,46 +137,31 @@ def seg_inference_config(model_dir: ModelDir) -> dict[str, Any]:
     schema = model_dir.schema
     volume = schema.spatial_dims == 3
     suffixes = VOLUME_SUFFIXES if volume else IMAGE_SUFFIXES
-    return {
-        "imports": [
+    return evaluator_inference_config(
+        imports=[
             "$import pathlib",
             "$import numpy",
             "$import torch",
             "$import fedward.client.evaluator.seg_transforms",
         ],
-        "bundle_root": ".",
-        "input_dir": "$@bundle_root + '/samples'",
-        "output_dir": "$@bundle_root + '/eval'",
-        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-        "network_def": {
-            "_target_": "fedward.common.ml.networks.build_network",
+        network={
             "name": model_dir.model_name.value,
             "in_channels": schema.channels,
             "num_outputs": len(schema.classes),
             "private": model_dir.private,
             "spatial_dims": schema.spatial_dims,
         },
-        "network": "$@network_def.to(@device)",
-        "datalist": f"$[{{'image': str(p)}} for p in sorted(pathlib.Path(@input_dir).iterdir()) "
+        datalist=f"$[{{'image': str(p)}} for p in sorted(pathlib.Path(@input_dir).iterdir()) "
         f"if p.name.lower().endswith({suffixes!r})]",
-        "preprocessing": {
+        preprocessing={
             "_target_": "Compose",
             "transforms": _volume_steps(model_dir) if volume else _image_steps(model_dir),
         },
-        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
-        "dataloader": {
-            "_target_": "DataLoader",
-            "dataset": "@dataset",
-            "batch_size": 1 if volume else 16,
-            "shuffle": False,
-            "num_workers": 0,
-        },
-        "inferer": _inferer(model_dir) if volume else {"_target_": "SimpleInferer"},
-        "postprocessing": {"_target_": "Compose", "transforms": _postprocessing(volume)},
-        "handlers": [checkpoint_loader()],
-        "evaluator": evaluator_config(),
-        "run": ["$@evaluator.run()"],
-    }
+        batch_size=1 if volume else 16,
+        inferer=_inferer(model_dir) if volume else {"_target_": "SimpleInferer"},
+        postprocessing={"_target_": "Compose", "transforms": _postprocessing(volume)},
+        handlers=[],
+    )
 
 
 def _image_steps(model_dir: ModelDir) -> list[dict[str, Any]]:

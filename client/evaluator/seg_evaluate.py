@@ -95,9 +95,7 @@ class SegEvaluation:
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable form (``results.json``, ``--json``)."""
         return {
-            "model": self.model.describe(),
-            "model_dir": str(self.model.path),
-            "weights": {"file": str(self.model.weights), "round": self.model.round, "sha256": self.model.sha256},
+            **self.model.report_header(),
             "data": self.data.source,
             "split": self.data.split,
             "cases": len(self.data.masks),
@@ -116,10 +114,8 @@ class SegEvaluation:
                 "seed": self.seed,
             },
             "overlays": [str(p) for p in self.overlays],
-            "skipped_files": [
-                {"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.data.problems
-            ],
-            "warnings": [{"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.data.warnings],
+            "skipped_files": [p.to_json() for p in self.data.problems],
+            "warnings": [p.to_json() for p in self.data.warnings],
         }
 
 

@@ -145,9 +145,9 @@ class CheckReport:
             "sizes": dict(self.sizes),
             "modalities": dict(self.modalities),
             "transfer_syntaxes": dict(self.transfer_syntaxes),
-            "problems": [{"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.problems],
+            "problems": [p.to_json() for p in self.problems],
             "problem_counts": dict(self.reasons),
-            "warnings": [{"file": p.file, "reason": p.reason.value, "message": p.message} for p in self.warnings],
+            "warnings": [p.to_json() for p in self.warnings],
             "strict": self.strict,
         }
 

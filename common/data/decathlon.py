@@ -40,19 +40,13 @@ from nibabel.spatialimages import SpatialImage
 
 from fedward.common.choices import Intensity, Modality, Task
 from fedward.common.data.dicom import Reason
-from fedward.common.data.folder import SPLIT_NAMES, Problem, _safe_relative
+from fedward.common.data.folder import SPLIT_NAMES, Problem, SkippedCaseError, _safe_relative, log_read
 from fedward.common.data.maskfolder import SPLITS_FILE, FolderRead
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import ArraySplit
 from fedward.common.data.volumeprep import GRID_MULTIPLE as GRID_MULTIPLE
 from fedward.common.data.volumeprep import RAS_LABELS as RAS_LABELS
-from fedward.common.data.volumeprep import (
-    NoUsableCaseError,
-    PreparedVolume,
-    preprocess_volume,
-    volume_settings,
-    volume_splits,
-)
+from fedward.common.data.volumeprep import PreparedVolume, prepare_cases, preprocess_volume, volume_settings
 from fedward.common.errors import DataError
 from fedward.common.fileio import CHUNK_BYTES, read_json_object
 from fedward.common.schema import DatasetSchema
@@ -99,12 +93,6 @@ class DecathlonIndex:
     classes: tuple[str, ...]
     cases: list[DecathlonCase]
     problems: list[Problem]
-
-
-class _SkippedCaseError(Exception):
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem.message)
-        self.problem = problem
 
 
 def parse_modality(value: object) -> Modality:
@@ -251,25 +239,15 @@ def read_decathlon(
     index = read_decathlon_index(folder)
     settings = volume_settings(volume_size, spacing, intensity, ct_window, index.modality)
     problems = list(index.problems)
-    volumes: dict[str, list[PreparedVolume]] = {}
-    names: dict[str, list[str]] = {}
-    for case in index.cases:
-        try:
-            image, affine, label = _read_case(folder, case, len(index.classes))
-        except _SkippedCaseError as skipped:
-            problems.append(skipped.problem)
-            continue
-        volumes.setdefault(case.split, []).append(preprocess_volume(image, affine, label, settings))
-        names.setdefault(case.split, []).append(case.case)
-    if not volumes:
-        raise NoUsableCaseError(folder, problems)
-    splits = volume_splits(volumes, settings.volume_size)
-    sizes = ", ".join(f"{split} {len(arrays)}" for split, arrays in splits.items())
-    log.info("decathlon folder read: %s; %d skipped", sizes, len(problems))
-    for problem in problems:
-        log.debug("%s: %s: %s", problem.file, problem.reason.value, problem.message)
+
+    def prepare(case: DecathlonCase) -> PreparedVolume:
+        image, affine, label = _read_case(folder, case, len(index.classes))
+        return preprocess_volume(image, affine, label, settings)
+
+    rows = [(case.split, case.case, case) for case in index.cases]
+    splits, cases = prepare_cases(folder, rows, prepare, problems, settings.volume_size)
+    log_read(log, "decathlon folder", splits, problems)
     schema = DatasetSchema(Task.SEGMENTATION, index.classes, 1, 3, index.modality)
-    cases = {split: tuple(names[split]) for split in splits}
     return FolderRead(schema, dict[str, MaskSplit | ArraySplit](splits), problems, cases=cases)
 
 
@@ -277,20 +255,20 @@ def _read_case(folder: Path, case: DecathlonCase, num_classes: int) -> tuple[np.
     """One case's voxels, affine and label map as stored, once their files, grids and label values agree."""
     if not (folder / case.image).is_file():
         message = f"listed in {DATASET_FILE} but not in the folder"
-        raise _SkippedCaseError(Problem(case.image, Reason.MISSING_FILE, message))
+        raise SkippedCaseError(Problem(case.image, Reason.MISSING_FILE, message))
     if not (folder / case.label).is_file():
-        raise _SkippedCaseError(Problem(case.label, Reason.MASK_MISSING, f"label map of {case.case} is missing"))
+        raise SkippedCaseError(Problem(case.label, Reason.MASK_MISSING, f"label map of {case.case} is missing"))
     image, image_affine = _load(folder, case.image)
     label, label_affine = _load(folder, case.label)
     if image.shape != label.shape or not np.allclose(image_affine, label_affine, atol=1e-3):
         message = f"label map {label.shape} does not share the grid (shape, affine) of its image {image.shape}"
-        raise _SkippedCaseError(Problem(case.label, Reason.MASK_MISMATCH, message))
+        raise SkippedCaseError(Problem(case.label, Reason.MASK_MISMATCH, message))
     values = np.unique(label)
     bad = values[(values < 0) | (values > num_classes - 1) | ~(np.abs(values - np.round(values)) <= LABEL_TOLERANCE)]
     if bad.size:
         shown = ", ".join(f"{v:g}" for v in bad[:10])
         message = f"label values {shown} are not among the declared labels 0..{num_classes - 1}"
-        raise _SkippedCaseError(Problem(case.label, Reason.LABEL_OUT_OF_RANGE, message))
+        raise SkippedCaseError(Problem(case.label, Reason.LABEL_OUT_OF_RANGE, message))
     return image, image_affine, label
 
 
@@ -304,18 +282,18 @@ def _load(folder: Path, relative: str) -> tuple[np.ndarray, np.ndarray]:
         affine = np.asarray(volume.affine, dtype=np.float64)
     except ImageFileError:
         if _gzip_cut_short(folder / relative):
-            raise _SkippedCaseError(Problem(relative, Reason.TRUNCATED, "truncated NIfTI file")) from None
-        raise _SkippedCaseError(Problem(relative, Reason.NOT_IMAGE, "not a NIfTI file")) from None
+            raise SkippedCaseError(Problem(relative, Reason.TRUNCATED, "truncated NIfTI file")) from None
+        raise SkippedCaseError(Problem(relative, Reason.NOT_IMAGE, "not a NIfTI file")) from None
     except (EOFError, zlib.error):
-        raise _SkippedCaseError(Problem(relative, Reason.TRUNCATED, "truncated NIfTI file")) from None
+        raise SkippedCaseError(Problem(relative, Reason.TRUNCATED, "truncated NIfTI file")) from None
     except (OSError, ValueError, MemoryError) as err:
         message = f"cannot be read ({type(err).__name__})"
-        raise _SkippedCaseError(Problem(relative, Reason.UNREADABLE, message)) from None
+        raise SkippedCaseError(Problem(relative, Reason.UNREADABLE, message)) from None
     if voxels.ndim == 4 and voxels.shape[3] == 1:
         voxels = voxels[..., 0]
     if voxels.ndim != 3:
         message = f"a {voxels.ndim}D NIfTI; fedward reads single-channel 3D volumes"
-        raise _SkippedCaseError(Problem(relative, Reason.UNSUPPORTED_IMAGE, message))
+        raise SkippedCaseError(Problem(relative, Reason.UNSUPPORTED_IMAGE, message))
     return voxels, affine
 
 

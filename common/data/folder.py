@@ -21,7 +21,8 @@ happens in :mod:`fedward.common.data.load`.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -62,6 +63,33 @@ class Problem:
     file: str
     reason: Reason
     message: str
+
+    def to_json(self) -> dict[str, str]:
+        """``{"file", "reason", "message"}``, as reports list skipped and mismatched files."""
+        return {"file": self.file, "reason": self.reason.value, "message": self.message}
+
+
+class SkippedCaseError(Exception):
+    """A case that cannot be used, and the problem to report (the folder readers catch it and skip the case)."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def log_read(logger: logging.Logger, what: str, splits: Mapping[str, Sized], problems: Sequence[Problem]) -> None:
+    """Log what a folder reader read: ``<what> read: train 3, val 1; 2 skipped`` (info), then each problem (debug).
+
+    Args:
+        logger: the reader's logger.
+        what: the kind of folder (``mask folder``, ``decathlon folder``...).
+        splits: split name to its cases, in the order to list them.
+        problems: the cases, files or rows skipped.
+    """
+    sizes = ", ".join(f"{split} {len(arrays)}" for split, arrays in splits.items())
+    logger.info("%s read: %s; %d skipped", what, sizes, len(problems))
+    for problem in problems:
+        logger.debug("%s: %s: %s", problem.file, problem.reason.value, problem.message)
 
 
 @dataclass(slots=True)

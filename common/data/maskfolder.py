@@ -36,7 +36,16 @@ from monai.transforms import Resize
 from fedward.common.choices import Intensity, Modality, TargetKind, Task
 from fedward.common.data.dicom import Reason, UnusableFileError
 from fedward.common.data.files import decode_file, is_raster, to_model_input
-from fedward.common.data.folder import SPLIT_NAMES, Problem, _files, _relative, _safe_relative, label_index
+from fedward.common.data.folder import (
+    SPLIT_NAMES,
+    Problem,
+    SkippedCaseError,
+    _files,
+    _relative,
+    _safe_relative,
+    label_index,
+    log_read,
+)
 from fedward.common.data.intensity import normalise_intensity, resolve_intensity
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import SPLITS, ArraySplit
@@ -111,14 +120,6 @@ class FolderRead:
     problems: list[Problem]
     strata: tuple[str, ...] = ()
     cases: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-class _SkippedCaseError(Exception):
-    """A case that cannot be used, and the problem to report."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem.message)
-        self.problem = problem
 
 
 def scan_mask_folder(folder: Path) -> MaskFolderScan:
@@ -289,7 +290,7 @@ def read_mask_folder(
         if method is Intensity.CT_WINDOW:
             raise DataError(f"{folder}: 8-bit images hold no Hounsfield units; intensity ct-window is for CT volumes")
         splits = _read_masks(Path(folder), cases, strata, image_size, method, problems)
-    _log_outcome(folder, splits, problems)
+    log_read(log, "mask folder", splits, problems)
     return FolderRead(schema, splits, problems, names)
 
 
@@ -300,7 +301,7 @@ def _read_classes(
     for case, stratum in zip(cases, strata, strict=True):
         try:
             image, _ = _decode_image(folder, case.image, size)
-        except _SkippedCaseError as skipped:
+        except SkippedCaseError as skipped:
             problems.append(skipped.problem)
             continue
         images, labels = rows.setdefault(case.split or "train", ([], []))
@@ -324,7 +325,7 @@ def _read_masks(
         try:
             image, (height, width) = _decode_image(folder, case.image, size)
             mask = _decode_masks(folder, case, (height, width), size)
-        except _SkippedCaseError as skipped:
+        except SkippedCaseError as skipped:
             problems.append(skipped.problem)
             continue
         pixels = normalise_intensity(image[None].astype(np.float32), method, nonzero=False)
@@ -347,7 +348,7 @@ def _decode(folder: Path, relative: str) -> np.ndarray:
     try:
         return decode_file(folder / relative)[:1]
     except UnusableFileError as err:
-        raise _SkippedCaseError(Problem(relative, err.reason, str(err))) from None
+        raise SkippedCaseError(Problem(relative, err.reason, str(err))) from None
 
 
 def _decode_image(folder: Path, relative: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -360,7 +361,7 @@ def _decode_masks(folder: Path, case: MaskCase, shape: tuple[int, int], size: in
     """uint8 (S, S) union of the case's masks at the grid.
 
     Raises:
-        _SkippedCaseError: a mask cannot be decoded, or its size differs from ``shape``.
+        SkippedCaseError: a mask cannot be decoded, or its size differs from ``shape``.
     """
     union = np.zeros(shape, dtype=bool)
     for relative in case.masks:
@@ -368,7 +369,7 @@ def _decode_masks(folder: Path, case: MaskCase, shape: tuple[int, int], size: in
         mask = mask.max(axis=-1) if mask.ndim == 3 else mask
         if mask.shape != shape:
             message = f"mask is {mask.shape[0]}x{mask.shape[1]} px, its image {case.image} {shape[0]}x{shape[1]} px"
-            raise _SkippedCaseError(Problem(relative, Reason.MASK_MISMATCH, message))
+            raise SkippedCaseError(Problem(relative, Reason.MASK_MISMATCH, message))
         union |= mask > 0
     resize = Resize(spatial_size=(size, size), mode="nearest-exact")
     grid = torch.as_tensor(resize(torch.from_numpy(union[None].astype(np.float32))))
@@ -379,10 +380,3 @@ def _nothing_usable(folder: Path, problems: list[Problem]) -> dict[str, MaskSpli
     reasons = Counter(p.reason.value for p in problems)
     listing = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items())) or "no images found"
     raise DataError(f"{folder} holds no usable image ({listing})")
-
-
-def _log_outcome(folder: Path, splits: dict[str, MaskSplit | ArraySplit], problems: list[Problem]) -> None:
-    sizes = ", ".join(f"{split} {len(arrays)}" for split, arrays in splits.items())
-    log.info("mask folder read: %s; %d skipped", sizes, len(problems))
-    for problem in problems:
-        log.debug("%s: %s: %s", problem.file, problem.reason.value, problem.message)

@@ -41,7 +41,7 @@ from fedward.common.choices import Intensity, Modality, Task
 from fedward.common.data.decathlon import parse_modality
 from fedward.common.data.dicom import Reason, UnusableFileError, read_dicom
 from fedward.common.data.files import is_raster
-from fedward.common.data.folder import Problem
+from fedward.common.data.folder import Problem, SkippedCaseError, log_read
 from fedward.common.data.maskfolder import FolderRead
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import ArraySplit
@@ -58,9 +58,9 @@ from fedward.common.data.volumeprep import (
     NoUsableCaseError,
     PreparedVolume,
     VolumeSettings,
+    prepare_cases,
     preprocess_volume,
     volume_settings,
-    volume_splits,
 )
 from fedward.common.errors import DataError
 from fedward.common.schema import DatasetSchema
@@ -85,12 +85,6 @@ class SeriesCase:
     name: str
     files: tuple[Path, ...]
     seg: Path
-
-
-class _SkippedCaseError(Exception):
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem.message)
-        self.problem = problem
 
 
 def holds_dicom_seg(folder: Path) -> bool:
@@ -155,18 +149,14 @@ def read_series_folder(
     names = _given_names(label_names) if label_names is not None else seg_label_names(scan)
     modality = _modality(cases)
     settings = volume_settings(volume_size, spacing, intensity, ct_window, modality)
-    volumes: list[PreparedVolume] = []
-    for case in cases:
-        try:
-            volumes.append(_read_case(folder, case, names, settings))
-        except _SkippedCaseError as skipped:
-            problems.append(skipped.problem)
-    if not volumes:
-        raise NoUsableCaseError(folder, problems)
-    splits: dict[str, MaskSplit | ArraySplit] = dict(volume_splits({"train": volumes}, settings.volume_size))
-    log.info("DICOM series folder read: train %d; %d skipped", len(volumes), len(problems))
-    for problem in problems:
-        log.debug("%s: %s: %s", problem.file, problem.reason.value, problem.message)
+
+    def prepare(case: SeriesCase) -> PreparedVolume:
+        return _read_case(folder, case, names, settings)
+
+    rows = [("train", case.name, case) for case in cases]
+    volumes, _ = prepare_cases(folder, rows, prepare, problems, settings.volume_size)
+    splits: dict[str, MaskSplit | ArraySplit] = dict(volumes)
+    log_read(log, "DICOM series folder", splits, problems)
     return FolderRead(DatasetSchema(Task.SEGMENTATION, names, 1, 3, modality), splits, problems)
 
 
@@ -254,10 +244,10 @@ def _read_case(folder: Path, case: SeriesCase, names: tuple[str, ...], settings:
     try:
         volume = read_series(case.files, root=folder)
     except UnusableFileError as err:
-        raise _SkippedCaseError(Problem(case.name, err.reason, str(err))) from None
+        raise SkippedCaseError(Problem(case.name, err.reason, str(err))) from None
     try:
         label = read_seg(case.seg, volume, names, root=folder)
     except UnusableFileError as err:
-        raise _SkippedCaseError(Problem(relative_name(case.seg, folder), err.reason, str(err))) from None
+        raise SkippedCaseError(Problem(relative_name(case.seg, folder), err.reason, str(err))) from None
     array, affine = nifti_layout(volume)
     return preprocess_volume(array, affine, label.transpose(2, 1, 0), settings)

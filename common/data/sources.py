@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from fedward.common.choices import Modality, TargetKind, Task
 from fedward.common.config.sections import DataConfig
@@ -154,48 +155,49 @@ def read_folder_dataset(path: Path, data: DataConfig, *, cache_root: Path | None
     return prepared(path, (layout.value, *settings), build, cache_root)
 
 
-def _decathlon(path: Path, data: DataConfig) -> tuple[tuple[object, ...], Callable[[], FolderRead]]:
-    volumes = (data.volume_size, data.spacing, data.intensity, data.ct_window)
-    return volumes, functools.partial(
-        read_decathlon,
-        path,
-        volume_size=data.volume_size,
-        spacing=data.spacing,
-        intensity=data.intensity,
-        ct_window=data.ct_window,
-    )
+Reader = tuple[tuple[object, ...], Callable[[], FolderRead]]
+"""A layout's read: the settings that key its cache entry, and the call that reads the folder."""
 
 
-def _series(path: Path, data: DataConfig) -> tuple[tuple[object, ...], Callable[[], FolderRead]]:
+def _reader(read: Callable[..., FolderRead], path: Path, **settings: Any) -> Reader:
+    """``read(path, **settings)``, keyed by the settings' values in the order given."""
+    return tuple(settings.values()), functools.partial(read, path, **settings)
+
+
+def _volumes(data: DataConfig) -> dict[str, Any]:
+    """The volume readers' settings: grid, spacing, intensity and CT window."""
+    return {
+        "volume_size": data.volume_size,
+        "spacing": data.spacing,
+        "intensity": data.intensity,
+        "ct_window": data.ct_window,
+    }
+
+
+def _decathlon(path: Path, data: DataConfig) -> Reader:
+    return _reader(read_decathlon, path, **_volumes(data))
+
+
+def _series(path: Path, data: DataConfig) -> Reader:
     names = data.classes if data.classes and data.task is Task.SEGMENTATION else None
-    settings = (data.volume_size, data.spacing, data.intensity, data.ct_window, names)
-    return settings, functools.partial(
-        read_series_folder,
-        path,
-        label_names=names,
-        volume_size=data.volume_size,
-        spacing=data.spacing,
-        intensity=data.intensity,
-        ct_window=data.ct_window,
-    )
+    return _reader(read_series_folder, path, **_volumes(data), label_names=names)
 
 
-def _mask_folder(path: Path, data: DataConfig) -> tuple[tuple[object, ...], Callable[[], FolderRead]]:
+def _mask_folder(path: Path, data: DataConfig) -> Reader:
     classes = data.classes if data.classes and data.task not in (None, Task.SEGMENTATION) else None
     modality = mask_folder_modality(path) or data.modality
-    settings = (data.image_size, data.target, data.intensity, classes, modality)
-    return settings, functools.partial(
+    return _reader(
         read_mask_folder,
         path,
-        classes=classes,
         image_size=data.image_size,
         target=data.target,
         intensity=data.intensity,
+        classes=classes,
         modality=modality,
     )
 
 
-_READERS: dict[FolderLayout, Callable[[Path, DataConfig], tuple[tuple[object, ...], Callable[[], FolderRead]]]] = {
+_READERS: dict[FolderLayout, Callable[[Path, DataConfig], Reader]] = {
     FolderLayout.DECATHLON: _decathlon,
     FolderLayout.MASK_FOLDER: _mask_folder,
     FolderLayout.DICOM_SERIES: _series,

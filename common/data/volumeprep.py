@@ -14,6 +14,9 @@ whichever file format it came in. With MONAI on channel-first arrays, per case
    the non-zero voxels, CT window);
 4. centred padding (zeros) or cropping to the grid (:class:`~monai.transforms.ResizeWithPadOrCrop`).
 
+Each reader hands its cases to :func:`prepare_cases`, which skips (as problems) those that
+raise :class:`~fedward.common.data.folder.SkippedCaseError` and stacks the rest per split.
+
 **Axis convention.** Arrays keep nibabel's voxel-axis order after step 1, so axis 0 runs
 from left to Right, axis 1 from posterior to Anterior, axis 2 from inferior to Superior
 (RAS). fedward calls these three axes (D, H, W): ``data.volume-size`` and ``data.spacing``
@@ -29,10 +32,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -41,7 +44,7 @@ from monai.data.utils import affine_to_spacing
 from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
 
 from fedward.common.choices import Intensity, Modality
-from fedward.common.data.folder import Problem
+from fedward.common.data.folder import Problem, SkippedCaseError
 from fedward.common.data.intensity import normalise_intensity, resolve_intensity
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import SPLITS
@@ -53,6 +56,7 @@ GRID_MULTIPLE = 16
 """Volume sizes found from the data are rounded up to a multiple of this (four 2x poolings)."""
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 """Axis labels of MONAI's Orientation: RAS codes with their opposite ends."""
+CaseT = TypeVar("CaseT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,45 @@ def preprocess_volume(
     normalised = normalise_intensity(voxels, settings.intensity, nonzero=True, ct_window=settings.ct_window)
     prepared = PreparedVolume(normalised, label_map, grid_spacing)
     return _fit(prepared, settings.volume_size) if settings.volume_size else prepared
+
+
+def prepare_cases(
+    folder: Path,
+    cases: Iterable[tuple[str, str, CaseT]],
+    prepare: Callable[[CaseT], PreparedVolume],
+    problems: list[Problem],
+    volume_size: Sequence[int] = (),
+) -> tuple[dict[str, MaskSplit], dict[str, tuple[str, ...]]]:
+    """Prepare every case of a volume folder and stack them per split; a case that cannot be used is a problem.
+
+    Args:
+        folder: the data set folder (named when no case is usable).
+        cases: (split, case name, case) per case, in row order.
+        prepare: one case read and preprocessed (:func:`preprocess_volume`); raises
+            :class:`~fedward.common.data.folder.SkippedCaseError` for a case to skip.
+        problems: the read's problems so far; each skipped case's problem is appended.
+        volume_size: the grid (see :func:`volume_splits`).
+
+    Returns:
+        The splits (:func:`volume_splits`) and, per split, its case names in row order.
+
+    Raises:
+        NoUsableCaseError: if every case is skipped (or there is none).
+    """
+    volumes: dict[str, list[PreparedVolume]] = {}
+    names: dict[str, list[str]] = {}
+    for split, name, case in cases:
+        try:
+            volume = prepare(case)
+        except SkippedCaseError as skipped:
+            problems.append(skipped.problem)
+            continue
+        volumes.setdefault(split, []).append(volume)
+        names.setdefault(split, []).append(name)
+    if not volumes:
+        raise NoUsableCaseError(folder, problems)
+    splits = volume_splits(volumes, volume_size)
+    return splits, {split: tuple(names[split]) for split in splits}
 
 
 def volume_splits(

@@ -18,20 +18,29 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fixtures.cli import ENV, fedward, fedward_cli
+from fixtures.cli import fedward
 from fixtures.deadlines import deadline
-from fixtures.processes import kill_tree, live_flower_processes, wait_until_gone
+from fixtures.deployment import (
+    Processes,
+    finished_run,
+    hospitals_status,
+    register_hospitals,
+    run_scenario,
+    start_coordinator,
+    start_run,
+    wait_for,
+)
+from fixtures.processes import kill_tree
 from fixtures.weights import weights_digest
+
+from fedward.common.flower.processes import free_port
 
 psutil = pytest.importorskip("psutil")
 
@@ -45,66 +54,6 @@ RUN_SETTINGS = (
     "--dataset", "pneumoniamnist", "--hospitals", "3", "--rounds", "2", "--seed", "0", "--local-epochs", "1",
 )  # fmt: skip
 """The first run and the run killed and resumed: the same settings, so the same model."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Processes:
-    """Every long-lived process the test starts, each in its own process group."""
-
-    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, log: Path, *args: str) -> subprocess.Popen[bytes]:
-        handle = open(log, "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(
-            [fedward_cli(), *args], stdout=handle, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
-        )
-        self.started.append(process)
-        return process
-
-    def stop(self, process: subprocess.Popen[bytes], timeout: float = 30) -> int:
-        """SIGTERM like an operator's Ctrl+C / systemd stop; the process must exit by itself."""
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        return process.wait(timeout=deadline(timeout))
-
-    def kill_all(self) -> None:
-        for process in self.started:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for process in self.started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for process in self.started:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it is truthy; fail after ``deadline(timeout)`` seconds (a hang guard)."""
-    timeout = deadline(timeout)
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def hospitals_status(state: Path) -> dict[str, dict[str, str]]:
-    result = fedward("server", "hospitals", "--state", str(state), "--json", timeout=60)
-    if result.returncode != 0:
-        return {}
-    return {row["name"]: row for row in json.loads(result.stdout)}
 
 
 def listening_ports(root_pid: int) -> set[int]:
@@ -132,13 +81,6 @@ def plain_reply(port: int) -> bytes:
             while chunk := sock.recv(4096):
                 chunks.append(chunk)
         return b"".join(chunks)
-
-
-def start_run(state: Path, *args: str, command: str = "start") -> int:
-    """``fedward run start|resume ... --state STATE``; the run id it prints."""
-    result = fedward("run", command, *args, "--state", str(state), timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return int(result.stdout.split("run id:")[1].split()[0])
 
 
 def checkpointed_round(run_dir: Path) -> int:
@@ -172,13 +114,8 @@ class Outcome:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Iterator[Outcome]:
     tmp = tmp_path_factory.mktemp("deploy")
-    before = live_flower_processes()
-    processes = Processes()
-    try:
-        outcome = _scenario(tmp, real_data_dir, processes)
-    finally:
-        processes.kill_all()
-    outcome.left_behind = wait_until_gone(before)
+    outcome, left_behind = run_scenario(lambda processes: _scenario(tmp, real_data_dir, processes))
+    outcome.left_behind = left_behind
     yield outcome
 
 
@@ -216,16 +153,9 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
 
     no_certs = fedward("server", "start", "--state", str(tmp / "nostate"), "--port", str(free_port()), timeout=60)
 
-    server = processes.start(
-        tmp / "server.log", "server", "start", "--certs", str(certs), "--state", str(state),
-        "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
-    )  # fmt: skip
-    wait_for(lambda: (state / "coordinator.json").is_file() or server.poll() is not None, 90, "the coordinator")
-    assert server.poll() is None, (tmp / "server.log").read_text()
+    server = start_coordinator(processes, tmp / "server.log", certs, state, port, "--data-dir", str(data_dir))
 
-    for name in HOSPITALS:
-        result = fedward("server", "register", name, str(keys / f"{name}.pub"), "--state", str(state), timeout=60)
-        assert result.returncode == 0, result.stdout + result.stderr
+    register_hospitals(state, keys, HOSPITALS)
     registered = hospitals_status(state)
 
     agents = {}
@@ -262,15 +192,7 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
         interval=3,
     )
     run_id = start_run(state, *RUN_SETTINGS)
-
-    def finished() -> dict[str, str] | None:
-        result = fedward("run", "list", "--state", str(state), "--json", timeout=60)
-        listed = json.loads(result.stdout) if result.returncode == 0 else []
-        rows = {int(r["flower-run-id"]): r for r in listed if r.get("flower-run-id") is not None}
-        row = rows.get(run_id)
-        return row if row and str(row.get("flower-status", "")).startswith("finished") else None
-
-    row = wait_for(finished, RUN_TIMEOUT_S, f"run {run_id} to finish", interval=5)
+    row = wait_for(lambda: finished_run(state, run_id), RUN_TIMEOUT_S, f"run {run_id} to finish", interval=5)
     assert row["flower-status"] == "finished:completed" and row["status"] == "completed", row
     run_dir = Path(row["path"])
     failed_agents = {}

@@ -15,24 +15,28 @@ in a ``finally``, pass or fail, and the test checks none is left.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.cli import ENV, fedward, fedward_cli
+from fixtures.cli import fedward
 from fixtures.deadlines import deadline
-from fixtures.processes import live_flower_processes, wait_until_gone
-from fixtures.seg_folders import HIPPOCAMPUS, decathlon_subset
+from fixtures.deployment import (
+    Processes,
+    finished_run,
+    hospitals_status,
+    register_hospitals,
+    run_scenario,
+    start_coordinator,
+    start_run,
+    wait_for,
+)
+from fixtures.seg_folders import decathlon_subset, hippocampus_cases
+
+from fedward.common.flower.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(deadline(1200))]
 
@@ -62,77 +66,8 @@ DECLARED_SCHEMA = (
 """A coordinator without the data learns the schema from the run config."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def hippocampus_cases(per_split: dict[str, int]) -> list[str]:
-    """The first cases of each split of the shared Hippocampus ``splits.csv``."""
-    if not (HIPPOCAMPUS / "splits.csv").is_file():
-        pytest.skip(f"Hippocampus not found at {HIPPOCAMPUS}")
-    with open(HIPPOCAMPUS / "splits.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return [case for split, n in per_split.items() for case in [r["case"] for r in rows if r["split"] == split][:n]]
-
-
 def jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-@dataclass
-class Processes:
-    """Every long-lived process the test starts, each in its own process group."""
-
-    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, log: Path, *args: str) -> subprocess.Popen[bytes]:
-        handle = open(log, "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(
-            [fedward_cli(), *args], stdout=handle, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
-        )
-        self.started.append(process)
-        return process
-
-    def stop(self, process: subprocess.Popen[bytes], timeout: float = 30) -> int:
-        """SIGTERM like an operator's Ctrl+C / systemd stop; the process must exit by itself."""
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        return process.wait(timeout=deadline(timeout))
-
-    def kill_all(self) -> None:
-        for process in self.started:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGTERM)
-        ends = time.monotonic() + 20
-        for process in self.started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.1, ends - time.monotonic()))
-        for process in self.started:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it is truthy; fail after ``deadline(timeout)`` seconds (a hang guard)."""
-    timeout = deadline(timeout)
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def hospitals_status(state: Path) -> dict[str, dict[str, str]]:
-    result = fedward("server", "hospitals", "--state", str(state), "--json", timeout=60)
-    if result.returncode != 0:
-        return {}
-    return {row["name"]: row for row in json.loads(result.stdout)}
 
 
 @dataclass
@@ -149,13 +84,8 @@ class Outcome:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
     cases = hippocampus_cases(CASES)
     tmp = tmp_path_factory.mktemp("seg-deploy")
-    before = live_flower_processes()
-    processes = Processes()
-    try:
-        outcome = _scenario(tmp, cases, processes)
-    finally:
-        processes.kill_all()
-    outcome.left_behind = wait_until_gone(before)
+    outcome, left_behind = run_scenario(lambda processes: _scenario(tmp, cases, processes))
+    outcome.left_behind = left_behind
     yield outcome
 
 
@@ -177,15 +107,8 @@ def _scenario(tmp: Path, cases: list[str], processes: Processes) -> Outcome:
     for name in HOSPITALS:
         assert fedward("certs", "node", name, "--out", str(keys)).returncode == 0
     port = free_port()
-    server = processes.start(
-        tmp / "server.log", "server", "start", "--certs", str(certs), "--state", str(state),
-        "--host", "127.0.0.1", "--port", str(port),
-    )  # fmt: skip
-    wait_for(lambda: (state / "coordinator.json").is_file() or server.poll() is not None, 90, "the coordinator")
-    assert server.poll() is None, (tmp / "server.log").read_text()
-    for name in HOSPITALS:
-        result = fedward("server", "register", name, str(keys / f"{name}.pub"), "--state", str(state), timeout=60)
-        assert result.returncode == 0, result.stdout + result.stderr
+    server = start_coordinator(processes, tmp / "server.log", certs, state, port)
+    register_hospitals(state, keys, HOSPITALS)
     agents = {}
     for name in HOSPITALS:  # one thread each, as a simulated hospital with simulation.client-cpus = 1
         agents[name] = processes.start(
@@ -200,18 +123,8 @@ def _scenario(tmp: Path, cases: list[str], processes: Processes) -> Outcome:
         interval=3,
     )
 
-    result = fedward("run", "start", *DATA, *TRAINING, *DECLARED_SCHEMA, "--state", str(state), timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    run_id = int(result.stdout.split("run id:")[1].split()[0])
-
-    def finished() -> dict[str, Any] | None:
-        result = fedward("run", "list", "--state", str(state), "--json", timeout=60)
-        listed = json.loads(result.stdout) if result.returncode == 0 else []
-        rows = {int(r["flower-run-id"]): r for r in listed if r.get("flower-run-id") is not None}
-        row = rows.get(run_id)
-        return row if row and str(row.get("flower-status", "")).startswith("finished") else None
-
-    row = wait_for(finished, RUN_TIMEOUT_S, f"run {run_id} to finish", interval=3)
+    run_id = start_run(state, *DATA, *TRAINING, *DECLARED_SCHEMA)
+    row = wait_for(lambda: finished_run(state, run_id), RUN_TIMEOUT_S, f"run {run_id} to finish", interval=3)
     exit_codes = {name: processes.stop(agent) for name, agent in agents.items()}
     exit_codes["server"] = processes.stop(server)
     return Outcome(simulated=simulated, deployed=Path(row["path"]), run_row=row, logs=tmp, exit_codes=exit_codes)

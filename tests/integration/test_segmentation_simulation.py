@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fixtures.cli import fedward
 from fixtures.privacy import HOSPITAL_METRIC_KEYS, RECORD_COLUMNS
-from fixtures.seg_folders import BUSI, HIPPOCAMPUS, busi_subset, decathlon_subset
+from fixtures.seg_folders import BUSI, busi_subset, decathlon_subset, hippocampus_cases
 
 from fedward.common.ml.accounting import DpSgd
 from fedward.common.ml.segment import SegmentationHead
@@ -60,15 +60,6 @@ def busi_cases(per_split: dict[str, int]) -> list[str]:
             counts[label] += 1
         chosen += [image for label, images in sorted(by_class.items()) for image in images[: counts[label]]]
     return chosen
-
-
-def hippocampus_cases(per_split: dict[str, int]) -> list[str]:
-    """The first cases of each split of Hippocampus."""
-    if not (HIPPOCAMPUS / "splits.csv").is_file():
-        pytest.skip(f"Hippocampus not found at {HIPPOCAMPUS}")
-    with open(HIPPOCAMPUS / "splits.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return [case for split, n in per_split.items() for case in [r["case"] for r in rows if r["split"] == split][:n]]
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures.dicom_folders import write_dicom_folder
+from fixtures.dicom_folders import pydicom_testdata, write_dicom_folder
 from fixtures.model_dirs import write_run
 from fixtures.seg_folders import busi_subset
-from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from fedward.cli.main import app
@@ -36,10 +35,7 @@ def chest(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
 def hospital(tmp_path: Path) -> Path:
     """Eight grey Secondary Capture images (OT: not compared) and one colour ultrasound, labelled, no splits."""
     folder = write_dicom_folder(tmp_path / "hospital", n=8, splits=False)
-    found = get_testdata_file("US1_UNCR.dcm")
-    if found is None:
-        pytest.skip("US1_UNCR.dcm is not in pydicom's test data")
-    shutil.copyfile(str(found), folder / "dicom" / "us.dcm")
+    shutil.copyfile(pydicom_testdata("US1_UNCR.dcm"), folder / "dicom" / "us.dcm")
     with open(folder / "labels.csv", "a", newline="") as handle:
         csv.writer(handle).writerow(["dicom/us.dcm", "pneumonia"])
     return folder

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures.model_dirs import write_pngs, write_run
+from fixtures.model_dirs import run_bundle, write_pngs, write_run
 from typer.testing import CliRunner
 
 from fedward.client.evaluator.export_formats import INPUT_NAME, OUTPUT_NAME, ExportFormat
@@ -73,8 +73,6 @@ def test_torchscript_gives_identical_probabilities(
 
 
 def test_monai_bundle_runs_its_inference_config(loaded: LoadedModel, tmp_path: Path) -> None:
-    from monai.bundle import run
-
     bundle = export_model(loaded, ExportFormat.MONAI_BUNDLE, tmp_path / "bundle").path
     for name in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md"):
         assert (bundle / name).is_file(), name
@@ -92,15 +90,7 @@ def test_monai_bundle_runs_its_inference_config(loaded: LoadedModel, tmp_path: P
     rng = np.random.default_rng(0)
     pngs = write_pngs(tmp_path / "images", rng.integers(0, 256, size=(4, 40, 36), dtype=np.uint8))  # resized
     out = tmp_path / "results"
-    with pytest.warns(UserWarning):  # MONAI warns that configs can run code
-        run(
-            config_file=str(bundle / "configs" / "inference.json"),
-            meta_file=str(bundle / "configs" / "metadata.json"),
-            logging_file=False,
-            bundle_root=str(bundle),
-            input_dir=str(tmp_path / "images"),
-            output_dir=str(out),
-        )
+    run_bundle(bundle, tmp_path / "images", out)
     with open(out / "predictions.csv", newline="") as handle:
         rows = {row[0]: [float(v) for v in row[1:]] for row in csv.reader(handle)}
     assert sorted(rows) == sorted(str(p) for p in pngs)

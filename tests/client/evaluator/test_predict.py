@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.dicom_folders import pydicom_testdata
 from fixtures.model_dirs import write_pngs, write_run
 from fixtures.synthetic import write_npz
-from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from fedward.client.evaluator.loaded_model import LoadedModel, load_model
@@ -30,13 +30,6 @@ FAIL = {
 }
 
 
-def _testdata(name: str) -> Path:
-    found = get_testdata_file(name)
-    if found is None:
-        pytest.skip(f"{name} is not in pydicom's test data")
-    return Path(str(found))
-
-
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     return load_model(write_run(tmp_path_factory.mktemp("runs") / "run-predict", seed=5))
@@ -48,9 +41,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("files")
     notes = folder / "notes.txt"
     notes.write_text("not an image")
-    files = [_testdata(name) for name in DECODE]
-    files.insert(2, _testdata("rtplan.dcm"))
-    files += [notes, _testdata("emri_small_jpeg_2k_lossless_too_short.dcm"), folder / "missing.png"]
+    files = [pydicom_testdata(name) for name in DECODE]
+    files.insert(2, pydicom_testdata("rtplan.dcm"))
+    files += [notes, pydicom_testdata("emri_small_jpeg_2k_lossless_too_short.dcm"), folder / "missing.png"]
     return files
 
 
@@ -115,7 +108,7 @@ def test_npz_layouts_and_bad_archives(loaded: LoadedModel, tmp_path: Path) -> No
 def test_multilabel_models_give_per_label_probabilities(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run-ml", classes=("a", "b", "c"), task="multilabel")
     loaded = load_model(run)
-    report = predict_files(loaded, [_testdata("RG1_UNCR.dcm")], threshold=0.0)
+    report = predict_files(loaded, [pydicom_testdata("RG1_UNCR.dcm")], threshold=0.0)
     (row,) = report.rows
     assert row.probabilities is not None and len(row.probabilities) == 3
     assert all(0.0 < p < 1.0 for p in row.probabilities)
@@ -134,7 +127,7 @@ def test_cli_predict_exit_codes_and_json(loaded: LoadedModel, mixed: list[Path],
     assert set(doc["predictions"][0]["probabilities"]) == {"normal", "pneumonia"}
     folder = tmp_path / "good"
     folder.mkdir()
-    shutil.copy(_testdata("RG1_UNCR.dcm"), folder / "a.dcm")
+    shutil.copy(pydicom_testdata("RG1_UNCR.dcm"), folder / "a.dcm")
     write_pngs(folder, np.zeros((1, 28, 28), dtype=np.uint8))
     ok = runner.invoke(app, ["predict", model_dir, str(folder)])  # a folder: every file inside
     assert ok.exit_code == 0, ok.output

@@ -9,10 +9,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from fixtures.dicom_folders import write_image
+from fixtures.dicom_folders import pydicom_testdata, write_image
 from fixtures.model_dirs import write_run
 from fixtures.seg_folders import write_png
-from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from fedward.cli.main import app
@@ -30,13 +29,6 @@ WARNING = f"{US_VS_DX}; {COLOUR_VS_GREY}"
 """What the chest X-ray model says about pydicom-data's colour ultrasound US1_UNCR.dcm."""
 
 
-def _testdata(name: str) -> Path:
-    found = get_testdata_file(name)
-    if found is None:
-        pytest.skip(f"{name} is not in pydicom's test data")
-    return Path(str(found))
-
-
 @pytest.fixture(scope="module")
 def chest(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     """A pneumoniamnist-like binary classifier whose schema says DX, 1 channel, 2D."""
@@ -46,7 +38,7 @@ def chest(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
 
 
 def test_a_colour_ultrasound_is_predicted_with_a_warning(chest: LoadedModel, caplog: pytest.LogCaptureFixture) -> None:
-    ultrasound, radiograph = _testdata("US1_UNCR.dcm"), _testdata("RG1_UNCR.dcm")
+    ultrasound, radiograph = pydicom_testdata("US1_UNCR.dcm"), pydicom_testdata("RG1_UNCR.dcm")
     with caplog.at_level(logging.WARNING, logger="fedward"):
         report = predict_files(chest, [ultrasound, radiograph])
     us, cr = report.rows
@@ -57,7 +49,7 @@ def test_a_colour_ultrasound_is_predicted_with_a_warning(chest: LoadedModel, cap
 
 
 def test_strict_refuses_the_ultrasound_and_still_predicts_the_radiograph(chest: LoadedModel) -> None:
-    report = predict_files(chest, [_testdata("US1_UNCR.dcm"), _testdata("RG1_UNCR.dcm")], strict=True)
+    report = predict_files(chest, [pydicom_testdata("US1_UNCR.dcm"), pydicom_testdata("RG1_UNCR.dcm")], strict=True)
     us, cr = report.rows
     assert not us.ok and us.reason == "modality-mismatch"
     assert us.message == f"{WARNING} (--strict)"
@@ -86,13 +78,13 @@ def test_headerless_and_other_files_are_compared_by_channels_only(chest: LoadedM
 
 def test_a_model_without_a_recorded_modality_compares_channels_only(tmp_path: Path) -> None:
     loaded = load_model(write_run(tmp_path / "run-old", modality=None))
-    (row,) = predict_files(loaded, [_testdata("US1_UNCR.dcm")]).rows
+    (row,) = predict_files(loaded, [pydicom_testdata("US1_UNCR.dcm")]).rows
     assert row.ok and row.warning == COLOUR_VS_GREY
 
 
 def test_cli_prints_the_warning_and_strict_exits_1(chest: LoadedModel) -> None:
     model = str(chest.model_dir.path)
-    ultrasound, radiograph = str(_testdata("US1_UNCR.dcm")), str(_testdata("RG1_UNCR.dcm"))
+    ultrasound, radiograph = str(pydicom_testdata("US1_UNCR.dcm")), str(pydicom_testdata("RG1_UNCR.dcm"))
     shown = runner.invoke(app, ["predict", model, ultrasound], env={"COLUMNS": "400"})
     assert shown.exit_code == 0, shown.output
     assert f"warning: {ultrasound}: {WARNING}; its result may be meaningless" in shown.stdout
@@ -114,7 +106,7 @@ def test_cli_prints_the_warning_and_strict_exits_1(chest: LoadedModel) -> None:
 def test_segmentation_inputs_are_guarded_per_image_and_per_series(
     seg2d: LoadedModel, seg3d: LoadedModel, tmp_path: Path
 ) -> None:
-    ct_slice = _testdata("CT_small.dcm")  # a CT image given to the ultrasound lesion model
+    ct_slice = pydicom_testdata("CT_small.dcm")  # a CT image given to the ultrasound lesion model
     report = predict_segmentations(seg2d, [ct_slice], tmp_path / "out2d")
     (case,) = report.cases
     assert case.ok and case.warning == "modality CT, but the model was trained on US images"

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from fixtures.model_dirs import run_bundle
 from fixtures.seg_folders import BUSI, HIPPOCAMPUS
 from PIL import Image
 
@@ -29,20 +30,6 @@ def _copy_into(folder: Path, source: Path, names: tuple[str, ...]) -> list[Path]
             pytest.skip(f"{source / name} not found")
         out.append(Path(shutil.copyfile(source / name, folder / Path(name).name)))
     return out
-
-
-def _run_bundle(bundle: Path, inputs: Path, out: Path) -> None:
-    from monai.bundle import run
-
-    with pytest.warns(UserWarning):  # MONAI warns that configs can run code
-        run(
-            config_file=str(bundle / "configs" / "inference.json"),
-            meta_file=str(bundle / "configs" / "metadata.json"),
-            logging_file=False,
-            bundle_root=str(bundle),
-            input_dir=str(inputs),
-            output_dir=str(out),
-        )
 
 
 def test_2d_onnx_and_torchscript_give_pytorchs_probabilities(seg2d: LoadedModel, tmp_path: Path) -> None:
@@ -87,7 +74,7 @@ def test_2d_bundle_writes_predicts_png_masks(seg2d: LoadedModel, tmp_path: Path)
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4  # checked when written
     meta = json.loads((result.path / "configs" / "metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion"}
-    _run_bundle(result.path, tmp_path / "in", tmp_path / "bundle-out")
+    run_bundle(result.path, tmp_path / "in", tmp_path / "bundle-out")
     report = predict_segmentations(seg2d, images, tmp_path / "predict-out")
     for case in report.cases:
         assert case.output is not None
@@ -102,7 +89,7 @@ def test_3d_bundle_slides_windows_and_writes_predicts_nifti(seg3d: LoadedModel, 
     config = json.loads((result.path / "configs" / "inference.json").read_text())
     assert config["inferer"]["_target_"] == "SlidingWindowInferer" and config["inferer"]["roi_size"] == [48, 64, 48]
     assert config["network_def"]["spatial_dims"] == 3
-    _run_bundle(result.path, tmp_path / "in", tmp_path / "bundle-out")
+    run_bundle(result.path, tmp_path / "in", tmp_path / "bundle-out")
     (case,) = predict_segmentations(seg3d, [volume], tmp_path / "predict-out").cases
     assert case.output is not None
     bundled, predicted = nib.load(tmp_path / "bundle-out" / case.output.name), nib.load(case.output)

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.dicom_folders import write_dicom_folder
+from fixtures.dicom_folders import pydicom_testdata, write_dicom_folder
 from fixtures.seg_folders import add_nifti_case, synthetic_decathlon
 from fixtures.synthetic import write_npz
-from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from fedward.cli.main import app
@@ -33,10 +32,7 @@ WARNING = "modality US, but the model was trained on DX images; colour image, bu
 def hospital(tmp_path: Path) -> Path:
     """Six grey Secondary Capture images (OT) and a colour ultrasound among the training rows."""
     folder = write_dicom_folder(tmp_path / "hospital", n=6)
-    found = get_testdata_file("US1_UNCR.dcm")
-    if found is None:
-        pytest.skip("US1_UNCR.dcm is not in pydicom's test data")
-    shutil.copyfile(str(found), folder / "dicom" / "us.dcm")
+    shutil.copyfile(pydicom_testdata("US1_UNCR.dcm"), folder / "dicom" / "us.dcm")
     with open(folder / "labels.csv", "a", newline="") as handle:
         csv.writer(handle).writerow(["dicom/us.dcm", "pneumonia", "train"])
     return folder

@@ -19,6 +19,19 @@ from fedward.common.data.sources import FolderLayout, folder_layout, mask_folder
 from fedward.common.errors import DataError
 
 
+def count_reads(monkeypatch: pytest.MonkeyPatch, reader: str) -> list[Path]:
+    """Wrap the folder reader ``sources.<reader>`` so that each call records the folder it reads; the record."""
+    calls: list[Path] = []
+    real = getattr(sources, reader)
+
+    def counting(path: Path, **kwargs: object) -> object:
+        calls.append(path)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(sources, reader, counting)
+    return calls
+
+
 def test_layouts_are_recognised(tmp_path: Path) -> None:
     assert folder_layout(busi_subset(tmp_path / "busi")) is FolderLayout.MASK_FOLDER
     assert folder_layout(busi_subset(tmp_path / "classes", splits=False)) is FolderLayout.MASK_FOLDER
@@ -47,14 +60,7 @@ def test_mask_folder_read_with_the_config_and_served_from_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder, cache = busi_subset(tmp_path / "busi"), tmp_path / "cache"
-    calls: list[Path] = []
-    real = sources.read_mask_folder
-
-    def counting(path: Path, **kwargs: object) -> object:
-        calls.append(path)
-        return real(path, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(sources, "read_mask_folder", counting)
+    calls = count_reads(monkeypatch, "read_mask_folder")
     data = DataConfig(image_size=64, target=TargetKind.MASK, intensity=Intensity.PERCENTILE)
     first = read_folder_dataset(folder, data, cache_root=cache)
     second = read_folder_dataset(folder, data, cache_root=cache)
@@ -128,14 +134,7 @@ def test_dicom_series_read_with_the_config_and_served_from_the_cache(
 
     for number, case in enumerate(("hippocampus_001", "hippocampus_003")):
         export_case(case, tmp_path / "pacs" / case, patient_id=f"H0-{number:05d}")
-    calls: list[Path] = []
-    real = sources.read_series_folder
-
-    def counting(path: Path, **kwargs: object) -> object:
-        calls.append(path)
-        return real(path, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(sources, "read_series_folder", counting)
+    calls = count_reads(monkeypatch, "read_series_folder")
     data = DataConfig(volume_size=(48, 64, 48))
     first = read_folder_dataset(tmp_path / "pacs", data, cache_root=tmp_path / "cache")
     second = read_folder_dataset(tmp_path / "pacs", data, cache_root=tmp_path / "cache")
