@@ -39,7 +39,10 @@ from fixtures.deploy_tools import (
 from fedward.cli.main import app
 from fedward.server.coordinator.state import CoordinatorState
 
-INTEGRATION_TESTS = [ROOT / "tests" / "integration" / name for name in ("test_deployment.py", "test_registry_tls.py")]
+INTEGRATION_TESTS = [
+    ROOT / "tests" / "integration" / name
+    for name in ("test_deployment.py", "test_registry_tls.py", "test_segmentation_deployment.py")
+]
 SERVICES = {("server", "start"), ("client", "start"), ("registry", "serve")}
 # Values for the variables compose files require (${NAME:?message}).
 REQUIRED_VARIABLES = {

@@ -153,7 +153,10 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
 
     no_certs = fedward("server", "start", "--state", str(tmp / "nostate"), "--port", str(free_port()), timeout=60)
 
-    server = start_coordinator(processes, tmp / "server.log", certs, state, port, "--data-dir", str(data_dir))
+    server = start_coordinator(
+        processes, tmp / "server.log", state, "server", "start", "--certs", str(certs), "--state", str(state),
+        "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
+    )  # fmt: skip
 
     register_hospitals(state, keys, HOSPITALS)
     registered = hospitals_status(state)

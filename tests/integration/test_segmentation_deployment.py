@@ -107,7 +107,10 @@ def _scenario(tmp: Path, cases: list[str], processes: Processes) -> Outcome:
     for name in HOSPITALS:
         assert fedward("certs", "node", name, "--out", str(keys)).returncode == 0
     port = free_port()
-    server = start_coordinator(processes, tmp / "server.log", certs, state, port)
+    server = start_coordinator(
+        processes, tmp / "server.log", state, "server", "start", "--certs", str(certs), "--state", str(state),
+        "--host", "127.0.0.1", "--port", str(port),
+    )  # fmt: skip
     register_hospitals(state, keys, HOSPITALS)
     agents = {}
     for name in HOSPITALS:  # one thread each, as a simulated hospital with simulation.client-cpus = 1
