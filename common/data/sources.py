@@ -35,6 +35,7 @@ from fedward.common.choices import Modality, TargetKind, Task
 from fedward.common.config.sections import DataConfig
 from fedward.common.data.decathlon import DATASET_FILE, parse_modality, read_decathlon
 from fedward.common.data.files import is_raster
+from fedward.common.data.folder import MANIFEST
 from fedward.common.data.maskfolder import MASK_NAME, SPLITS_FILE, FolderRead, read_mask_folder
 from fedward.common.data.prepared import prepared
 from fedward.common.data.seriesfolder import holds_dicom_seg, read_series_folder
@@ -65,8 +66,9 @@ def folder_layout(path: Path) -> FolderLayout | None:
     A mask folder is recognised first (a ``splits.csv`` whose header has a ``masks``
     column, or mask files in the folder or a sub-folder), so that it may carry a
     ``dataset.json`` for its modality; otherwise a ``dataset.json`` makes it a Decathlon
-    folder; otherwise a DICOM SEG file anywhere below it (File Meta Information read until
-    one is found) a DICOM series folder.
+    folder; otherwise, unless a classification manifest (``labels.csv``) says what the folder
+    is, a DICOM SEG file anywhere below it (File Meta Information read until one is found)
+    makes it a DICOM series folder.
     """
     path = Path(path)
     if not path.is_dir():
@@ -75,6 +77,8 @@ def folder_layout(path: Path) -> FolderLayout | None:
         return FolderLayout.MASK_FOLDER
     if (path / DATASET_FILE).is_file():
         return FolderLayout.DECATHLON
+    if (path / MANIFEST).is_file():  # a classification folder (labels.csv): no header scan
+        return None
     if holds_dicom_seg(path):
         return FolderLayout.DICOM_SERIES
     return None
