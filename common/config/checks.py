@@ -60,3 +60,32 @@ def check_image_size(name: ModelName, image_size: int) -> None:
         raise ConfigError(
             f"model {name.value} needs images of at least {smallest} px; data.image-size is {image_size} (use {fits})"
         )
+
+
+def check_segmentation_grid(
+    volume_size: tuple[int, ...], patch_size: tuple[int, ...], spacing: tuple[float, ...], ct_window: tuple[float, ...]
+) -> None:
+    """Refuse segmentation grid settings that cannot work: ``data.volume-size``, ``data.patch-size``,
+    ``data.spacing`` (mm) and ``data.ct-window`` (Hounsfield units).
+
+    Raises:
+        ConfigError: naming the key: sizes must be multiples of 16 (and three of them for
+            volumes), a patch must lie within the volume grid, spacings must be positive,
+            and a CT window must be [low, high] with low < high.
+    """
+    if volume_size and (len(volume_size) != 3 or any(v < 16 or v % 16 for v in volume_size)):
+        raise ConfigError(
+            f"data.volume-size must be three sizes (D, H, W), each a multiple of 16 voxels; got {volume_size}"
+        )
+    if patch_size and any(v < 16 or v % 16 for v in patch_size):
+        raise ConfigError(f"data.patch-size must hold sizes that are multiples of 16; got {patch_size}")
+    if (
+        patch_size
+        and volume_size
+        and (len(patch_size) != 3 or any(p > v for p, v in zip(patch_size, volume_size, strict=True)))
+    ):
+        raise ConfigError(f"data.patch-size {patch_size} must be three sizes within data.volume-size {volume_size}")
+    if spacing and (len(spacing) != 3 or min(spacing) <= 0):
+        raise ConfigError(f"data.spacing must be three positive spacings (mm) along D, H, W; got {spacing}")
+    if len(ct_window) != 2 or ct_window[0] >= ct_window[1]:
+        raise ConfigError(f"data.ct-window must be [low, high] Hounsfield units with low < high; got {ct_window}")

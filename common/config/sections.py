@@ -27,7 +27,7 @@ from fedward.common.choices import (
     TargetKind,
     Task,
 )
-from fedward.common.config.checks import check_min, check_range
+from fedward.common.config.checks import check_min, check_range, check_segmentation_grid
 from fedward.common.errors import ConfigError
 from fedward.common.schema import DatasetSchema
 
@@ -107,28 +107,7 @@ class DataConfig:
             raise ConfigError(f"data.channels must be 1 or 3; got {self.channels}")
         if self.classes and len(set(self.classes)) != len(self.classes):
             raise ConfigError("data.classes holds a class name twice")
-        if self.volume_size and (len(self.volume_size) != 3 or any(v < 16 or v % 16 for v in self.volume_size)):
-            raise ConfigError(
-                f"data.volume-size must be three sizes (D, H, W), each a multiple of 16 voxels; got {self.volume_size}"
-            )
-        if self.patch_size and any(v < 16 or v % 16 for v in self.patch_size):
-            raise ConfigError(f"data.patch-size must hold sizes that are multiples of 16; got {self.patch_size}")
-        if (
-            self.patch_size
-            and self.volume_size
-            and (
-                len(self.patch_size) != 3 or any(p > v for p, v in zip(self.patch_size, self.volume_size, strict=True))
-            )
-        ):
-            raise ConfigError(
-                f"data.patch-size {self.patch_size} must be three sizes within data.volume-size {self.volume_size}"
-            )
-        if self.spacing and (len(self.spacing) != 3 or min(self.spacing) <= 0):
-            raise ConfigError(f"data.spacing must be three positive spacings (mm) along D, H, W; got {self.spacing}")
-        if len(self.ct_window) != 2 or self.ct_window[0] >= self.ct_window[1]:
-            raise ConfigError(
-                f"data.ct-window must be [low, high] Hounsfield units with low < high; got {self.ct_window}"
-            )
+        check_segmentation_grid(self.volume_size, self.patch_size, self.spacing, self.ct_window)
         declared = (self.task is not None, bool(self.classes), self.channels > 0)
         if any(declared) and not all(declared):
             raise ConfigError("declare data.task, data.classes and data.channels together, or none of them")

@@ -272,14 +272,7 @@ def read_mask_folder(
     kind = target if target is not TargetKind.AUTO else (TargetKind.CLASS if names else TargetKind.MASK)
     if kind is TargetKind.CLASS and len(names) < 2:
         raise DataError(f"{folder} needs at least two classes (sub-folders or a label column) for data.target = class")
-    cases, strata = [], []
-    for case in scan.cases:
-        index = label_index(case.label, names) if names else 0
-        if index is None:
-            problems.append(Problem(case.image, Reason.LABEL_UNKNOWN, f"class {case.label!r} is not one of {names}"))
-        else:
-            cases.append(case)
-            strata.append(index)
+    cases, strata = _known_classes(scan.cases, names, problems)
     if kind is TargetKind.CLASS:
         task = Task.BINARY if len(names) == 2 else Task.MULTICLASS
         schema = DatasetSchema(task, names, 1, 2, modality)
@@ -292,6 +285,21 @@ def read_mask_folder(
         splits = _read_masks(Path(folder), cases, strata, image_size, method, problems)
     log_read(log, "mask folder", splits, problems)
     return FolderRead(schema, splits, problems, names)
+
+
+def _known_classes(
+    found: list[MaskCase], names: tuple[str, ...], problems: list[Problem]
+) -> tuple[list[MaskCase], list[int]]:
+    """The cases whose class is one of ``names``, with their class indices; the others become problems."""
+    cases, strata = [], []
+    for case in found:
+        index = label_index(case.label, names) if names else 0
+        if index is None:
+            problems.append(Problem(case.image, Reason.LABEL_UNKNOWN, f"class {case.label!r} is not one of {names}"))
+        else:
+            cases.append(case)
+            strata.append(index)
+    return cases, strata
 
 
 def _read_classes(
