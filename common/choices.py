@@ -80,6 +80,10 @@ class Intensity(StrEnum):
     """Hounsfield units clipped to ``data.ct-window`` and mapped to [0, 1]."""
 
 
+DEFAULT_CT_WINDOW: tuple[float, float] = (-1000.0, 400.0)
+"""Default window (low, high) of ``ct-window`` normalisation, Hounsfield units."""
+
+
 class Partition(StrEnum):
     """How the training split is divided across simulated hospitals."""
 

@@ -27,7 +27,7 @@ from monai.transforms import MapTransform
 from PIL import Image
 
 from fedward.client.evaluator.seg_input import load_planar, resize_labels
-from fedward.common.choices import Intensity
+from fedward.common.choices import DEFAULT_CT_WINDOW, Intensity
 from fedward.common.data.intensity import normalise_intensity
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class NormaliseIntensityd(MapTransform):
         keys: KeysCollection,
         intensity: str,
         nonzero: bool = True,
-        ct_window: Sequence[float] = (-1000.0, 400.0),
+        ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedward.common.choices import (
+    DEFAULT_CT_WINDOW,
     IMAGE_SIZES,
     ClassWeighting,
     ClientDp,
@@ -91,7 +92,7 @@ class DataConfig:
     volume_size: tuple[int, ...] = ()
     spacing: tuple[float, ...] = ()
     intensity: Intensity = Intensity.AUTO
-    ct_window: tuple[float, ...] = (-1000.0, 400.0)
+    ct_window: tuple[float, ...] = DEFAULT_CT_WINDOW
     modality: Modality | None = None
     patch_size: tuple[int, ...] = ()
 

@@ -38,7 +38,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import SpatialImage
 
-from fedward.common.choices import Intensity, Modality, Task
+from fedward.common.choices import DEFAULT_CT_WINDOW, Intensity, Modality, Task
 from fedward.common.data.dicom import Reason
 from fedward.common.data.folder import SPLIT_NAMES, Problem, SkippedCaseError, _safe_relative, log_read
 from fedward.common.data.maskfolder import SPLITS_FILE, FolderRead
@@ -205,7 +205,7 @@ def read_decathlon(
     volume_size: Sequence[int] = (),
     spacing: Sequence[float] = (),
     intensity: Intensity = Intensity.AUTO,
-    ct_window: Sequence[float] = (-1000.0, 400.0),
+    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
 ) -> FolderRead:
     """Read a Decathlon folder as 3D segmentation splits (see the module docstring).
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
-from fedward.common.choices import Intensity, Modality
+from fedward.common.choices import DEFAULT_CT_WINDOW, Intensity, Modality
 from fedward.common.errors import DataError
 
 PERCENTILES: tuple[float, float] = (0.5, 99.5)
@@ -53,7 +53,7 @@ def resolve_intensity(method: Intensity, modality: Modality | None, *, eight_bit
 
 
 def normalise_intensity(
-    image: np.ndarray, method: Intensity, *, nonzero: bool, ct_window: Sequence[float] = (-1000.0, 400.0)
+    image: np.ndarray, method: Intensity, *, nonzero: bool, ct_window: Sequence[float] = DEFAULT_CT_WINDOW
 ) -> np.ndarray:
     """Normalise one channel-first image with MONAI.
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
-from fedward.common.choices import Intensity, Modality, Task
+from fedward.common.choices import DEFAULT_CT_WINDOW, Intensity, Modality, Task
 from fedward.common.data.decathlon import parse_modality
 from fedward.common.data.dicom import Reason, UnusableFileError, read_dicom
 from fedward.common.data.files import is_raster
@@ -111,7 +111,7 @@ def read_series_folder(
     volume_size: Sequence[int] = (),
     spacing: Sequence[float] = (),
     intensity: Intensity = Intensity.AUTO,
-    ct_window: Sequence[float] = (-1000.0, 400.0),
+    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
 ) -> FolderRead:
     """Read DICOM series and their SEGs as a 3D segmentation training split (module docstring).
 
