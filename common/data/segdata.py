@@ -2,8 +2,7 @@
 
 Images arrive preprocessed on the model's grid (:class:`~fedward.common.data.masksplit.MaskSplit`:
 float32, intensities normalised), so the pipeline only augments, per batch on the training
-device: a random flip along every spatial axis (p = 0.5 each; nnU-Net's mirroring, Isensee
-et al., 2021), a random rotation and zoom applied to image and label map in one
+device: random mirroring (p = 0.5 per mirrored axis, :func:`mirror_axes`), a random rotation and zoom applied to image and label map in one
 resampling by MONAI's :class:`~monai.networks.layers.AffineTransform` (bilinear for the
 image, nearest for the label map, so labels stay labels), and a random intensity scale.
 """
@@ -127,10 +126,22 @@ class SegmentationPipeline(nn.Module):
         return x * scale.to(x.device).view(batch, *([1] * (x.ndim - 1))), y
 
 
+def mirror_axes(spatial_dims: int) -> tuple[int, ...]:
+    """Spatial axes (0-based, MONAI index order) that training may mirror.
+
+    Volumes: every axis, as nnU-Net does (Isensee et al., Nature Methods 18, 2021). 2D
+    images: the horizontal axis only: an ultrasound image has the transducer at the top
+    and its acoustic shadows below a lesion, an X-ray the apices at the top, so an
+    upside-down image is not one a hospital will ever show the model (the classification
+    pipeline mirrors the same way).
+    """
+    return tuple(range(spatial_dims)) if spatial_dims == 3 else (spatial_dims - 1,)
+
+
 def random_affines_nd(
     batch: int, spatial_dims: int, max_rotation: float, max_zoom: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Random flips, a rotation and a zoom in normalized coordinates, one per image.
+    """Random mirroring (:func:`mirror_axes`), a rotation and a zoom in normalized coordinates, one per image.
 
     Args:
         batch: number of matrices B.
@@ -150,6 +161,8 @@ def random_affines_nd(
     angle = uniform(-max_rotation, max_rotation)
     zoom = uniform(1.0 - max_zoom, 1.0 + max_zoom)
     flips = torch.where(torch.rand(batch, d, generator=generator) < 0.5, -1.0, 1.0)
+    fixed = [axis for axis in range(d) if axis not in mirror_axes(d)]
+    flips[:, fixed] = 1.0
     rotation = torch.eye(d).repeat(batch, 1, 1)
     i, j = d - 2, d - 1  # the in-plane (last two) axes
     rotation[:, i, i], rotation[:, i, j] = torch.cos(angle), -torch.sin(angle)

@@ -225,3 +225,12 @@ def test_two_thirds_of_patches_are_centred_on_a_labelled_voxel() -> None:
     _, y = random_patches(masks.float(), masks, (16, 16), torch.Generator().manual_seed(0))
     share = float((y.flatten(1).amax(dim=1) > 0).float().mean())
     assert share == pytest.approx(2 / 3 + (9 / 32) ** 2 / 3, abs=0.06)
+
+
+@pytest.mark.parametrize(("dims", "mirrored"), [(2, {1}), (3, {0, 1, 2})])
+def test_2d_images_are_mirrored_left_right_only_and_volumes_along_every_axis(dims: int, mirrored: set[int]) -> None:
+    theta = random_affines_nd(400, dims, 0.0, 0.0, torch.Generator().manual_seed(0))
+    diagonal = torch.diagonal(theta[:, :, :dims], dim1=1, dim2=2)
+    for axis in range(dims):
+        signs = set(diagonal[:, axis].tolist())
+        assert signs == ({-1.0, 1.0} if axis in mirrored else {1.0}), (axis, signs)
