@@ -2,9 +2,10 @@
 
 Images arrive preprocessed on the model's grid (:class:`~fedward.common.data.masksplit.MaskSplit`:
 float32, intensities normalised), so the pipeline only augments, per batch on the training
-device: random mirroring (p = 0.5 per mirrored axis, :func:`mirror_axes`), a random rotation and zoom applied to image and label map in one
-resampling by MONAI's :class:`~monai.networks.layers.AffineTransform` (bilinear for the
-image, nearest for the label map, so labels stay labels), and a random intensity scale.
+device: random mirroring (p = 0.5 per mirrored axis, :func:`mirror_axes`), a random
+rotation and zoom applied to image and label map in one resampling by MONAI's
+:class:`~monai.networks.layers.AffineTransform` (bilinear for the image, nearest for the
+label map, so labels stay labels), and a random intensity scale.
 """
 
 from __future__ import annotations
