@@ -229,21 +229,11 @@ def read_mask_folder(
     """Read an image + mask folder as segmentation or classification splits.
 
     Target ``mask`` (and ``auto`` when no case has a class): task ``segmentation``, classes
-    ``("background", "lesion")``, 1 channel, 2 spatial dims. Each split is a
-    :class:`~fedward.common.data.masksplit.MaskSplit`:
+    ``("background", "lesion")``, 1 channel, 2 spatial dims; each split a
+    :class:`~fedward.common.data.masksplit.MaskSplit` (arrays as :func:`_read_segmentation` states).
 
-    * images float32 (N, 1, S, S): grey values resized with MONAI ``Resize`` (area when
-      shrinking, bilinear otherwise), rounded to 8 bits, then normalised per image
-      (:mod:`fedward.common.data.intensity`; ``auto`` and ``scale`` divide by 255);
-    * masks uint8 (N, S, S): the union of the image's masks (non-zero pixels), resized
-      nearest-neighbour (``nearest-exact``), 0 background, 1 lesion;
-    * labels int64 (N, 1): index of the image's class in ``classes`` (strata), 0 without classes;
-    * spacing float64 (N, 2): (original H / S, original W / S) in **original pixels** per
-      grid pixel: PNG and JPEG carry no physical spacing, so no millimetres are claimed.
-
-    Target ``class`` (and ``auto`` with classes): task ``binary`` (2 classes) or ``multiclass``;
-    each split an :class:`~fedward.common.data.npz.ArraySplit` with images uint8 (N, S, S)
-    resized as above and labels int64 (N, 1). Masks are not read.
+    Target ``class`` (and ``auto`` with classes): task ``binary`` or ``multiclass``; each split an
+    :class:`~fedward.common.data.npz.ArraySplit` (images uint8 (N, S, S), labels int64 (N, 1)); no masks read.
 
     Cases go to the split ``splits.csv`` gives, ``train`` when none. Skipped, as problems:
     an image without a mask file (``mask-missing``, segmentation only), a mask of another
@@ -262,9 +252,8 @@ def read_mask_folder(
         The schema, the splits and the problems.
 
     Raises:
-        DataError: if the folder cannot be scanned, ``class`` is asked of a folder without
-            classes (or with fewer than two), ``intensity`` is ``ct-window`` (8-bit images
-            hold no Hounsfield units), or no case is usable.
+        DataError: if the folder cannot be scanned, ``class`` is asked of a folder with fewer
+            than two classes, ``intensity`` is ``ct-window``, or no case is usable.
     """
     scan = scan_mask_folder(folder)
     problems = list(scan.problems)
@@ -279,10 +268,7 @@ def read_mask_folder(
         splits = _read_classes(Path(folder), cases, strata, image_size, problems)
     else:
         schema = DatasetSchema(Task.SEGMENTATION, LESION_CLASSES, 1, 2, modality)
-        method = resolve_intensity(intensity, modality, eight_bit=True)
-        if method is Intensity.CT_WINDOW:
-            raise DataError(f"{folder}: 8-bit images hold no Hounsfield units; intensity ct-window is for CT volumes")
-        splits = _read_masks(Path(folder), cases, strata, image_size, method, problems)
+        splits = _read_segmentation(Path(folder), cases, strata, image_size, intensity, modality, problems)
     log_read(log, "mask folder", splits, problems)
     return FolderRead(schema, splits, problems, names)
 
@@ -322,9 +308,33 @@ def _read_classes(
     } or _nothing_usable(folder, problems)
 
 
-def _read_masks(
-    folder: Path, cases: list[MaskCase], strata: list[int], size: int, method: Intensity, problems: list[Problem]
+def _read_segmentation(
+    folder: Path,
+    cases: list[MaskCase],
+    strata: list[int],
+    size: int,
+    intensity: Intensity,
+    modality: Modality | None,
+    problems: list[Problem],
 ) -> dict[str, MaskSplit | ArraySplit]:
+    """Images and lesion label maps of ``cases``, per split; unusable cases are added to ``problems``.
+
+    Each split's :class:`~fedward.common.data.masksplit.MaskSplit` holds:
+
+    * images float32 (N, 1, S, S): grey values resized with MONAI ``Resize`` (area when shrinking,
+      bilinear otherwise), rounded to 8 bits, normalised per image (:mod:`~fedward.common.data.intensity`);
+    * masks uint8 (N, S, S): the union of the image's masks (non-zero pixels), resized
+      nearest-neighbour (``nearest-exact``), 0 background, 1 lesion;
+    * labels int64 (N, 1): index of the image's class in ``classes`` (strata), 0 without classes;
+    * spacing float64 (N, 2): (original H / S, original W / S) in **original pixels** per
+      grid pixel: PNG and JPEG carry no physical spacing, so no millimetres are claimed.
+
+    Raises:
+        DataError: if ``intensity`` resolves to ``ct-window`` (8-bit images hold no Hounsfield units).
+    """
+    method = resolve_intensity(intensity, modality, eight_bit=True)
+    if method is Intensity.CT_WINDOW:
+        raise DataError(f"{folder}: 8-bit images hold no Hounsfield units; intensity ct-window is for CT volumes")
     rows: dict[str, list[tuple[np.ndarray, np.ndarray, int, tuple[float, float]]]] = {}
     for case, stratum in zip(cases, strata, strict=True):
         if not case.masks:
