@@ -76,6 +76,15 @@ def training_flags(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
+DECLARED_SCHEMA = (
+    "--set", "data.task=segmentation",
+    "--set", 'data.classes=["background","anterior","posterior"]',
+    "--set", "data.channels=1",
+    "--set", "data.modality=MR",
+)  # fmt: skip
+"""``run start`` runs where the images are not: the run config declares the dataset's schema."""
+
+
 def simulate(deadline: Deadline, args: argparse.Namespace, layout: Layout) -> tuple[Path, float]:
     """``fedward simulate`` on the NIfTI volumes; its run directory and wall time (s)."""
     out = layout.root / "simulated"
@@ -113,8 +122,9 @@ def deploy(deadline: Deadline, args: argparse.Namespace, layout: Layout, backgro
     wait_online(deadline, layout, names, background)
     started = time.perf_counter()
     result = fedward(
-        deadline, "run", "start", "--state", str(layout.state), *data_flags(args, layout), *training_flags(args)
-    )
+        deadline, "run", "start", "--state", str(layout.state), *data_flags(args, layout), *training_flags(args),
+        *DECLARED_SCHEMA,
+    )  # fmt: skip
     found = re.search(r"run id:\s*(\d+)", result.stdout)
     if found is None:
         raise ChainError(f"fedward run start printed no run id:\n{result.stdout}")
@@ -159,7 +169,7 @@ def compare(simulated: Path, deployed: Path) -> dict[str, Any]:
 
 def report(figures: dict[str, Any]) -> None:
     """Print the per-round table and the selected rounds."""
-    console = Console()
+    console = Console(width=max(Console().width, 110))  # the selected-round table's columns in full
     s = figures["settings"]
     console.print(
         f"hippocampus, {s['hospitals']} hospitals, {s['rounds']} rounds x {s['local-epochs']} local epochs, "
