@@ -76,13 +76,20 @@ def training_flags(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
-DECLARED_SCHEMA = (
-    "--set", "data.task=segmentation",
-    "--set", 'data.classes=["background","anterior","posterior"]',
-    "--set", "data.channels=1",
-    "--set", "data.modality=MR",
-)  # fmt: skip
-"""``run start`` runs where the images are not: the run config declares the dataset's schema."""
+def declared_schema(simulated: Path) -> list[str]:
+    """``--set`` flags declaring the simulated run's dataset schema (from its model card).
+
+    ``run start`` runs where the images are not, so the deployed run states what the
+    simulation read from the Decathlon folder: task, label names, channels, modality.
+    """
+    dataset = json.loads((simulated / "model_card.json").read_text(encoding="utf-8"))["dataset"]
+    values = {
+        "task": dataset["task"],
+        "classes": json.dumps(dataset["classes"], separators=(",", ":")),
+        "channels": dataset["channels"],
+        "modality": dataset["modality"],
+    }
+    return [flag for key, value in values.items() for flag in ("--set", f"data.{key}={value}")]
 
 
 def simulate(deadline: Deadline, args: argparse.Namespace, layout: Layout) -> tuple[Path, float]:
@@ -108,7 +115,9 @@ def start_agents(layout: Layout, superlink: str, names: list[str], background: B
         )  # fmt: skip
 
 
-def deploy(deadline: Deadline, args: argparse.Namespace, layout: Layout, background: Background) -> tuple[Path, float]:
+def deploy(
+    deadline: Deadline, args: argparse.Namespace, layout: Layout, background: Background, schema: list[str]
+) -> tuple[Path, float]:
     """Export, then the TLS deployment of the same federation; its run directory and the run's wall time (s)."""
     names = [f"hospital-{index}" for index in range(args.hospitals)]  # the simulation's names: same seeds
     layout.logs.mkdir(parents=True, exist_ok=True)
@@ -123,7 +132,7 @@ def deploy(deadline: Deadline, args: argparse.Namespace, layout: Layout, backgro
     started = time.perf_counter()
     result = fedward(
         deadline, "run", "start", "--state", str(layout.state), *data_flags(args, layout), *training_flags(args),
-        *DECLARED_SCHEMA,
+        *schema,
     )  # fmt: skip
     found = re.search(r"run id:\s*(\d+)", result.stdout)
     if found is None:
@@ -224,7 +233,7 @@ def main() -> None:
     layout, background, deadline = Layout(root), Background(), Deadline(args.timeout)
     try:
         simulated, sim_wall = simulate(deadline, args, layout)
-        deployed, dep_wall = deploy(deadline, args, layout, background)
+        deployed, dep_wall = deploy(deadline, args, layout, background, declared_schema(simulated))
         figures = compare(simulated, deployed)
     except ChainError as err:
         kept = f"(kept in {root})" if args.keep else "(pass --keep DIR to keep the logs)"
