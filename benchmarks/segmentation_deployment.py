@@ -22,7 +22,7 @@ Usage::
 
 The defaults are ``benchmarks/segmentation.py``'s hippocampus preset. Flower 1.41 starts a
 fresh ClientApp process for every message, so a deployed round costs tens of seconds more
-than a simulated one on a CPU: ``--rounds 3`` checks the equality in about 15 minutes on 2
+than a simulated one on a CPU: ``--rounds 3`` checks the equality in about 25 minutes on 2
 cores. Every background process is stopped at the end, pass or fail; the work folder
 (certificates, state, DICOM folders, run directories, logs) is removed unless ``--keep``.
 """
