@@ -27,7 +27,7 @@ from types import TracebackType
 
 from fedward.common.errors import SimulationError
 from fedward.common.flower.flwr_cli import Connection, FlowerCliError, FlwrCli
-from fedward.common.flower.processes import free_port, stop_group, tool
+from fedward.common.flower.processes import free_port, stop_group, tied_to_parent, tool
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class LocalSimulationLink:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=tied_to_parent(),
         )
         self._wait_healthy()
         log.info("simulation SuperLink on 127.0.0.1:%d (pid %d)", self.port, self.process.pid)

@@ -37,7 +37,7 @@ from fedward.client.hospital.check import CheckReport, check_folder
 from fedward.client.hospital.site import CACHE_KEY, DATA_DIR_KEY, NAME_KEY, THREADS_KEY
 from fedward.common.choices import FrameMode, Task
 from fedward.common.errors import ConfigError, DataError, FedwardError
-from fedward.common.flower.processes import quiet_environment, stop_group, tool
+from fedward.common.flower.processes import quiet_environment, stop_group, tied_to_parent, tool
 from fedward.common.security.certs import check_name
 from fedward.common.security.tls import Address, SuperLinkUnreachableError, probe
 
@@ -283,6 +283,7 @@ class HospitalAgent:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=tied_to_parent(),
         )
         relay = threading.Thread(target=self._relay, args=(self.process,), daemon=True)
         relay.start()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fedward.common.errors import FedwardError
-from fedward.common.flower.processes import quiet_environment, tool
+from fedward.common.flower.processes import quiet_environment, tied_to_parent, tool
 
 
 class FlowerCliError(FedwardError):
@@ -140,6 +140,7 @@ class FlwrCli:
             env=self.env,
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout is not None else None,
+            preexec_fn=tied_to_parent(),
         )
 
     # ------------------------------------------------------------------ SuperNodes

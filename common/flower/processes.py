@@ -4,18 +4,23 @@ Every Flower process fedward starts (SuperLink, SuperNode, the ``flwr`` CLI, sim
 workers) gets :func:`quiet_environment`: no telemetry, no update checks, no hub access.
 Long-lived ones run in their own session (process group) so that :func:`stop_group`
 ends them with everything they started (SuperExec, ServerApp/ClientApp processes, Ray
-workers).
+workers), and are tied to fedward's process (:func:`tied_to_parent`) so that a fedward
+process killed outright (SIGKILL, the OOM killer) leaves none of them behind: Flower's own
+children (``flwr-serverapp``, ``flwr-clientapp``, ``flwr-simulation``) watch their
+parent's PID, and Ray's workers share the fate of their driver.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fedward.common.errors import FedwardError
@@ -33,6 +38,10 @@ QUIET_VARIABLES: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
     "PYTHONUNBUFFERED": "1",
 }
+
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal the kernel sends a process when its parent dies (Linux, prctl(2))."""
 
 
 class ToolMissingError(FedwardError):
@@ -73,6 +82,36 @@ def tool(name: str) -> str:
     if found is None:
         raise ToolMissingError(f"{name} is not installed; reinstall fedward (it depends on flwr[simulation])")
     return found
+
+
+def tied_to_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen` that ends the child when this process dies.
+
+    On Linux the child asks the kernel (``prctl(PR_SET_PDEATHSIG)``, prctl(2)) to be sent
+    ``sig`` when its parent dies, and sends it to itself if the parent died before that
+    request. Elsewhere there is no such request and ``None`` is returned (the child's own
+    session still lets :func:`stop_group` end it while fedward runs).
+
+    The kernel's "parent" is the *thread* that started the child: call ``Popen`` from a
+    thread that lives as long as the child (fedward starts them from the main thread).
+
+    Args:
+        sig: the signal; SIGTERM lets Flower's processes stop their own children.
+
+    Returns:
+        The function to pass as ``preexec_fn``, or ``None`` off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: the child only calls it
+    parent = os.getpid()
+
+    def tie() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), sig)
+
+    return tie
 
 
 def signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from fedward.common.errors import ConfigError
-from fedward.common.flower.processes import quiet_environment, stop_group, tool
+from fedward.common.flower.processes import quiet_environment, stop_group, tied_to_parent, tool
 from fedward.common.security.certs import FederationCerts
 from fedward.common.security.tls import Address, SuperLinkConnectionError, probe
 from fedward.server.coordinator.state import RUNS_DIR_ENV, STATE_DIR_ENV, CoordinatorError, CoordinatorState
@@ -185,6 +185,7 @@ class Coordinator:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=tied_to_parent(),
             cwd=settings.state.root,
         )
         self._wait_ready()
