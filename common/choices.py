@@ -131,6 +131,7 @@ class ModelName(StrEnum):
     DENSENET121 = "densenet121"
     RESNET18 = "resnet18"
     EFFICIENTNET_B0 = "efficientnet-b0"
+    UNET_ENCODER = "unet-encoder"
     UNET = "unet"
     VNET = "vnet"
     SEGRESNET = "segresnet"
@@ -145,6 +146,7 @@ MIN_IMAGE_SIZE: dict[ModelName, int] = {
     ModelName.RESNET18: 16,
     ModelName.DENSENET121: 32,
     ModelName.EFFICIENTNET_B0: 32,
+    ModelName.UNET_ENCODER: 32,
     ModelName.UNET: 16,
     ModelName.VNET: 16,
     ModelName.SEGRESNET: 16,

@@ -9,13 +9,17 @@ densenet121        ``monai.networks.nets.DenseNet121`` (Huang,     32 px     ~7.
                    2017)
 efficientnet-b0    ``monai.networks.nets.EfficientNetBN`` (Tan &   32 px     ~4.0 M
                    Le, 2019)
+unet-encoder       the down path of the ``unet`` segmentation      32 px     ~1.3 M
+                   network, GAP, FC (:mod:`.unet_encoder`)
 =================  ==============================================  ========  ===========
 
 \\* one input channel, two classes.
 
 ``smallcnn`` is the default: fast enough for 28 px on a CPU. The others are for larger
 inputs and GPUs. No network downloads pretrained weights (hospitals run offline); start
-from your own weights with :func:`load_initial_weights` (``--init-weights FILE``).
+from your own weights with :func:`load_initial_weights` (``--init-weights FILE``);
+``unet-encoder`` starts from a ``unet`` segmentation run's weights (same parameter names),
+so a classification can reuse what a federation learned from lesion masks.
 
 Every classifier maps a float32 batch of shape (B, C, H, W) to float32 logits of shape
 (B, K): K classes for binary and multi-class tasks (softmax), K labels for multi-label
@@ -41,6 +45,7 @@ from fedward.common.config import RunConfig
 from fedward.common.errors import ModelError
 from fedward.common.ml.runtime import derive_seed
 from fedward.common.ml.segnets import attention_unet, segresnet, unet, vnet
+from fedward.common.ml.unet_encoder import UNetEncoderClassifier
 from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
@@ -141,6 +146,11 @@ NETWORKS: dict[ModelName, NetworkSpec] = {
         lambda c, k, d: EfficientNetBN(
             "efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=c, num_classes=k
         ),
+    ),
+    ModelName.UNET_ENCODER: NetworkSpec(
+        ModelName.UNET_ENCODER,
+        "encoder of the residual U-Net (MONAI), GAP, linear",
+        lambda c, k, d: UNetEncoderClassifier(c, k),
     ),
     ModelName.UNET: NetworkSpec(ModelName.UNET, "U-Net with residual units (MONAI)", unet, True, _BOTH),
     ModelName.VNET: NetworkSpec(ModelName.VNET, "V-Net (MONAI)", vnet, True, _BOTH),

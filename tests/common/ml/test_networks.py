@@ -116,3 +116,29 @@ def test_unusable_weight_files(tmp_path: Path) -> None:
     save_file({"unrelated": torch.zeros(3)}, str(other))
     with pytest.raises(ModelError, match="no tensor"):
         load_initial_weights(build_network(ModelName.SMALL_CNN, 1, 2), other)
+
+
+def test_unet_encoder_starts_from_a_lesion_unet_and_skips_its_decoder(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    lesion = build_network(ModelName.UNET, 1, 2)
+    path = tmp_path / "best.safetensors"
+    save_file({k: v.contiguous() for k, v in lesion.state_dict().items()}, str(path))
+    classifier = build_network(ModelName.UNET_ENCODER, 1, 3)
+    report = load_initial_weights(classifier, path)
+    own = classifier.state_dict()
+    encoder = {k for k in own if not k.startswith("head.")}
+    assert set(report.loaded) == encoder  # every encoder tensor comes from the U-Net
+    assert all(torch.equal(own[k], lesion.state_dict()[k]) for k in encoder)
+    assert report.skipped and all(k not in own for k in report.skipped)  # decoder and segmentation head
+    assert set(own) - encoder == {"head.3.weight", "head.3.bias"}
+    classifier.eval()
+    with torch.no_grad():
+        assert classifier(torch.rand(2, 1, 128, 128)).shape == (2, 3)
+
+
+def test_unet_encoder_trains_under_dp_sgd() -> None:
+    from opacus import GradSampleModule
+
+    model = GradSampleModule(build_network(ModelName.UNET_ENCODER, 1, 2, private=True))
+    model(torch.rand(3, 1, 32, 32)).sum().backward()
+    assert all(p.grad_sample is not None and p.grad_sample.shape[0] == 3 for p in model.parameters())
