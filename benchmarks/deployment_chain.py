@@ -285,14 +285,18 @@ def register(deadline: Deadline, layout: Layout, names: list[str]) -> None:
         fedward(deadline, "server", "register", name, str(layout.keys / f"{name}.pub"), "--state", str(layout.state))
 
 
-def start_agents(layout: Layout, superlink: str, names: list[str], background: Background) -> None:
-    """``fedward client start`` per hospital: its own port, one training thread, a cache in the work folder."""
+def start_agents(
+    layout: Layout, superlink: str, names: list[str], background: Background, *, warm_worker: bool = True
+) -> None:
+    """``fedward client start`` per hospital: its own port, one training thread, a cache in the work folder;
+    ``warm_worker=False`` adds ``--no-warm-worker`` (a fresh ``flwr-clientapp`` process serves each message)."""
     for index, name in enumerate(names):
         background.start(
             layout.logs / f"{name}.log", "client", "start", "--superlink", superlink,
             "--ca", str(layout.certs / "ca.crt"), "--key", str(layout.keys / f"{name}.key"),
             "--data", str(layout.hospitals / f"hospital-{index}"), "--dataset", DATASET,
             "--port", str(free_port()), "--threads", "1", "--cache-dir", str(layout.root / "cache" / name),
+            *([] if warm_worker else ["--no-warm-worker"]),
         )  # fmt: skip
 
 
@@ -409,7 +413,7 @@ def run_chain(args: argparse.Namespace, layout: Layout, background: Background) 
     mark("coordinator")
     register(deadline, layout, names)
     mark("register")
-    start_agents(layout, f"127.0.0.1:{port}", names, background)
+    start_agents(layout, f"127.0.0.1:{port}", names, background, warm_worker=args.warm_worker)
     wait_online(deadline, layout, names, background)
     mark("online")
     run_id = start_run(deadline, layout, args.hospitals, args.rounds, args.local_epochs)
@@ -424,6 +428,7 @@ def run_chain(args: argparse.Namespace, layout: Layout, background: Background) 
             "hospitals": args.hospitals,
             "rounds": args.rounds,
             "local-epochs": args.local_epochs,
+            "warm-worker": args.warm_worker,
         },
         "stages-s": marks,
         "run-list-poll-s": statistics.fmean(polls),
@@ -456,7 +461,8 @@ def report(figures: dict[str, Any]) -> None:
     console.print(
         f"{figures['date']}: a machine with {figures['cpu-count']} cores (os.cpu_count()); {DATASET} subset "
         f"{subset} (train,val,test), {settings['hospitals']} hospitals, {settings['rounds']} rounds, "
-        f"{settings['local-epochs']} local epoch(s); TLS on 127.0.0.1, every component its own process. "
+        f"{settings['local-epochs']} local epoch(s), warm worker {'on' if settings['warm-worker'] else 'off'}; "
+        "TLS on 127.0.0.1, every component its own process. "
         "Compare figures only as ratios within one run on one machine."
     )
     stages = Table(title="deployment chain, wall time")
@@ -498,6 +504,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0, help="hang guard for the whole benchmark (s)")
     parser.add_argument("--keep", type=Path, help="work in this (new or empty) folder and keep it")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--no-warm-worker",
+        dest="warm_worker",
+        action="store_false",
+        help="agents serve each message in a fresh flwr-clientapp process (Flower's default), not a warm worker",
+    )
     return parser.parse_args()
 
 

@@ -221,6 +221,14 @@ def client_start(
     frames: o.Frames = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Decoded-image cache folder.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for training (0: all cores).")] = 0,
+    warm_worker: Annotated[
+        bool,
+        typer.Option(
+            "--warm-worker/--no-warm-worker",
+            help="Serve every message in one long-lived worker that keeps the model and decoded images "
+            "(default); --no-warm-worker: in a fresh process per message, as Flower does by itself.",
+        ),
+    ] = True,
 ) -> None:
     """Run this hospital's agent: check the data, connect over TLS with the hospital key, train when asked.
 
@@ -248,6 +256,7 @@ def client_start(
         task=task,
         frames=choose(frames or "middle", FrameMode, "--frames"),
         threads=threads,
+        warm_worker=warm_worker,
     )
     try:
         code = HospitalAgent(settings).run()

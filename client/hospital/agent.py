@@ -8,9 +8,13 @@
    (:func:`fedward.common.security.tls.probe`): a wrong CA, a certificate not naming the host, or
    TLS on one side only stop the agent with a message saying which; an unreachable
    coordinator is retried with exponential backoff;
-3. runs ``flower-supernode`` with TLS, the hospital's authentication key, the data folder
-   in its node config, telemetry and runtime dependency installation off;
-4. if the SuperNode exits on its own (coordinator gone for good, network), starts again
+3. starts the hospital's warm worker (:mod:`fedward.client.hospital.worker_process`): one
+   long-lived process that owns the device, the decoded images and the model, listening
+   on a Unix socket in a folder only this user can open, restarted if it dies;
+4. runs ``flower-supernode`` with TLS, the hospital's authentication key, the data folder
+   and the worker's socket in its node config, telemetry and runtime dependency
+   installation off (each message's ``flwr-clientapp`` process only forwards to the worker);
+5. if the SuperNode exits on its own (coordinator gone for good, network), starts again
    from step 2 with backoff; Flower's exit code 305 right after a successful TLS check
    means the coordinator refused the hospital's key, which is reported, not retried.
 
@@ -35,6 +39,8 @@ from types import FrameType
 
 from fedward.client.hospital.check import CheckReport, check_folder
 from fedward.client.hospital.site import CACHE_KEY, DATA_DIR_KEY, NAME_KEY, THREADS_KEY
+from fedward.client.hospital.worker_channel import WORKER_SOCKET_KEY
+from fedward.client.hospital.worker_process import WorkerProcess
 from fedward.common.choices import FrameMode, Task
 from fedward.common.errors import ConfigError, DataError, FedwardError
 from fedward.common.flower.processes import quiet_environment, stop_group, tied_to_parent, tool
@@ -84,6 +90,9 @@ class AgentSettings:
         frames: multi-frame handling, as training will do it.
         threads: CPU threads PyTorch may use for training (0: PyTorch's default, all cores).
         max_backoff_s: longest wait between reconnection attempts, seconds.
+        warm_worker: serve messages in one long-lived worker process; ``False``: in each
+            message's own ``flwr-clientapp`` process (Flower's default: slower, every
+            message re-imports, re-reads the config and the cached images).
     """
 
     superlink: Address
@@ -99,6 +108,7 @@ class AgentSettings:
     frames: FrameMode = FrameMode.MIDDLE
     threads: int = 0
     max_backoff_s: float = 60.0
+    warm_worker: bool = True
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -132,12 +142,14 @@ def check_key(key: Path) -> None:
         raise AgentError(f"{key} is readable by others (mode {mode:o}); run: chmod 600 {key}")
 
 
-def supernode_command(settings: AgentSettings) -> list[str]:
-    """The ``flower-supernode`` command line for ``settings``."""
+def supernode_command(settings: AgentSettings, worker_socket: Path | None = None) -> list[str]:
+    """The ``flower-supernode`` command line for ``settings``; ``worker_socket``: the warm worker's socket."""
     node_config: dict[str, str | int] = {
         DATA_DIR_KEY: str(settings.data_dir.resolve()),
         NAME_KEY: settings.name,
     }
+    if worker_socket is not None:
+        node_config[WORKER_SOCKET_KEY] = str(worker_socket)
     if settings.cache_dir is not None:
         node_config[CACHE_KEY] = str(settings.cache_dir.resolve())
     if settings.threads:
@@ -185,6 +197,7 @@ class HospitalAgent:
         self.settings = settings
         self.sleep = sleep
         self.process: subprocess.Popen[bytes] | None = None
+        self.worker: WorkerProcess | None = None
         self._stopping = False
         self._tail: collections.deque[str] = collections.deque(maxlen=30)
 
@@ -243,11 +256,16 @@ class HospitalAgent:
         )
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
+            if s.warm_worker:
+                self.worker = WorkerProcess()
+                self.worker.start()
             return self._loop()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             stop_group(self.process, grace_s=10)
+            if self.worker is not None:
+                self.worker.stop()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -278,7 +296,7 @@ class HospitalAgent:
         env = quiet_environment()
         env["FLWR_HOME"] = str(Path(os.environ.get("FLWR_HOME", Path.home() / ".fedward" / "flwr-home")))
         self.process = subprocess.Popen(
-            supernode_command(self.settings),
+            supernode_command(self.settings, self.worker.socket_path if self.worker else None),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

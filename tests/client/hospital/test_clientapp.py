@@ -156,7 +156,7 @@ def test_unexpected_failures_send_only_the_exception_type(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("pixel mean 0.4312 of DOE^JOHN")
 
-    monkeypatch.setattr("fedward.client.hospital.clientapp.train_epochs", explode)
+    monkeypatch.setattr("fedward.client.hospital.handlers.train_epochs", explode)
     with pytest.raises(HospitalError) as err:
         client_app(global_model_message(MessageType.TRAIN), context)
     assert "RuntimeError" in str(err.value)
