@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from monai.networks.layers import AffineTransform
 from monai.transforms import Resize, ScaleIntensityRange
+from monai.utils import convert_to_tensor
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -174,7 +175,9 @@ class BatchPipeline(nn.Module):
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Scale (and, when training, augment) a batch; ``generator`` seeds the randomness (CPU)."""
-        x = torch.as_tensor(self.scale(images.float()))
+        # A plain tensor: MONAI's MetaTensor would route every op of the network through
+        # its __torch_function__ (metadata bookkeeping that input batches do not need).
+        x = convert_to_tensor(self.scale(images.float()), track_meta=False)
         if not (self.training and self.augment):
             return x
         theta = random_affines(x.shape[0], self.max_rotation, self.max_zoom, generator).to(x.device)

@@ -81,3 +81,13 @@ def test_no_augmentation_gives_identity_when_ranges_are_zero() -> None:
     # Only flips remain: every image equals the original or its mirror.
     for original, result in zip(batch.float() / 255, out, strict=True):
         assert torch.allclose(result, original, atol=1e-4) or torch.allclose(result, original.flip(-1), atol=1e-4)
+
+
+def test_the_batch_pipeline_gives_plain_tensors_not_metatensors() -> None:
+    """A MetaTensor input would send every op of the network through MONAI's metadata bookkeeping."""
+    batch = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    for augment in (False, True):
+        pipeline = BatchPipeline(augment=augment).train()
+        out = pipeline(batch, torch.Generator().manual_seed(0))
+        assert type(out) is torch.Tensor
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
