@@ -43,6 +43,9 @@ MAX_FRAME_BYTES = 4 * 1024**3
 DEFAULT_TIMEOUT_S = 3600.0
 """How long the forwarder waits for a reply when the run sets no ``federation.round-timeout``."""
 
+REQUEST_TIMEOUT_S = 120.0
+"""How long the worker waits for a connected client's request, or for it to take the reply, seconds."""
+
 Handle = Callable[[str, Message, Context], Message]
 """``(message type, message, context) -> reply``; raises HospitalError on failure."""
 
@@ -161,6 +164,7 @@ def serve(path: Path, handle: Handle, *, ready: Callable[[], None] | None = None
 
 
 def _serve_one(connection: socket.socket, handle: Handle) -> None:
+    connection.settimeout(REQUEST_TIMEOUT_S)  # a client that connects and stalls must not block the worker
     try:
         kind = _receive(connection).decode()
         msg = ProtoMessage()

@@ -143,3 +143,16 @@ def test_a_worker_that_drops_the_request_gives_a_failure_not_a_hang(tmp_path: Pa
     server.close()
     with pytest.raises(HospitalError, match="not running"):
         forward(tmp_path / "private" / "absent.sock", "train", _message(MessageType.TRAIN), context)
+
+
+def test_a_stalled_client_does_not_block_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fedward.client.hospital.worker_channel.REQUEST_TIMEOUT_S", 0.5)
+    path = private_socket_path(tmp_path / "private")
+    listening = threading.Event()
+    echo = threading.Thread(target=serve, args=(path, lambda k, m, c: m), kwargs={"ready": listening.set}, daemon=True)
+    echo.start()
+    assert listening.wait(deadline(30))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
+        stalled.connect(str(path))  # connects, never sends
+        reply = forward(path, "query", _message(MessageType.QUERY), _context(tmp_path))
+    assert reply.metadata.message_type == MessageType.QUERY
