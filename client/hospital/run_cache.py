@@ -5,8 +5,9 @@ Every message of a run carries the same run config; parsing and validating it, a
 In simulation Flower's Ray actors are long-lived, so a simulated hospital pays this once
 per run; in deployment the hospital's warm worker (:mod:`fedward.client.hospital.worker`)
 serves every message of the run, so it pays it once too (with ``--no-warm-worker`` each
-message's fresh ``flwr-clientapp`` process pays it). A new run (a new run id) parses and loads afresh, so data changed between runs is
-seen by the next run; within a run the data stays as it was when the run first touched it.
+message's fresh ``flwr-clientapp`` process pays it). A new run (a new run id) parses and
+loads afresh, so data changed between runs is seen by the next run; within a run the data
+stays as it was when the run first touched it.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ class BatchPipeline(nn.Module):
         """Scale (and, when training, augment) a batch; ``generator`` seeds the randomness (CPU)."""
         # A plain tensor: MONAI's MetaTensor would route every op of the network through
         # its __torch_function__ (metadata bookkeeping that input batches do not need).
-        x = convert_to_tensor(self.scale(images.float()), track_meta=False)
+        x: torch.Tensor = convert_to_tensor(self.scale(images.float()), track_meta=False)
         if not (self.training and self.augment):
             return x
         theta = random_affines(x.shape[0], self.max_rotation, self.max_zoom, generator).to(x.device)
