@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def ready() -> None:
         log.info("worker listening on %s", args.socket)
-        print(READY_LINE, flush=True)
+        sys.stdout.write(READY_LINE + "\n")  # the agent's start-up handshake, not a log line
+        sys.stdout.flush()
 
     serve(args.socket, handle, ready=ready)
     return 0

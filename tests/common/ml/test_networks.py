@@ -91,11 +91,17 @@ def test_same_seed_same_initial_weights() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_transfer_learning_keeps_fitting_layers_and_skips_the_head(tmp_path: Path) -> None:
+def saved_network(name: ModelName, outputs: int, path: Path) -> torch.nn.Module:
+    """A seeded network of ``name`` whose weights are saved to ``path`` (.safetensors)."""
     torch.manual_seed(0)
-    source = build_network(ModelName.SMALL_CNN, 1, 10)
+    network = build_network(name, 1, outputs)
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(path))
+    return network
+
+
+def test_transfer_learning_keeps_fitting_layers_and_skips_the_head(tmp_path: Path) -> None:
     path = tmp_path / "pretrained.safetensors"
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    source = saved_network(ModelName.SMALL_CNN, 10, path)
     target = build_network(ModelName.SMALL_CNN, 1, 2)
     report = load_initial_weights(target, path)
     assert "classifier.1.weight" in report.skipped
@@ -119,10 +125,8 @@ def test_unusable_weight_files(tmp_path: Path) -> None:
 
 
 def test_unet_encoder_starts_from_a_lesion_unet_and_skips_its_decoder(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    lesion = build_network(ModelName.UNET, 1, 2)
     path = tmp_path / "best.safetensors"
-    save_file({k: v.contiguous() for k, v in lesion.state_dict().items()}, str(path))
+    lesion = saved_network(ModelName.UNET, 2, path)
     classifier = build_network(ModelName.UNET_ENCODER, 1, 3)
     report = load_initial_weights(classifier, path)
     own = classifier.state_dict()
