@@ -197,7 +197,11 @@ class FederationConfig:
         fraction_train: share of connected hospitals sampled for training each round, (0, 1].
         fraction_evaluate: share sampled for federated evaluation each round, [0, 1].
         min_available: hospitals that must be connected before a round starts; 0 means all
-            ``hospitals``.
+            ``hospitals``. Flower waits for them without limit.
+        min_hospitals: hospitals that must be connected before a round starts, waited for
+            at most ``min_hospitals_wait`` seconds; then the run stops cleanly, the completed
+            rounds kept and the reason in the model card. 0: off (``min_available`` applies).
+        min_hospitals_wait: longest wait for ``min_hospitals`` before a round, seconds (> 0).
         round_timeout: seconds the server waits for replies in one round (> 0); late
             hospitals are left out of that round.
     """
@@ -210,6 +214,8 @@ class FederationConfig:
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     min_available: int = 0
+    min_hospitals: int = 0
+    min_hospitals_wait: float = 600.0
     round_timeout: float = 600.0
 
     def __post_init__(self) -> None:
@@ -225,11 +231,25 @@ class FederationConfig:
                 f"federation.min-available ({self.min_available}) cannot exceed federation.hospitals ({self.hospitals})"
             )
         check_range("federation.round-timeout", self.round_timeout, low=0.0, high=7 * 86400.0, low_open=True)
+        self._check_min_hospitals()
+
+    def _check_min_hospitals(self) -> None:
+        check_min("federation.min-hospitals", self.min_hospitals, 0)
+        if self.min_hospitals > self.hospitals:
+            raise ConfigError(
+                f"federation.min-hospitals ({self.min_hospitals}) cannot exceed federation.hospitals ({self.hospitals})"
+            )
+        if self.min_hospitals and self.min_available:
+            raise ConfigError(
+                "set federation.min-hospitals (waits at most min-hospitals-wait seconds) or "
+                "federation.min-available (waits without limit), not both"
+            )
+        check_range("federation.min-hospitals-wait", self.min_hospitals_wait, low=0.0, high=7 * 86400.0, low_open=True)
 
     @property
     def required_hospitals(self) -> int:
         """Hospitals that must be connected before a round starts."""
-        return self.min_available or self.hospitals
+        return self.min_hospitals or self.min_available or self.hospitals
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,10 @@ so an uninterrupted run and a run resumed from a checkpoint make the same calls 
 the same round numbers (FedAdam's bias correction, for one, depends on the round).
 Where ``Strategy.start`` calls its ``evaluate_fn`` hook, this loop calls the run's
 explicit end-of-round step with the round's log, handed over by the guard.
+
+With ``federation.min-hospitals`` each round first waits, at most
+``min-hospitals-wait`` seconds, for that many connected hospitals
+(:func:`wait_for_hospitals`); Flower's own sampling would wait without limit.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
+from fedward.common.errors import FedwardError
 from fedward.server.app.guard import GuardedStrategy
 from fedward.server.app.round_log import RoundLog
 
@@ -31,6 +36,42 @@ log = logging.getLogger(__name__)
 
 RoundEnd = Callable[[int, ArrayRecord, RoundLog], None]
 """``(round, global model after it, what the hospitals sent)``; round 0 is the initial model."""
+
+POLL_S = 1.0
+"""How often :func:`wait_for_hospitals` counts the connected hospitals, seconds."""
+
+
+class TooFewHospitalsError(FedwardError):
+    """Fewer hospitals than ``federation.min-hospitals`` were connected within the wait; the run stops."""
+
+
+def wait_for_hospitals(
+    grid: Grid,
+    needed: int,
+    wait_s: float,
+    server_round: int,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Wait until ``needed`` hospitals are connected (``grid.get_node_ids()``), at most ``wait_s`` seconds.
+
+    Returns:
+        How many are connected.
+
+    Raises:
+        TooFewHospitalsError: naming the round, the count, ``needed`` and the wait.
+    """
+    ends = clock() + wait_s
+    while (connected := len(list(grid.get_node_ids()))) < needed:
+        if clock() >= ends:
+            raise TooFewHospitalsError(
+                f"too few hospitals: {connected} of federation.min-hospitals {needed} connected after "
+                f"{wait_s:g} s of waiting before round {server_round}; the run stopped"
+            )
+        log.info("round %d waits for hospitals: %d of %d connected", server_round, connected, needed)
+        sleep(POLL_S)
+    return connected
 
 
 def run_rounds(
@@ -44,6 +85,7 @@ def run_rounds(
     on_round_end: RoundEnd,
     train_config: ConfigRecord | None = None,
     evaluate_config: ConfigRecord | None = None,
+    min_hospitals: tuple[int, float] = (0, 0.0),
 ) -> ArrayRecord:
     """Run rounds ``first_round..num_rounds`` of ``strategy`` starting from ``arrays``.
 
@@ -58,9 +100,14 @@ def run_rounds(
         on_round_end: called after every round with the new global model and the round's log.
         train_config: config sent with every training instruction.
         evaluate_config: config sent with every evaluation instruction.
+        min_hospitals: ``(hospitals, seconds)``: wait for that many connected hospitals
+            before each round, at most that long; ``(0, ...)``: do not wait here.
 
     Returns:
         The global model after ``num_rounds``.
+
+    Raises:
+        TooFewHospitalsError: from :func:`wait_for_hospitals`; the rounds before it are complete.
     """
     train_config = train_config if train_config is not None else ConfigRecord()
     evaluate_config = evaluate_config if evaluate_config is not None else ConfigRecord()
@@ -69,6 +116,8 @@ def run_rounds(
         on_round_end(0, arrays, RoundLog())
     for current in range(max(first_round, 1), num_rounds + 1):
         log.info("[ROUND %d/%d]", current, num_rounds)
+        if min_hospitals[0] > 0:
+            wait_for_hospitals(grid, min_hospitals[0], min_hospitals[1], current)
         replies = grid.send_and_receive(
             messages=strategy.configure_train(current, arrays, train_config, grid), timeout=timeout
         )

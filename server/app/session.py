@@ -34,7 +34,7 @@ from fedward.common.wire import DPSGD_EPSILON, arrays_to_state_dict, load_arrays
 from fedward.server.app.dp_plan import EPSILON_KEY, DpSgdSummary, privacy_card, wrap_strategy
 from fedward.server.app.guard import GuardedStrategy
 from fedward.server.app.round_log import RoundLog
-from fedward.server.app.rounds import run_rounds
+from fedward.server.app.rounds import TooFewHospitalsError, run_rounds
 from fedward.server.app.sites import OrderedGrid, SiteDirectory
 from fedward.server.app.strategies import EXTRAPOLATING, build_strategy
 from fedward.server.app.strategy_state import restore_strategy_state, strategy_state
@@ -131,7 +131,12 @@ class RunSession:
                 on_round_end=self.on_round_end,
                 train_config=ConfigRecord(),
                 evaluate_config=ConfigRecord(),
+                min_hospitals=(cfg.federation.min_hospitals, cfg.federation.min_hospitals_wait),
             )
+        except TooFewHospitalsError as err:  # a clean stop: every completed round is recorded
+            log.warning("%s", err)
+            self.close("stopped", str(err))
+            return
         except BaseException as err:
             reason = f"{type(err).__name__}: {err}"
             log.error("run failed after round %d: %s", self.recorder.last_round, reason)

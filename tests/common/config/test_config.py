@@ -82,6 +82,9 @@ def test_toml_output_parses_back(tmp_path: Path) -> None:
             "needs more than 6 hospitals",
         ),
         ({"federation": {"min-available": 9, "hospitals": 3}}, "cannot exceed federation.hospitals"),
+        ({"federation": {"min-hospitals": 4, "hospitals": 3}}, "federation.min-hospitals (4) cannot exceed"),
+        ({"federation": {"min-hospitals": 2, "min-available": 2}}, "or federation.min-available"),
+        ({"federation": {"min-hospitals": 2, "min-hospitals-wait": 0}}, "federation.min-hospitals-wait must be in"),
         ({"hospitals": 3}, "must sit in a section"),
     ],
 )

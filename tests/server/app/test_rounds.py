@@ -1,0 +1,69 @@
+"""The round loop's wait for ``federation.min-hospitals``: bounded, then a clean stop before the round."""
+
+from __future__ import annotations
+
+from unittest.mock import MagicMock
+
+import pytest
+from flwr.app import ArrayRecord
+
+from fedward.server.app.rounds import TooFewHospitalsError, run_rounds, wait_for_hospitals
+
+
+class FakeGrid:
+    """Connected node ids that grow by one each time they are counted, up to ``most``."""
+
+    def __init__(self, start: int, most: int) -> None:
+        self.count, self.most, self.calls = start, most, 0
+
+    def get_node_ids(self) -> list[int]:
+        self.calls += 1
+        ids = list(range(self.count))
+        self.count = min(self.count + 1, self.most)
+        return ids
+
+
+class FakeClock:
+    """A clock that advances only when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_enough_hospitals_start_the_round_at_once() -> None:
+    clock = FakeClock()
+    assert wait_for_hospitals(FakeGrid(3, 3), 3, 60, 1, clock=clock, sleep=clock.sleep) == 3  # type: ignore[arg-type]
+    assert clock.now == 0
+
+
+def test_the_round_waits_for_hospitals_that_connect_late() -> None:
+    clock = FakeClock()
+    assert wait_for_hospitals(FakeGrid(0, 5), 3, 60, 2, clock=clock, sleep=clock.sleep) == 3  # type: ignore[arg-type]
+    assert 0 < clock.now < 60
+
+
+def test_too_few_hospitals_after_the_wait_stop_with_the_reason() -> None:
+    clock = FakeClock()
+    with pytest.raises(TooFewHospitalsError) as err:
+        wait_for_hospitals(FakeGrid(1, 2), 3, 30, 4, clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
+    assert "2 of federation.min-hospitals 3 connected after 30 s" in str(err.value)
+    assert "before round 4" in str(err.value)
+    assert clock.now == pytest.approx(30)
+
+
+def test_the_loop_stops_before_training_when_the_wait_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fedward.server.app.rounds.POLL_S", 0.01)
+    strategy, ended = MagicMock(), []
+    with pytest.raises(TooFewHospitalsError):
+        run_rounds(
+            strategy, FakeGrid(1, 1), ArrayRecord(), first_round=1, num_rounds=3, timeout=10,  # type: ignore[arg-type]
+            on_round_end=lambda r, a, entry: ended.append(r), min_hospitals=(2, 0.05),
+        )  # fmt: skip
+    assert ended == [0]  # the initial model is recorded; no round started
+    strategy.configure_train.assert_not_called()
