@@ -39,7 +39,6 @@ from types import FrameType
 
 from fedward.client.hospital.check import CheckReport, check_folder
 from fedward.client.hospital.site import CACHE_KEY, DATA_DIR_KEY, NAME_KEY, THREADS_KEY
-from fedward.client.hospital.worker_channel import WORKER_SOCKET_KEY
 from fedward.client.hospital.worker_process import WorkerProcess
 from fedward.common.choices import FrameMode, Task
 from fedward.common.errors import ConfigError, DataError, FedwardError
@@ -142,14 +141,19 @@ def check_key(key: Path) -> None:
         raise AgentError(f"{key} is readable by others (mode {mode:o}); run: chmod 600 {key}")
 
 
-def supernode_command(settings: AgentSettings, worker_socket: Path | None = None) -> list[str]:
-    """The ``flower-supernode`` command line for ``settings``; ``worker_socket``: the warm worker's socket."""
+def supernode_command(settings: AgentSettings, worker_secret: Path | None = None) -> list[str]:
+    """The ``flower-supernode`` command line for ``settings``.
+
+    Args:
+        settings: the agent's settings.
+        worker_secret: the warm worker's SuperExec secret file: the SuperNode then runs
+            with ``--isolation process`` and leaves every ClientApp task to the worker;
+            ``None``: ``--isolation subprocess`` (a ``flwr-clientapp`` process per message).
+    """
     node_config: dict[str, str | int] = {
         DATA_DIR_KEY: str(settings.data_dir.resolve()),
         NAME_KEY: settings.name,
     }
-    if worker_socket is not None:
-        node_config[WORKER_SOCKET_KEY] = str(worker_socket)
     if settings.cache_dir is not None:
         node_config[CACHE_KEY] = str(settings.cache_dir.resolve())
     if settings.threads:
@@ -169,14 +173,14 @@ def supernode_command(settings: AgentSettings, worker_socket: Path | None = None
     command += [
         "--node-config",
         " ".join(f"{key}={_toml_value(value)}" for key, value in node_config.items()),
-        "--isolation",
-        "subprocess",
         "--host",
         "127.0.0.1",
         "--port",
         str(settings.runtime_port),
     ]
-    return command
+    if worker_secret is None:
+        return [*command, "--isolation", "subprocess"]
+    return [*command, "--isolation", "process", "--superexec-auth-secret-file", str(worker_secret)]
 
 
 def _toml_value(value: str | int) -> str:
@@ -257,7 +261,7 @@ class HospitalAgent:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             if s.warm_worker:
-                self.worker = WorkerProcess()
+                self.worker = WorkerProcess(f"127.0.0.1:{s.runtime_port}")
                 self.worker.start()
             return self._loop()
         finally:
@@ -296,7 +300,7 @@ class HospitalAgent:
         env = quiet_environment()
         env["FLWR_HOME"] = str(Path(os.environ.get("FLWR_HOME", Path.home() / ".fedward" / "flwr-home")))
         self.process = subprocess.Popen(
-            supernode_command(self.settings, self.worker.socket_path if self.worker else None),
+            supernode_command(self.settings, self.worker.secret_file if self.worker else None),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

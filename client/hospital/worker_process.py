@@ -1,10 +1,12 @@
 """Starting, watching and restarting the hospital's warm worker from the agent.
 
-The worker (:mod:`fedward.client.hospital.worker`) listens on a Unix socket in a folder
-only the agent's user can open (:func:`~fedward.client.hospital.worker_channel.private_socket_path`).
-It runs in its own session, tied to the agent (:func:`~fedward.common.flower.processes.tied_to_parent`),
-and a watcher thread restarts it when it exits: the message it was serving gets a failure
-reply from the forwarder, the next one a fresh worker.
+The worker (:mod:`fedward.client.hospital.worker`) serves the SuperNode's ClientApp tasks
+(:mod:`fedward.client.hospital.executor`); it and the SuperNode share a SuperExec secret
+kept in a folder only the agent's user can open (mode 0700, the file 0600). The worker
+runs in its own session, tied to the agent
+(:func:`~fedward.common.flower.processes.tied_to_parent`), and a watcher thread restarts it
+when it exits: the task it was serving stops sending heartbeats and the SuperNode replies
+with a failure, the next message is served by the fresh worker.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ import threading
 import time
 from pathlib import Path
 
+from fedward.client.hospital.executor import write_secret
 from fedward.client.hospital.failure import HospitalError
-from fedward.client.hospital.worker_channel import READY_LINE, private_socket_path
+from fedward.client.hospital.worker import READY_LINE
 from fedward.common.errors import FedwardError
 from fedward.common.flower.processes import quiet_environment, stop_group, tied_to_parent
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 300.0
-"""Longest wait for a starting worker's socket (imports of torch and MONAI on a slow disk)."""
+"""Longest wait for a starting worker (imports of torch and MONAI on a slow disk), seconds."""
 
 WATCH_INTERVAL_S = 1.0
 """How often the watcher checks that the worker is alive, seconds."""
@@ -40,15 +43,21 @@ class WorkerProcess:
     """The agent's warm worker: start it, keep it running, stop it.
 
     Args:
-        folder: private folder for its socket; ``None``: a fresh temporary folder (mode
-            0700), removed by :meth:`stop`.
+        runtime_api: the SuperNode's Runtime API address, ``127.0.0.1:<port>``.
+        folder: private folder for the SuperExec secret; ``None``: a fresh temporary folder
+            (mode 0700), removed by :meth:`stop`.
+
+    Raises:
+        WorkerStartError: if ``folder`` can be opened by other users.
     """
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, runtime_api: str, folder: Path | None = None) -> None:
+        self.runtime_api = runtime_api
         self._own_folder = folder is None
         self.folder = Path(tempfile.mkdtemp(prefix="fedward-worker-")) if folder is None else folder
         try:
-            self.socket_path = private_socket_path(self.folder)
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.secret_file = write_secret(self.folder)
         except HospitalError as err:
             raise WorkerStartError(str(err)) from None
         self.process: subprocess.Popen[bytes] | None = None
@@ -57,7 +66,7 @@ class WorkerProcess:
         self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the worker and wait until its socket listens; then watch it.
+        """Start the worker and wait until it is warm; then watch it.
 
         Raises:
             WorkerStartError: if it exits or stays silent for :data:`READY_TIMEOUT_S`.
@@ -67,7 +76,8 @@ class WorkerProcess:
         self._watcher.start()
 
     def _launch(self) -> None:
-        command = [sys.executable, "-m", "fedward.client.hospital.worker", "--socket", str(self.socket_path)]
+        command = [sys.executable, "-m", "fedward.client.hospital.worker", "--runtime-api", self.runtime_api]
+        command += ["--secret-file", str(self.secret_file)]
         process = subprocess.Popen(
             command,
             env=quiet_environment(),
@@ -103,7 +113,7 @@ class WorkerProcess:
                 time.sleep(5)
 
     def stop(self) -> None:
-        """Stop watching, end the worker's process group and remove an own socket folder."""
+        """Stop watching, end the worker's process group and remove an own secret folder."""
         self._stopping.set()
         if self._watcher is not None:
             self._watcher.join(timeout=10)

@@ -20,6 +20,8 @@ from fedward.common.version import fedward_version
 
 SERVER_APP = "fedward.server.app.serverapp:app"
 CLIENT_APP = "fedward.client.hospital.clientapp:app"
+PUBLISHER = "fedward"
+"""The FAB's publisher: Flower's ``fab_id`` of a fedward run is ``fedward/fedward-run``."""
 
 
 def bundle_pyproject(spec: RunSpec) -> str:
@@ -39,7 +41,7 @@ def bundle_pyproject(spec: RunSpec) -> str:
         "tool": {
             "flwr": {
                 "app": {
-                    "publisher": "fedward",
+                    "publisher": PUBLISHER,
                     "components": {"serverapp": SERVER_APP, "clientapp": CLIENT_APP},
                     "config": nested,
                 }

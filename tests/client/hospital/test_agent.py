@@ -155,6 +155,14 @@ def test_insecure_supernode_command(tmp_path: Path) -> None:
     assert "threads=2" in value_after(command, "--node-config")
 
 
+def test_the_supernode_leaves_tasks_to_the_worker_only_when_there_is_one(tmp_path: Path) -> None:
+    cold = supernode_command(insecure_settings(tmp_path))
+    assert value_after(cold, "--isolation") == "subprocess" and "--superexec-auth-secret-file" not in cold
+    warm = supernode_command(insecure_settings(tmp_path), tmp_path / "superexec.secret")
+    assert value_after(warm, "--isolation") == "process"
+    assert value_after(warm, "--superexec-auth-secret-file") == str(tmp_path / "superexec.secret")
+
+
 # ---------------------------------------------------------------------- key check
 def test_check_key(tmp_path: Path, material: tuple[Path, Path]) -> None:
     _, key = material

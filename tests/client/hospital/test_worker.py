@@ -1,55 +1,85 @@
-"""The hospital's warm worker: the forwarding ClientApp gets the same replies and failures as in-process
-handlers, over a channel only the agent's user can open; a dead worker fails the message, never hangs, and
-is restarted."""
+"""The hospital's warm worker: it serves each ClientApp task in its own process with fedward's ClientApp
+(same replies and failures as Flower's per-message process), refuses other apps, keeps its secret
+private, and is restarted by the agent when it dies.
+
+The worker against a real SuperNode and SuperLink is exercised by the deployment integration tests.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
-import subprocess
-import sys
-import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
-import torch
 from fixtures.deadlines import deadline
 from fixtures.synthetic import write_npz
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.common.constant import ErrorCode, SubStatus
 
-from fedward.client.hospital.clientapp import HospitalError
+from fedward.client.hospital import executor
 from fedward.client.hospital.clientapp import app as client_app
+from fedward.client.hospital.executor import TaskLoop, write_secret
+from fedward.client.hospital.failure import HospitalError
 from fedward.client.hospital.run_cache import forget_runs
-from fedward.client.hospital.worker_channel import WORKER_SOCKET_KEY, forward, private_socket_path, serve
 from fedward.client.hospital.worker_process import WorkerProcess
-from fedward.common.choices import ModelName, Task
+from fedward.common.choices import Task
 from fedward.common.config import RunConfig, RunSpec
-from fedward.common.ml.networks import build_network
 from fedward.common.schema import DatasetSchema
-from fedward.common.wire import model_to_arrays
 
 SCHEMA = DatasetSchema(Task.BINARY, ("a", "b"), 1)
 
 
-def _context(data: Path, **node: str) -> Context:
-    cfg = RunConfig.from_mapping(
-        {"data": {"dataset": "tinymnist"}, "federation": {"rounds": 2}, "train": {"local-epochs": 1, "threads": 1}}
-    )
+def _context(data: Path) -> Context:
+    cfg = RunConfig.from_mapping({"data": {"dataset": "tinymnist"}, "federation": {"rounds": 2}})
     return Context(
-        run_id=1, node_id=7, node_config={"data-dir": str(data), **node}, state=RecordDict(),
+        run_id=1, node_id=7, node_config={"data-dir": str(data)}, state=RecordDict(),
         run_config=RunSpec(cfg, SCHEMA).to_flower(),
     )  # fmt: skip
 
 
-def _message(kind: str) -> Message:
-    torch.manual_seed(0)
-    model = build_network(ModelName.SMALL_CNN, 1, 2)
-    content = RecordDict({"arrays": model_to_arrays(model), "config": ConfigRecord({"server-round": 1})})
-    return Message(content=content, dst_node_id=7, message_type=kind)
+def _query() -> Message:
+    content = RecordDict({"config": ConfigRecord({"version": "0"})})
+    return Message(content=content, dst_node_id=7, message_type=MessageType.QUERY)
+
+
+class NoHeartbeat:
+    """No SuperNode to beat to."""
+
+    is_running = False
+
+    def __init__(self, beat: object) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+
+@dataclass
+class FakeRuntime:
+    """Stands in for the SuperNode's Runtime API: hands out one task, records what comes back."""
+
+    message: Message
+    context: Context
+    fab_id: str = "fedward/fedward-run"
+    pushed: list[Message] = field(default_factory=list)
+    status: list[tuple[str, str]] = field(default_factory=list)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        run = type("Run", (), {"run_id": 1, "fab_id": self.fab_id})()
+        monkeypatch.setattr(executor, "HeartbeatSender", NoHeartbeat)
+        monkeypatch.setattr(executor, "pull_task_input", lambda client: (self.message, self.context, run))
+        monkeypatch.setattr(executor, "push_message", lambda client, reply, context: self.pushed.append(reply))
+        monkeypatch.setattr(
+            executor,
+            "push_task_output",
+            lambda client, context, sub_status, details: self.status.append((sub_status, details)),
+        )
 
 
 @pytest.fixture
@@ -58,101 +88,85 @@ def hospital(tmp_path: Path) -> Path:
     return write_npz(tmp_path / "st-olav" / "tinymnist.npz", sizes=(64, 16, 0)).parent
 
 
+def _loop(app: Any = None) -> TaskLoop:
+    return TaskLoop("127.0.0.1:1", b"s" * 32, app=app or (lambda m, c: client_app(message=m, context=c)))
+
+
+def test_a_task_gets_the_reply_of_fedwards_clientapp(hospital: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = FakeRuntime(_query(), _context(hospital))
+    runtime.install(monkeypatch)
+    _loop().serve("token")
+    expected = client_app(message=_query(), context=_context(hospital))
+    (reply,) = runtime.pushed
+    assert not reply.has_error()
+    assert dict(reply.content["site"]) == dict(expected.content["site"])
+    assert runtime.status == [(SubStatus.COMPLETED, "")]
+
+
+def test_a_failing_handler_replies_with_its_text_and_the_task_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = FakeRuntime(_query(), _context(tmp_path / "nowhere"))
+    runtime.install(monkeypatch)
+    with pytest.raises(HospitalError, match="does not exist"):
+        client_app(message=_query(), context=_context(tmp_path / "nowhere"))
+    _loop().serve("token")
+    (reply,) = runtime.pushed
+    assert reply.has_error() and "does not exist" in reply.error.reason
+
+
+def test_an_unexpected_exception_replies_with_its_type_only(hospital: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = FakeRuntime(_query(), _context(hospital))
+    runtime.install(monkeypatch)
+
+    def broken(message: Message, context: Context) -> Message:
+        raise ValueError("patient 0042 in /data/secret.dcm")
+
+    _loop(broken).serve("token")
+    (reply,) = runtime.pushed
+    assert reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    assert "ValueError" in reply.error.reason and "0042" not in reply.error.reason
+    assert runtime.status[0][0] == SubStatus.FAILED
+
+
+def test_a_run_of_another_app_is_refused(hospital: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = FakeRuntime(_query(), _context(hospital), fab_id="mallory/exfiltrate")
+    runtime.install(monkeypatch)
+    called: list[Message] = []
+    _loop(lambda m, c: called.append(m) or m).serve("token")
+    (reply,) = runtime.pushed
+    assert not called
+    assert reply.has_error() and "fedward's ClientApp only" in reply.error.reason
+
+
+def test_the_secret_is_private_and_a_shared_folder_is_refused(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    secret = write_secret(private)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_bytes()) == 32
+    assert write_secret(private).read_bytes() != b""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    with pytest.raises(HospitalError, match="open to other users"):
+        write_secret(shared)
+
+
 @pytest.fixture
-def worker(tmp_path: Path) -> object:
-    process = WorkerProcess(tmp_path / "private")
+def worker(tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess("127.0.0.1:9", tmp_path / "private")  # no SuperNode there: it waits
     process.start()
     yield process
     process.stop()
 
 
-def test_the_forwarding_clientapp_imports_neither_torch_nor_monai() -> None:
-    code = "import sys, fedward.client.hospital.clientapp; print('torch' in sys.modules, 'monai' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "False"]
-
-
-def test_the_worker_replies_as_the_in_process_handlers(hospital: Path, worker: WorkerProcess) -> None:
-    local = _context(hospital)
-    remote = _context(hospital, **{WORKER_SOCKET_KEY: str(worker.socket_path)})
-    for kind in (MessageType.QUERY, MessageType.EVALUATE, MessageType.TRAIN):
-        here, there = client_app(_message(kind), local), client_app(_message(kind), remote)
-        assert not there.has_error()
-        assert there.metadata.reply_to_message_id == here.metadata.reply_to_message_id
-        for name in ("metrics", "site"):
-            mine, theirs = dict(here.content[name]), dict(there.content[name])
-            for timing in ("train-seconds", "eval-seconds"):
-                assert (mine.pop(timing, None) is None) == (theirs.pop(timing, None) is None)
-            assert mine == theirs, kind
-        for name, record in here.content.array_records.items():  # same seed, same thread count
-            other = there.content.array_records[name]
-            assert all(np.array_equal(record[k].numpy(), other[k].numpy()) for k in record), kind
-
-
-def test_a_failure_crosses_the_channel_with_its_text(hospital: Path, worker: WorkerProcess) -> None:
-    broken = _context(hospital.parent / "nowhere", **{WORKER_SOCKET_KEY: str(worker.socket_path)})
-    with pytest.raises(HospitalError, match="does not exist"):
-        client_app(_message(MessageType.TRAIN), broken)
-
-
-def test_a_killed_worker_fails_the_message_and_the_agent_restarts_it(hospital: Path, worker: WorkerProcess) -> None:
-    remote = _context(hospital, **{WORKER_SOCKET_KEY: str(worker.socket_path)})
-    assert not client_app(_message(MessageType.QUERY), remote).has_error()
+def test_a_killed_worker_is_restarted(worker: WorkerProcess) -> None:
     first = worker.process
-    assert first is not None
+    assert first is not None and first.poll() is None
     os.kill(first.pid, signal.SIGKILL)
-    first.wait(timeout=30)
-    with pytest.raises(HospitalError, match="worker is not running"):
-        client_app(_message(MessageType.QUERY), remote)
-    ends = time.monotonic() + deadline(120)
+    first.wait(timeout=deadline(30))
+    ends = time.monotonic() + deadline(180)
     while worker.restarts < 1 and time.monotonic() < ends:
         time.sleep(0.2)
     assert worker.restarts == 1 and worker.process is not first
-    assert not client_app(_message(MessageType.QUERY), remote).has_error()
-
-
-def test_only_the_owner_can_open_the_channel(tmp_path: Path) -> None:
-    path = private_socket_path(tmp_path / "private")
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    listening = threading.Event()
-    threading.Thread(target=serve, args=(path, lambda k, m, c: m), kwargs={"ready": listening.set}, daemon=True).start()
-    assert listening.wait(deadline(30))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o755)
-    shared.chmod(0o755)
-    with pytest.raises(HospitalError, match="mode 700"):
-        private_socket_path(shared)
-
-
-def test_a_worker_that_drops_the_request_gives_a_failure_not_a_hang(tmp_path: Path) -> None:
-    path = private_socket_path(tmp_path / "private")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(1)
-
-    def drop() -> None:
-        connection, _ = server.accept()
-        connection.recv(16)
-        connection.close()  # a worker dying mid-request
-
-    threading.Thread(target=drop, daemon=True).start()
-    context = _context(tmp_path)
-    with pytest.raises(HospitalError, match="stopped while serving"):
-        forward(path, "train", _message(MessageType.TRAIN), context)
-    server.close()
-    with pytest.raises(HospitalError, match="not running"):
-        forward(tmp_path / "private" / "absent.sock", "train", _message(MessageType.TRAIN), context)
-
-
-def test_a_stalled_client_does_not_block_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fedward.client.hospital.worker_channel.REQUEST_TIMEOUT_S", 0.5)
-    path = private_socket_path(tmp_path / "private")
-    listening = threading.Event()
-    echo = threading.Thread(target=serve, args=(path, lambda k, m, c: m), kwargs={"ready": listening.set}, daemon=True)
-    echo.start()
-    assert listening.wait(deadline(30))
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
-        stalled.connect(str(path))  # connects, never sends
-        reply = forward(path, "query", _message(MessageType.QUERY), _context(tmp_path))
-    assert reply.metadata.message_type == MessageType.QUERY
+    assert worker.process is not None and worker.process.poll() is None
