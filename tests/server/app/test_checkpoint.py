@@ -58,6 +58,7 @@ class ScriptedGrid(Grid):
     def __init__(self, crash_in: int | None = None) -> None:
         self.crash_in = crash_in
         self.trained: list[tuple[int, str]] = []
+        self.waiting: list[Message] = []
 
     def set_run(self, run: Any) -> None:
         pass
@@ -73,10 +74,12 @@ class ScriptedGrid(Grid):
         return list(HOSPITALS)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError
+        self.waiting = [self._answer(m) for m in messages]  # hospitals answer at once
+        return [reply.metadata.reply_to_message_id for reply in self.waiting]
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError
+        replies, self.waiting = self.waiting, []
+        return replies
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         return [self._answer(m) for m in messages]

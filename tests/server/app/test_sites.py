@@ -16,14 +16,20 @@ class FakeGrid:
     def __init__(self, sites: dict[int, tuple[str, str]]) -> None:
         self.sites = sites
         self.queries = 0
+        self.waiting: list[Message] = []
+        self.silent: set[int] = set()
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.sites)
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        out = []
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
         for message in messages:
             self.queries += 1
+            message.metadata.__dict__["_message_id"] = f"m{self.queries}"  # as a real push assigns
+            ids.append(message.metadata.message_id)
+            if message.metadata.dst_node_id in self.silent:
+                continue
             name, version = self.sites[message.metadata.dst_node_id]
             content = RecordDict(
                 {
@@ -31,8 +37,12 @@ class FakeGrid:
                     "metrics": MetricRecord({"train-examples": 100, "val-examples": 10}),
                 }
             )
-            out.append(Message(content=content, reply_to=message))
-        return out
+            self.waiting.append(Message(content=content, reply_to=message))
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies, self.waiting = self.waiting[:1], self.waiting[1:]  # one reply per pull
+        return replies
 
 
 def test_nodes_are_enrolled_once_ordered_by_name_and_mismatched_versions_skipped() -> None:
@@ -46,3 +56,13 @@ def test_nodes_are_enrolled_once_ordered_by_name_and_mismatched_versions_skipped
     assert directory.name(5) == "old" and not directory.sites[5].compatible
     assert directory.sites[9].train_examples == 100
     assert directory.name(12345) == "node-12345"
+
+
+def test_replies_are_gathered_over_several_pulls_until_the_timeout() -> None:
+    ours = fedward_version()
+    grid = FakeGrid({1: ("a", ours), 2: ("b", ours), 3: ("c", ours)})
+    grid.silent = {3}  # a hospital that never answers
+    ordered = OrderedGrid(grid, SiteDirectory(timeout=5))  # type: ignore[arg-type]
+    messages = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in (1, 2, 3)]
+    replies = list(ordered.send_and_receive(messages, timeout=0.5))
+    assert sorted(r.metadata.src_node_id for r in replies) == [1, 2]
