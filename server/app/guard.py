@@ -33,6 +33,9 @@ from fedward.server.app.validation import update_problem
 
 log = logging.getLogger(__name__)
 
+SILENT_REASON = "no reply within the round's timeout (federation.round-timeout)"
+"""Why a hospital that was asked to train and never answered is recorded as failed."""
+
 
 def _unchanged(message: Message, reference: ArrayRecord) -> bool:
     arrays = next(iter(message.content.array_records.values()))
@@ -85,6 +88,7 @@ class GuardedStrategy(Strategy):
         self.averaged_buffers = averaged_buffers
         self.rounds: dict[int, RoundLog] = {}
         self._reference: ArrayRecord | None = None
+        self._sampled: dict[int, list[int]] = {}
 
     def log_for(self, server_round: int) -> RoundLog:
         """The (possibly empty) log of ``server_round``, as it fills."""
@@ -100,13 +104,17 @@ class GuardedStrategy(Strategy):
     ) -> Iterable[Message]:
         """Remember the global model sent this round, then let ``inner`` sample and configure."""
         self._reference = arrays
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._sampled[server_round] = [m.metadata.dst_node_id for m in messages]
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate replies, aggregate the sound ones with ``inner``, log every hospital."""
         entry = self.log_for(server_round)
+        replies = list(replies)
+        self._note_silent(server_round, replies, entry)
         accepted = [m for m in self._ordered(replies) if self._admit(server_round, m, entry)]
         if not accepted:
             log.error("round %d: no update could be aggregated; the global model stays as it was", server_round)
@@ -150,6 +158,16 @@ class GuardedStrategy(Strategy):
         reported = next(iter(message.content.metric_records.values()))
         entry.train.append(SiteReport(name, node_id, _float_metrics(reported)))
         return True
+
+    def _note_silent(self, server_round: int, replies: list[Message], entry: RoundLog) -> None:
+        """Record each hospital asked to train that did not answer before the round's timeout as failed."""
+        answered = {m.metadata.src_node_id for m in replies}
+        for node_id in sorted(set(self._sampled.pop(server_round, [])) - answered):
+            name = self.names(node_id)
+            entry.failed.append(Exclusion(name, node_id, SILENT_REASON))
+            log.warning(
+                "round %d: hospital %s (node %d) failed to train: %s", server_round, name, node_id, SILENT_REASON
+            )
 
     def _finished(self, server_round: int, arrays: ArrayRecord, buffers: dict[str, np.ndarray]) -> ArrayRecord | None:
         """The aggregate with averaged buffers, in the global model's dtypes; ``None`` if it is not finite."""

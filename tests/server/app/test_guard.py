@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 from fixtures.flower import error_reply, good_update, reference_arrays, reply
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedAvgM, FedMedian
 
 from fedward.common.ml.scores import weighted_means
@@ -107,6 +107,20 @@ def test_configure_train_remembers_the_global_model() -> None:
     arrays = reference_arrays()
     strategy.configure_train(1, arrays, ConfigRecord(), grid=None)  # type: ignore[arg-type]
     assert strategy._reference is arrays
+
+
+def test_a_hospital_asked_to_train_that_never_answers_is_recorded_as_failed() -> None:
+    class Sampler(FedAvg):
+        def configure_train(self, server_round, arrays, config, grid):  # type: ignore[no-untyped-def]
+            return [Message(RecordDict(), dst_node_id=n, message_type=MessageType.TRAIN) for n in (11, 12, 13)]
+
+    strategy = GuardedStrategy(Sampler(min_available_nodes=1, min_train_nodes=1), names=lambda n: f"site-{n}")
+    strategy.configure_train(1, reference_arrays(), ConfigRecord(), grid=None)  # type: ignore[arg-type]
+    arrays, _ = strategy.aggregate_train(1, [reply(11, good_update(1.0), {"num-examples": 10}, "site-11")])
+    assert arrays is not None
+    failed = strategy.take_log(1).failed
+    assert [(x.name, x.node_id) for x in failed] == [("site-12", 12), ("site-13", 13)]
+    assert all("round's timeout" in x.reason for x in failed)
 
 
 def test_server_momentum_never_extrapolates_batchnorm_statistics() -> None:
