@@ -42,7 +42,7 @@ from fedward.client.hospital.site import CACHE_KEY, DATA_DIR_KEY, NAME_KEY, THRE
 from fedward.client.hospital.worker_process import WorkerProcess
 from fedward.common.choices import FrameMode, Task
 from fedward.common.errors import ConfigError, DataError, FedwardError
-from fedward.common.flower.processes import quiet_environment, stop_group, tied_to_parent, tool
+from fedward.common.flower.processes import quiet_environment, stop_group, tied_to_parent
 from fedward.common.security.certs import check_name
 from fedward.common.security.tls import Address, SuperLinkUnreachableError, probe
 
@@ -158,7 +158,7 @@ def supernode_command(settings: AgentSettings, worker_secret: Path | None = None
         node_config[CACHE_KEY] = str(settings.cache_dir.resolve())
     if settings.threads:
         node_config[THREADS_KEY] = settings.threads
-    command = [tool("flower-supernode"), "--superlink", str(settings.superlink)]
+    command = [sys.executable, "-m", "fedward.client.hospital.supernode", "--superlink", str(settings.superlink)]
     if settings.insecure:
         command.append("--insecure")
     else:

@@ -27,12 +27,13 @@ from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
+from flwr.superlink.grid import http_grid
 
 from fedward.common.config import RunSpec
 from fedward.common.errors import ConfigError
+from fedward.common.flower.object_pulls import bound_object_pulls
 from fedward.common.rundir.layout import new_run_dir
 from fedward.common.rundir.lock import RunLock
-from fedward.server.app.reply_objects import bound_reply_object_pulls
 from fedward.server.app.session import RunSession
 from fedward.server.coordinator.admission import read_registered_names
 from fedward.server.coordinator.state import RUNS_DIR_ENV, STATE_DIR_ENV, CoordinatorState
@@ -45,7 +46,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Flower entry point: parse the run once and run the federation."""
-    bound_reply_object_pulls()
+    bound_object_pulls(http_grid)  # a reply whose upload never completed fails its hospital, not the run
     run_federation(grid, RunSpec.from_flower(context.run_config), run_id=context.run_id)
 
 

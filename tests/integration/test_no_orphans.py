@@ -133,7 +133,8 @@ def test_a_killed_agent_leaves_no_supernode_and_a_killed_coordinator_no_superlin
             "--ca", str(certs / "ca.crt"), "--key", str(keys / "h0.key"),
             "--data", str(write_npz(tmp_path / "hospital" / "site.npz").parent), "--port", str(free_port()),
         )  # fmt: skip
-        _kill_and_expect_no_orphans(agent, _wait_for_children(agent, tmp_path / "agent.log", ("flower-supernode",)))
+        supernode = _wait_for_children(agent, tmp_path / "agent.log", ("fedward.client.hospital.supernode",))
+        _kill_and_expect_no_orphans(agent, supernode)
         _kill_and_expect_no_orphans(server, link)
     finally:
         if server.poll() is None:

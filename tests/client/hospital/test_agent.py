@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,6 @@ from fedward.common.security.tls import (
 
 SUPERLINK = Address("coordinator.example.org", 9092)
 CLASSES = ("normal", "pneumonia")
-
-
-@pytest.fixture(autouse=True)
-def fake_tool(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent_module, "tool", lambda name: f"/opt/bin/{name}")
 
 
 @pytest.fixture
@@ -114,7 +110,7 @@ def test_bad_numbers(tmp_path: Path, material: tuple[Path, Path], kwargs: dict, 
 def test_secure_supernode_command(tmp_path: Path, material: tuple[Path, Path]) -> None:
     ca, key = material
     command = supernode_command(settings(tmp_path, material, threads=2, runtime_port=9200))
-    assert command[0] == "/opt/bin/flower-supernode"
+    assert command[:3] == [sys.executable, "-m", "fedward.client.hospital.supernode"]  # Flower's, bounded pulls
     assert value_after(command, "--superlink") == "coordinator.example.org:9092"
     assert value_after(command, "--root-certificates") == str(ca.resolve())
     assert value_after(command, "--auth-supernode-private-key") == str(key.resolve())
