@@ -174,6 +174,18 @@ def _parse(reply: Message, ours: str) -> SiteInfo | None:
     )
 
 
+def _attribute(reply: Message, destination: Mapping[str, int]) -> None:
+    """Name the hospital an error reply stands for.
+
+    Flower's SuperLink answers for a node that stopped sending heartbeats itself ("Node
+    Unavailable"), with its own node id as the sender; the reply is attributed to the
+    hospital the message was sent to, so that the round records that hospital as failed.
+    """
+    sent_to = destination.get(reply.metadata.reply_to_message_id)
+    if sent_to is not None and reply.has_error() and reply.metadata.src_node_id != sent_to:
+        reply.metadata.__dict__["_src_node_id"] = sent_to  # Metadata has no setter; Flower sets ids so too
+
+
 class OrderedGrid(Grid):
     """A Flower Grid whose node list is the directory's: enrolled, compatible, by name.
 
@@ -229,11 +241,16 @@ class OrderedGrid(Grid):
         Returns:
             The replies received, error replies included.
         """
-        pending = set(self._grid.push_messages(messages))
+        messages = list(messages)
+        ids = list(self._grid.push_messages(messages))
+        destination = {i: m.metadata.dst_node_id for i, m in zip(ids, messages, strict=True) if i}
+        pending = set(destination)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending:
             received = list(self._grid.pull_messages(pending))
+            for reply in received:
+                _attribute(reply, destination)
             replies.extend(received)
             pending.difference_update(reply.metadata.reply_to_message_id for reply in received)
             if not pending or (deadline is not None and time.monotonic() >= deadline):

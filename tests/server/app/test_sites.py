@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.error import Error
 
 from fedward.common.version import fedward_version
 from fedward.server.app.sites import OrderedGrid, SiteDirectory
@@ -18,6 +19,7 @@ class FakeGrid:
         self.queries = 0
         self.waiting: list[Message] = []
         self.silent: set[int] = set()
+        self.unavailable: set[int] = set()
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.sites)
@@ -29,6 +31,11 @@ class FakeGrid:
             message.metadata.__dict__["_message_id"] = f"m{self.queries}"  # as a real push assigns
             ids.append(message.metadata.message_id)
             if message.metadata.dst_node_id in self.silent:
+                continue
+            if message.metadata.dst_node_id in self.unavailable:  # the SuperLink answers for it
+                error = Message(Error(code=0, reason="Node Unavailable"), reply_to=message)
+                error.metadata.__dict__["_src_node_id"] = 1
+                self.waiting.append(error)
                 continue
             name, version = self.sites[message.metadata.dst_node_id]
             content = RecordDict(
@@ -66,3 +73,13 @@ def test_replies_are_gathered_over_several_pulls_until_the_timeout() -> None:
     messages = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in (1, 2, 3)]
     replies = list(ordered.send_and_receive(messages, timeout=0.5))
     assert sorted(r.metadata.src_node_id for r in replies) == [1, 2]
+
+
+def test_the_superlinks_error_reply_for_an_unavailable_node_is_attributed_to_that_hospital() -> None:
+    ours = fedward_version()
+    grid = FakeGrid({5: ("a", ours), 6: ("b", ours)})
+    grid.unavailable = {6}
+    ordered = OrderedGrid(grid, SiteDirectory(timeout=5))  # type: ignore[arg-type]
+    messages = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in (5, 6)]
+    replies = {r.metadata.src_node_id: r for r in ordered.send_and_receive(messages, timeout=5)}
+    assert set(replies) == {5, 6} and replies[6].has_error() and not replies[5].has_error()
