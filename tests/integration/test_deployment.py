@@ -31,6 +31,7 @@ from fixtures.deployment import (
     Processes,
     finished_run,
     hospitals_status,
+    real_subset,
     register_hospitals,
     run_scenario,
     start_coordinator,
@@ -117,21 +118,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) ->
     outcome, left_behind = run_scenario(lambda processes: _scenario(tmp, real_data_dir, processes))
     outcome.left_behind = left_behind
     yield outcome
-
-
-def real_subset(source: Path, target: Path, keep: dict[str, int]) -> Path:
-    """The first ``keep[split]`` real images of each split of a MedMNIST file (a smaller federation)."""
-    import numpy as np
-
-    target.mkdir(parents=True, exist_ok=True)
-    with np.load(source) as full:
-        arrays = {
-            f"{split}_{kind}": full[f"{split}_{kind}"][:count]
-            for split, count in keep.items()
-            for kind in ("images", "labels")
-        }
-    np.savez(target / source.name, **arrays)  # type: ignore[arg-type]
-    return target
 
 
 def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
