@@ -242,9 +242,9 @@ class OrderedGrid(Grid):
             The replies received, error replies included.
         """
         messages = list(messages)
-        ids = list(self._grid.push_messages(messages))
-        destination = {i: m.metadata.dst_node_id for i, m in zip(ids, messages, strict=True) if i}
-        pending = set(destination)
+        pushed = {i for i in self._grid.push_messages(messages) if i}  # a failed push has no id
+        destination = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}  # set by the push
+        pending = pushed
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending:

@@ -59,6 +59,7 @@ class ScriptedGrid(Grid):
         self.crash_in = crash_in
         self.trained: list[tuple[int, str]] = []
         self.waiting: list[Message] = []
+        self.pushed = 0
 
     def set_run(self, run: Any) -> None:
         pass
@@ -74,6 +75,10 @@ class ScriptedGrid(Grid):
         return list(HOSPITALS)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        for message in messages:
+            self.pushed += 1
+            message.metadata.__dict__["_message_id"] = f"m{self.pushed}"  # as a real push assigns
         self.waiting = [self._answer(m) for m in messages]  # hospitals answer at once
         return [reply.metadata.reply_to_message_id for reply in self.waiting]
 
