@@ -30,6 +30,7 @@ from fedward.client.hospital.failure import HospitalError
 from fedward.client.hospital.run_cache import hospital_run
 from fedward.common.data.hospital import HospitalData
 from fedward.common.errors import FedwardError
+from fedward.common.flower.packing import PackingError, has_packed, pack_content, unpack_content
 from fedward.common.logs import configure_logging
 from fedward.common.ml.accounting import DpSgd
 from fedward.common.ml.networks import network_for
@@ -186,10 +187,23 @@ HANDLERS: dict[str, Handler] = {
 def handle(kind: str, msg: Message, context: Context) -> Message:
     """Serve one message of type ``kind`` for ``context``'s run and node.
 
+    A model the coordinator packed into one array (:mod:`fedward.common.flower.packing`)
+    is unpacked first, and the reply's model packed the same way.
+
     Raises:
         HospitalError: the request failed; its text is safe to send to the coordinator.
     """
     handler = HANDLERS.get(kind)
     if handler is None:
         raise HospitalError(f"this hospital does not serve {kind!r} messages")
-    return handler(msg, context)
+    packed = msg.has_content() and has_packed(msg.content)
+    if packed:
+        try:
+            msg.content = unpack_content(msg.content)
+        except PackingError as err:
+            log.error("%s message: %s", kind, err)
+            raise HospitalError(f"the {kind} message could not be read: {err}") from None
+    reply = handler(msg, context)
+    if packed and reply.has_content():
+        reply.content = pack_content(reply.content)
+    return reply

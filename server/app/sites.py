@@ -13,7 +13,9 @@ directory then:
   same hospitals for the same seed, whatever node ids the run got.
 
 :class:`OrderedGrid` is the Flower ``Grid`` the strategy sees: the real one, with
-``get_node_ids`` filtered and ordered by the directory.
+``get_node_ids`` filtered and ordered by the directory, replies gathered every
+:data:`REPLY_POLL_S`, and every model packed into one array on the way out and unpacked
+on the way in (:mod:`fedward.common.flower.packing`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from fedward.common.flower.packing import PackingError, has_packed, pack_content, unpack_content
 from fedward.common.version import compatible, fedward_version
 from fedward.common.wire import (
     CONFIG,
@@ -221,12 +224,27 @@ class OrderedGrid(Grid):
         return self.directory.usable(self, self._grid.get_node_ids())
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Delegate to the wrapped grid."""
+        """Push ``messages`` through the wrapped grid, each model packed into one array."""
+        messages = list(messages)
+        for message in messages:
+            if message.has_content():
+                message.content = pack_content(message.content)
         return self._grid.push_messages(messages)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """Delegate to the wrapped grid."""
-        return self._grid.pull_messages(message_ids)
+        """Pull replies through the wrapped grid, packed models unpacked.
+
+        A reply whose packed model cannot be read is handed on as it came, so the update
+        guard rejects it for that hospital (one bad reply never stops a round).
+        """
+        replies = list(self._grid.pull_messages(message_ids))
+        for reply in replies:
+            if reply.has_content() and has_packed(reply.content):
+                try:
+                    reply.content = unpack_content(reply.content)
+                except PackingError as err:
+                    log.warning("reply from node %d: %s", reply.metadata.src_node_id, err)
+        return replies
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push ``messages`` and pull replies every :data:`REPLY_POLL_S` until all came or ``timeout``.
@@ -242,13 +260,13 @@ class OrderedGrid(Grid):
             The replies received, error replies included.
         """
         messages = list(messages)
-        pushed = {i for i in self._grid.push_messages(messages) if i}  # a failed push has no id
+        pushed = {i for i in self.push_messages(messages) if i}  # a failed push has no id
         destination = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}  # set by the push
         pending = pushed
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending:
-            received = list(self._grid.pull_messages(pending))
+            received = list(self.pull_messages(pending))
             for reply in received:
                 _attribute(reply, destination)
             replies.extend(received)

@@ -29,6 +29,7 @@ from fedward.common.choices import Task
 from fedward.common.config import RunConfig, RunSpec
 from fedward.common.errors import ConfigError
 from fedward.common.fileio import sha256_of
+from fedward.common.flower.packing import pack_arrays, unpack_arrays
 from fedward.common.rundir.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
@@ -103,7 +104,7 @@ class ScriptedGrid(Grid):
                 raise CrashError(f"coordinator killed in round {server_round}")
             self.trained.append((server_round, name))
             generator = np.random.default_rng([server_round, node])  # independent of the server's generators
-            arrays = message.content["arrays"]
+            arrays = unpack_arrays(message.content["arrays"])  # as the hospital's ClientApp does
             update = ArrayRecord(
                 {
                     k: Array((a.numpy() + generator.normal(0, 0.05, a.shape)).astype(a.numpy().dtype))
@@ -114,7 +115,7 @@ class ScriptedGrid(Grid):
             )
             metrics = MetricRecord({wire.NUM_EXAMPLES: 100 + node, "train-loss": 1.0 / server_round})
             content = RecordDict(
-                {"arrays": update, "metrics": metrics, wire.SITE: ConfigRecord({wire.SITE_NAME: name})}
+                {"arrays": pack_arrays(update), "metrics": metrics, wire.SITE: ConfigRecord({wire.SITE_NAME: name})}
             )
             return Message(content, reply_to=message)
         auc = 0.5 + 0.1 * server_round + 0.001 * node
