@@ -9,8 +9,10 @@ on loopback, where the hospital's own work on a small split takes about a second
 sleep was most of a round's overhead (``benchmarks/round_overhead.py``).
 
 :func:`bound_idle_polls` rebinds the ``time`` name of that module to a proxy of the
-standard :mod:`time` module whose ``sleep`` waits at most :data:`POLL_S`; every other
-attribute is the standard module's. The SuperNode then asks the SuperLink at most
+standard :mod:`time` module whose ``sleep`` waits at most :data:`POLL_S` between polls of
+the SuperLink and at most :data:`LOCAL_WAIT_S` in the waits on the SuperNode's own state
+(Flower's 0.5 s steps while its ClientApp computes a reply); every other attribute is the
+standard module's. The SuperNode then asks the SuperLink at most
 ``1 / POLL_S`` times a second while idle — a small HTTPS request — instead of once every
 3 s. Used by the hospital's SuperNode launcher (:mod:`fedward.client.hospital.supernode`);
 ``tests/common/flower/test_idle_polls.py`` fails if Flower's layout changes under it
@@ -29,11 +31,20 @@ from fedward.common.flower.object_pulls import FlowerLayoutError
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
-"""Longest sleep between two polls of the SuperNode's main loop, seconds."""
+"""Longest sleep between two polls of the SuperLink by the SuperNode's main loop, seconds."""
+
+LOCAL_WAIT_S = 0.05
+"""Longest sleep of the SuperNode's waits on its own state (a reply, a reply's objects), seconds."""
+
+LOCAL_BELOW_S = 1.0
+"""Flower's sleeps shorter than this (its 0.5 s) wait on local state; longer ones (its 3 s) on the SuperLink."""
 
 
 class ClampedTime:
     """The standard :mod:`time` module, except that :meth:`sleep` waits at most ``cap_s`` seconds.
+
+    Sleeps shorter than :data:`LOCAL_BELOW_S` (waits on the process's own state) wait at
+    most ``min(cap_s, LOCAL_WAIT_S)``.
 
     Args:
         cap_s: longest sleep, seconds, > 0.
@@ -48,8 +59,9 @@ class ClampedTime:
         self.cap_s = cap_s
 
     def sleep(self, seconds: float) -> None:
-        """Sleep ``min(seconds, cap_s)`` seconds."""
-        time.sleep(min(seconds, self.cap_s))
+        """Sleep ``min(seconds, cap)`` seconds, ``cap`` as the class says."""
+        cap = min(self.cap_s, LOCAL_WAIT_S) if seconds < LOCAL_BELOW_S else self.cap_s
+        time.sleep(min(seconds, cap))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)

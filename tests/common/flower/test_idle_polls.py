@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from fedward.common.flower.idle_polls import POLL_S, ClampedTime, bound_idle_polls
+from fedward.common.flower.idle_polls import LOCAL_WAIT_S, POLL_S, ClampedTime, bound_idle_polls
 from fedward.common.flower.object_pulls import FlowerLayoutError
 
 RECEIVER = "flwr.supernode.start_client_internal"
@@ -28,6 +28,7 @@ def test_flower_sleeps_through_the_name_we_bound(receiver: ModuleType) -> None:
     assert receiver.time is time
     source = inspect.getsource(receiver)
     assert "time.sleep(3)" in source, "the idle poll this module shortens"
+    assert "time.sleep(0.5)" in source, "the local waits this module shortens"
     assert "from time import" not in source and "sleep(" not in source.replace("time.sleep(", "")
 
 
@@ -39,8 +40,9 @@ def test_sleeps_are_clamped_and_everything_else_is_the_time_module(
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
     receiver.time.sleep(3)
-    receiver.time.sleep(0.1)
-    assert slept == [POLL_S, 0.1]
+    receiver.time.sleep(0.5)
+    receiver.time.sleep(0.01)
+    assert slept == [POLL_S, LOCAL_WAIT_S, 0.01]
     assert receiver.time.monotonic is time.monotonic and receiver.time.time is time.time
 
 
