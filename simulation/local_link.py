@@ -28,6 +28,7 @@ from types import TracebackType
 from fedward.common.errors import SimulationError
 from fedward.common.flower.flwr_cli import Connection, FlowerCliError, FlwrCli
 from fedward.common.flower.processes import free_port, stop_group, tied_to_parent, tool
+from fedward.common.flower.reaper import command_under_reaper
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class LocalSimulationLink:
             str(self.log_dir / "superlink.log"),
         ]
         self.process = subprocess.Popen(
-            command,
+            command_under_reaper(command),  # ends flwr-simulation and Ray however fedward ends
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

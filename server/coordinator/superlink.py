@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidSignature
 
 from fedward.common.errors import ConfigError
 from fedward.common.flower.processes import quiet_environment, stop_group, tied_to_parent, tool
+from fedward.common.flower.reaper import command_under_reaper
 from fedward.common.security.certs import FederationCerts
 from fedward.common.security.tls import Address, SuperLinkConnectionError, probe
 from fedward.server.coordinator.state import RUNS_DIR_ENV, STATE_DIR_ENV, CoordinatorError, CoordinatorState
@@ -180,7 +181,7 @@ class Coordinator:
         if settings.data_dir is not None:
             env["FEDWARD_DATA_DIR"] = str(Path(settings.data_dir).resolve())
         self.process = subprocess.Popen(
-            superlink_command(settings),
+            command_under_reaper(superlink_command(settings)),  # ends ServerApps however fedward ends
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
