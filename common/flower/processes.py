@@ -5,10 +5,11 @@ workers) gets :func:`quiet_environment`: no telemetry, no update checks, no hub 
 Long-lived ones run in their own session (process group) so that :func:`stop_group`
 ends them with everything they started (SuperExec, ServerApp/ClientApp processes, Ray
 workers), and are tied to fedward's process (:func:`tied_to_parent`) so that a fedward
-process killed outright (SIGKILL, the OOM killer) leaves none of them behind. What they
-start in turn is left to Flower (``flwr-serverapp``, ``flwr-clientapp``, ``flwr-simulation``
-watch their parent's PID) and Ray (workers share their driver's fate); on a loaded machine
-a simulation's ``flwr-simulation`` and Ray processes were seen to outlive it by minutes.
+process killed outright (SIGKILL, the OOM killer) leaves none of them behind. What a
+SuperLink starts in turn (``flwr-serverapp``, ``flwr-simulation`` and Ray, which lead
+process groups of their own) is ended by the reaper it runs under
+(:mod:`fedward.common.flower.reaper`); Flower's and Ray's own parent watches were seen to
+let them outlive a killed simulation by minutes on a loaded machine.
 """
 
 from __future__ import annotations
