@@ -12,6 +12,7 @@ with a failure, the next message is served by the fresh worker.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,42 @@ WATCH_INTERVAL_S = 1.0
 """How often the watcher checks that the worker is alive, seconds."""
 
 
+FOLDER_PREFIX = "fedward-worker-"
+"""Temporary secret folders are ``<tmp>/fedward-worker-<agent pid>-<random>``."""
+
+
+def remove_stale_folders(tmp: Path) -> list[Path]:
+    """Remove this user's secret folders whose agent is gone (an agent killed outright leaves its own).
+
+    Args:
+        tmp: the temporary folder agents create theirs in.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    for folder in tmp.glob(f"{FOLDER_PREFIX}*-*"):
+        pid_text = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        try:
+            if not pid_text.isdigit() or folder.stat().st_uid != os.getuid() or _alive(int(pid_text)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class WorkerStartError(FedwardError):
     """The worker did not come up; the message says what it printed last."""
 
@@ -45,7 +82,8 @@ class WorkerProcess:
     Args:
         runtime_api: the SuperNode's Runtime API address, ``127.0.0.1:<port>``.
         folder: private folder for the SuperExec secret; ``None``: a fresh temporary folder
-            (mode 0700), removed by :meth:`stop`.
+            (mode 0700), removed by :meth:`stop` (and, if the agent is killed outright, by
+            the next agent of this user: :func:`remove_stale_folders`).
 
     Raises:
         WorkerStartError: if ``folder`` can be opened by other users.
@@ -54,7 +92,10 @@ class WorkerProcess:
     def __init__(self, runtime_api: str, folder: Path | None = None) -> None:
         self.runtime_api = runtime_api
         self._own_folder = folder is None
-        self.folder = Path(tempfile.mkdtemp(prefix="fedward-worker-")) if folder is None else folder
+        if folder is None:
+            remove_stale_folders(Path(tempfile.gettempdir()))
+            folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
+        self.folder = folder
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.secret_file = write_secret(self.folder)
