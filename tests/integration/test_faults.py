@@ -1,4 +1,4 @@
-"""Faults under load on 127.0.0.1: ten hospital agents, ten rounds, TLS, every component its own process.
+"""Faults under load on 127.0.0.1: ten hospital agents, twelve rounds, TLS, every component its own process.
 
 One module-scoped scenario through the installed ``fedward`` command:
 
@@ -9,7 +9,7 @@ One module-scoped scenario through the installed ``fedward`` command:
 * a straggler (the hospital's worker frozen with SIGSTOP past ``federation.round-timeout``)
   is left out of that round, recorded as failed, not waited for; once it thaws it trains
   again;
-* the run completes all ten rounds, nothing of a completed round lost;
+* the run completes all its rounds, nothing of a completed round lost;
 * a second run with ``federation.min-hospitals`` above the hospitals still connected waits
   ``min-hospitals-wait`` seconds and stops cleanly, the reason in its model card;
 * every process the scenario started is gone at the end.
@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(deadline(3600))]
 
 HOSPITALS = tuple(f"h{i}" for i in range(10))
 KILLED, STRAGGLER = "h3", "h6"
-ROUNDS = 10
+ROUNDS = 12
 ROUND_TIMEOUT_S = round(deadline(120))
 """A round's replies are waited for this long: far above a normal round here (a hang guard and
 the straggler's limit), so only the frozen hospital misses it."""
@@ -140,9 +140,19 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
     wait_for(lambda: current_round(run_dir) > killed_in, RUN_TIMEOUT_S, "the round with a killed hospital to end")
     agents[KILLED] = _start_agent(processes, tmp, superlink, HOSPITALS.index(KILLED))
 
-    # Later, the straggler's worker freezes for longer than the round timeout.
-    wait_for(lambda: current_round(run_dir) >= 6, RUN_TIMEOUT_S, "round 6", interval=0.5)
+    # Once the restarted hospital trains again (a separate point: its agent starts, checks its
+    # data and enrols, which can take several of these short rounds), the straggler's worker
+    # freezes for longer than the round timeout.
+    wait_for(
+        lambda: current_round(run_dir) >= 6 and _trained_after(run_dir, KILLED, killed_in),
+        RUN_TIMEOUT_S,
+        "round 6 with the restarted hospital training again",
+        interval=0.5,
+    )
     frozen_in = current_round(run_dir)
+    assert frozen_in < ROUNDS, (
+        f"the restarted hospital came back too late to freeze another before the last round ({frozen_in})"
+    )
     worker = worker_of(agents[STRAGGLER])
     worker.suspend()
     try:
@@ -177,6 +187,12 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
     for agent in agents.values():
         processes.stop(agent)
     return Outcome(run_dir=run_dir, killed_in=killed_in, frozen_in=frozen_in, stopped_dir=stopped_dir)
+
+
+def _trained_after(run_dir: Path, name: str, rnd: int) -> bool:
+    return any(
+        r["hospital"] == name and r["round"] > rnd and r["phase"] == "train" for r in rows(run_dir, "hospitals.jsonl")
+    )
 
 
 def _phase(run_dir: Path, rnd: int, name: str) -> set[str]:
