@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
     if "--" in argv:
         argv = argv[argv.index("--") + 1 :]
     if not argv:
-        print("usage: python -m fedward.common.flower.reaper -- command [args...]", file=sys.stderr)
+        sys.stderr.write("usage: python -m fedward.common.flower.reaper -- command [args...]\n")
         return 2
     return run(argv)
 
