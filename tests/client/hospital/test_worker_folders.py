@@ -11,7 +11,9 @@ from fedward.client.hospital.worker_process import FOLDER_PREFIX, remove_stale_f
 
 
 def test_only_folders_of_agents_that_are_gone_are_removed(tmp_path: Path) -> None:
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os, sys; sys.stdout.write(str(os.getpid()))"], capture_output=True, text=True
+    )
     dead_pid = int(gone.stdout)
     stale = tmp_path / f"{FOLDER_PREFIX}{dead_pid}-abc"
     live = tmp_path / f"{FOLDER_PREFIX}{os.getpid()}-def"
