@@ -4,9 +4,9 @@ Flower's SuperNode main loop (``flwr.supernode.start_client_internal``) asks the
 for a message and, when there is none, sleeps a fixed ``time.sleep(3)`` before asking
 again; it waits for its ClientApp's reply and for the reply's objects in steps of 0.5 s.
 A round sends each hospital two messages (train, then evaluate) and each arrives while the
-SuperNode is asleep: 1.5 s on average, 3 s at worst, twice a round, for every hospital —
-on loopback, where the hospital's own work on a small split takes about a second, this
-sleep was most of a round's overhead (``benchmarks/round_overhead.py``).
+SuperNode is asleep: 1.5 s on average, 3 s at worst, twice a round, for every hospital.
+(On loopback with three hospitals, ``benchmarks/round_overhead.py``, moving each model's
+objects cost more; :mod:`fedward.common.flower.packing` took care of that.)
 
 :func:`bound_idle_polls` rebinds the ``time`` name of that module to a proxy of the
 standard :mod:`time` module whose ``sleep`` waits at most :data:`POLL_S` between polls of

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedward.common.errors import FedwardError
 
@@ -49,7 +48,9 @@ def pack_arrays(record: ArrayRecord) -> ArrayRecord:
         record: any arrays; an already packed record is returned as it is.
 
     Returns:
-        A record with the single key :data:`PACKED_KEY`.
+        A record with the single key :data:`PACKED_KEY`, whose array is ``uint8`` of shape
+        ``(n,)``: the ``n`` bytes of the archive (the arrays' bytes plus about 200 bytes of
+        header per array).
     """
     if is_packed(record) or not record:
         return record
@@ -78,7 +79,7 @@ def unpack_arrays(record: ArrayRecord) -> ArrayRecord:
 
 def pack_content(content: RecordDict) -> RecordDict:
     """``content`` with every array record packed (:func:`pack_arrays`); other records as they are."""
-    return _map_arrays(content, pack_arrays)
+    return RecordDict({name: pack_arrays(r) if isinstance(r, ArrayRecord) else r for name, r in content.items()})
 
 
 def unpack_content(content: RecordDict) -> RecordDict:
@@ -87,18 +88,17 @@ def unpack_content(content: RecordDict) -> RecordDict:
     Raises:
         PackingError: naming the record, if one cannot be read.
     """
-    try:
-        return _map_arrays(content, unpack_arrays)
-    except PackingError as err:
-        raise PackingError(f"message content: {err}") from None
+    records: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {}
+    for name, record in content.items():
+        if isinstance(record, ArrayRecord):
+            try:
+                record = unpack_arrays(record)
+            except PackingError as err:
+                raise PackingError(f"array record {name!r}: {err}") from None
+        records[name] = record
+    return RecordDict(records)
 
 
 def has_packed(content: RecordDict) -> bool:
     """Whether any array record of ``content`` is packed."""
     return any(is_packed(record) for record in content.array_records.values())
-
-
-def _map_arrays(content: RecordDict, convert: Callable[[ArrayRecord], ArrayRecord]) -> RecordDict:
-    return RecordDict(
-        {name: convert(record) if isinstance(record, ArrayRecord) else record for name, record in content.items()}
-    )

@@ -23,6 +23,7 @@ from fedward.common.flower.packing import (
     unpack_content,
 )
 from fedward.common.ml.networks import SmallCNN
+from fedward.server.app.sites import OrderedGrid
 
 
 def model_record() -> ArrayRecord:
@@ -58,7 +59,7 @@ def pickled_objects() -> bytes:
 @pytest.mark.parametrize("blob", [b"not an archive", pickled_objects()], ids=["garbage", "pickle"])
 def test_damaged_or_pickled_bytes_are_refused(blob: bytes) -> None:
     record = ArrayRecord({PACKED_KEY: Array(np.frombuffer(blob, dtype=np.uint8))})
-    with pytest.raises(PackingError, match="unreadable"):
+    with pytest.raises(PackingError, match="array record 'arrays': a packed array record is unreadable"):
         unpack_content(RecordDict({"arrays": record}))
 
 
@@ -85,8 +86,6 @@ def test_the_hospital_unpacks_a_packed_request_and_packs_its_reply(monkeypatch: 
 
 
 def test_a_damaged_reply_reaches_the_guard_as_it_came(caplog: pytest.LogCaptureFixture) -> None:
-    from fedward.server.app.sites import OrderedGrid
-
     class Replies:
         def pull_messages(self, ids: Iterable[str]) -> list[Message]:
             request = Message(RecordDict(), dst_node_id=3, message_type="train")
