@@ -8,7 +8,8 @@ serves every ClientApp task), then with ``--no-warm-worker`` (Flower starts a fr
 
 For every round it prints the wall time (difference of ``elapsed-s`` in
 ``metrics/server.jsonl``), the slowest hospital's ``train-seconds + eval-seconds`` in that
-round (``metrics/hospitals.jsonl``) and the overhead: wall minus that. The overhead is
+time (``metrics/hospitals.jsonl``; see :func:`round_overheads` for which rounds' seconds
+those are when evaluation rides on training) and the overhead: wall minus that. The overhead is
 everything that is not a hospital computing: messages through the SuperLink and the
 SuperNodes, serialisation, task start, aggregation, the coordinator's own test-set scoring
 and run records. The mean over rounds 2.. is the figure (round 1 also enrols the hospitals
@@ -30,6 +31,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +42,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import deployment_chain as chain  # a sibling script
 
 
+def carries_evaluation(run_dir: Path) -> bool:
+    """Whether the run evaluated each round inside the next round's training message."""
+    federation = tomllib.loads((run_dir / "config.toml").read_text()).get("federation", {})
+    return bool(
+        federation.get("evaluate-in-train", True)
+        and float(federation.get("fraction-train", 1.0)) == 1.0
+        and float(federation.get("fraction-evaluate", 1.0)) == 1.0
+    )
+
+
+def hospital_seconds(hospitals: list[dict[str, Any]], rnd: int, key: str) -> dict[str, float]:
+    """Each hospital's ``key`` (``train-seconds`` or ``eval-seconds``) in round ``rnd``."""
+    return {row["hospital"]: float(row[key]) for row in hospitals if row.get("round") == rnd and key in row}
+
+
 def round_overheads(run_dir: Path) -> list[dict[str, float]]:
-    """Per round: wall, the slowest hospital's train + evaluate seconds, and their difference."""
+    """Per round: wall, the slowest hospital's train + evaluate seconds in it, and their difference.
+
+    Round ``r``'s wall runs from round ``r - 1``'s record to round ``r``'s. With evaluation
+    carried by training, what the hospitals compute in it is one message each: scoring
+    round ``r``'s model and training round ``r + 1`` (the last round: scoring only);
+    otherwise two messages, round ``r``'s training then its evaluation.
+    """
     server = [row for row in chain.read_jsonl(run_dir / "metrics" / "server.jsonl") if "elapsed-s" in row]
     hospitals = chain.read_jsonl(run_dir / "metrics" / "hospitals.jsonl")
     elapsed = {int(row["round"]): float(row["elapsed-s"]) for row in server}
+    carried, last = carries_evaluation(run_dir), max(elapsed)
     rows = []
     for rnd in sorted(r for r in elapsed if r > 0 and r - 1 in elapsed):
-        busy: dict[str, float] = {}
-        for row in hospitals:
-            if row.get("round") == rnd:
-                seconds = float(row.get("train-seconds", 0.0)) + float(row.get("eval-seconds", 0.0))
-                busy[row["hospital"]] = busy.get(row["hospital"], 0.0) + seconds
+        evaluation = hospital_seconds(hospitals, rnd, "eval-seconds")
+        if carried:
+            training = hospital_seconds(hospitals, rnd + 1, "train-seconds") if rnd < last else {}
+            busy = max((evaluation.get(h, 0.0) + training.get(h, 0.0) for h in {*evaluation, *training}), default=0.0)
+        else:
+            training = hospital_seconds(hospitals, rnd, "train-seconds")
+            busy = max(training.values(), default=0.0) + max(evaluation.values(), default=0.0)
         wall = elapsed[rnd] - elapsed[rnd - 1]
-        slowest = max(busy.values(), default=0.0)
-        rows.append({"round": rnd, "wall-s": wall, "hospital-s": slowest, "overhead-s": wall - slowest})
+        rows.append({"round": rnd, "wall-s": wall, "hospital-s": busy, "overhead-s": wall - busy})
     return rows
 
 

@@ -23,6 +23,7 @@ ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 SITE = "site"
+VALIDATION = "validation"  # train reply: the received model's validation metrics (EVALUATE_FIRST)
 
 # Keys of the SITE ConfigRecord.
 SITE_NAME = "name"
@@ -32,6 +33,7 @@ SITE_DEVICE = "device"
 # Keys of the train/evaluate ConfigRecord sent by the server.
 SERVER_ROUND = "server-round"  # injected by Flower's strategies
 PROXIMAL_MU = "proximal-mu"  # injected by FedProx
+EVALUATE_FIRST = "evaluate-first"  # train: score the received model on validation before training
 
 # Metric keys.
 NUM_EXAMPLES = "num-examples"

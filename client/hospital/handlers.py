@@ -2,7 +2,9 @@
 
 * ``query``: enrolment — the hospital's name, fedward version, device and image counts;
 * ``train``: start from the global model, train ``local-epochs`` on local images, reply
-  with the new weights and counts/losses;
+  with the new weights and counts/losses; with ``evaluate-first`` in its config, score the
+  received model on the validation split first and reply with those metrics too (the
+  coordinator's round loop then needs no ``evaluate`` message for the previous round);
 * ``evaluate``: score the global model on the local validation split.
 
 Replies carry weights and numbers only. Failures reply with an error whose text is
@@ -24,10 +26,11 @@ import time
 from collections.abc import Callable
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from torch import nn
 
 from fedward.client.hospital.clipping import client_clipping_mod
 from fedward.client.hospital.failure import HospitalError
-from fedward.client.hospital.run_cache import hospital_run
+from fedward.client.hospital.run_cache import HospitalRun, hospital_run
 from fedward.common.data.hospital import HospitalData
 from fedward.common.errors import FedwardError
 from fedward.common.flower.packing import PackingError, has_packed, pack_content, unpack_content
@@ -43,6 +46,7 @@ from fedward.common.wire import (
     CONFIG,
     DPSGD_EPSILON,
     EVAL_SECONDS,
+    EVALUATE_FIRST,
     METRICS,
     NUM_EXAMPLES,
     PROXIMAL_MU,
@@ -55,6 +59,7 @@ from fedward.common.wire import (
     TRAIN_LOSS,
     TRAIN_SECONDS,
     VAL_EXAMPLES,
+    VALIDATION,
     load_arrays,
     model_to_arrays,
 )
@@ -123,6 +128,7 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config.get(SERVER_ROUND, 1))  # type: ignore[arg-type]
     model = network_for(cfg, run.spec.schema)
     load_arrays(model, msg.content.array_records[ARRAYS])
+    validation = _validate(run, model) if bool(config.get(EVALUATE_FIRST, False)) else None
     epochs = cfg.train.local_epochs
     plan = LocalTraining(
         epochs=epochs,
@@ -156,6 +162,8 @@ def train(msg: Message, context: Context) -> Message:
             SITE: _site_record(site, device.type),
         }
     )
+    if validation is not None:
+        content[VALIDATION] = validation
     return Message(content=content, reply_to=msg)
 
 
@@ -163,17 +171,26 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Score the received global model on the local validation split."""
     run = hospital_run(context)
-    site, device = run.site, run.device
+    model = network_for(run.spec.config, run.spec.schema)
+    load_arrays(model, msg.content.array_records[ARRAYS])
+    content = RecordDict({METRICS: _validate(run, model), SITE: _site_record(run.site, run.device.type)})
+    return Message(content=content, reply_to=msg)
+
+
+def _validate(run: HospitalRun, model: nn.Module) -> MetricRecord:
+    """``model``'s metrics on the local validation split (``num-examples`` only when it is empty).
+
+    The same numbers whether asked by an ``evaluate`` message or, with ``evaluate-first``,
+    by a ``train`` message before it trains (the model is not changed).
+    """
+    site = run.site
     metrics: dict[str, float | int] = {NUM_EXAMPLES: len(site.val)}
     if len(site.val) > 0:
-        model = network_for(run.spec.config, run.spec.schema)
-        load_arrays(model, msg.content.array_records[ARRAYS])
         started = time.perf_counter()
-        result = head_for(run.spec.schema, run.spec.config).evaluate(model, site.val, device)
+        result = head_for(run.spec.schema, run.spec.config).evaluate(model, site.val, run.device)
         metrics.update(result.metrics.wire("val"))
         metrics[EVAL_SECONDS] = time.perf_counter() - started
-    content = RecordDict({METRICS: MetricRecord(metrics), SITE: _site_record(site, device.type)})  # type: ignore[arg-type]
-    return Message(content=content, reply_to=msg)
+    return MetricRecord(metrics)  # type: ignore[arg-type]
 
 
 HANDLERS: dict[str, Handler] = {

@@ -35,6 +35,11 @@ class FederationConfig:
         min_hospitals_wait: longest wait for ``min_hospitals`` before a round, seconds (> 0).
         round_timeout: seconds the server waits for replies in one round (> 0); late
             hospitals are left out of that round.
+        evaluate_in_train: when every hospital trains and evaluates every round
+            (``fraction_train`` and ``fraction_evaluate`` 1), each round's global model is
+            scored on the hospitals' validation splits at the start of the next round's
+            training message instead of by an evaluation message of its own (the last
+            round's by one); same metrics, one message fewer per hospital and round.
     """
 
     hospitals: int = 5
@@ -48,6 +53,7 @@ class FederationConfig:
     min_hospitals: int = 0
     min_hospitals_wait: float = 600.0
     round_timeout: float = 600.0
+    evaluate_in_train: bool = True
 
     def __post_init__(self) -> None:
         check_min("federation.hospitals", self.hospitals, 1)
@@ -76,6 +82,11 @@ class FederationConfig:
                 "federation.min-available (waits without limit), not both"
             )
         check_range("federation.min-hospitals-wait", self.min_hospitals_wait, low=0.0, high=7 * 86400.0, low_open=True)
+
+    @property
+    def carries_evaluation(self) -> bool:
+        """Whether rounds evaluate inside the next round's training message (see ``evaluate_in_train``)."""
+        return self.evaluate_in_train and self.fraction_train == 1.0 and self.fraction_evaluate == 1.0
 
     @property
     def required_hospitals(self) -> int:

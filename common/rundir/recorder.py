@@ -138,7 +138,7 @@ class RunRecorder:
         self.last_round = server_round
         self._write_status("running", latest=row)
 
-    def resume(self, server_round: int) -> None:
+    def resume(self, server_round: int, *, owed: bool = False) -> None:
         """Continue this run directory after its checkpointed round ``server_round``.
 
         A crash can land between a round's metrics and its checkpoint: rows, weight files
@@ -146,20 +146,26 @@ class RunRecorder:
         half-written last line is discarded, and the best model is chosen again among the
         kept rounds. The original start time is kept; the resumption is recorded in
         ``status.json`` and the model card.
+
+        Args:
+            server_round: the checkpoint's round.
+            owed: the checkpoint was written before that round's evaluation; its record
+                too is written again.
         """
+        kept = server_round - 1 if owed else server_round
         for table in ROW_FILES:
-            rows = [r for r in read_jsonl(self.paths.rows(table)) if int(r.get("round", -1)) <= server_round]
+            rows = [r for r in read_jsonl(self.paths.rows(table)) if int(r.get("round", -1)) <= kept]
             self._rewrite(table, rows)
         files = read_manifest(self.run_dir)
         for weights in (self.run_dir / MODELS_DIR).glob("round-*.safetensors"):
             number = weights.stem.removeprefix("round-")
-            if number.isdigit() and int(number) > server_round:
+            if number.isdigit() and int(number) > kept:
                 weights.unlink()
                 files.pop(weights.name, None)
         write_manifest(self.run_dir, files)
         self.resumed = [*self.resumed, {"after-round": server_round, "time": now_iso()}]
         self._choose_best(self.server_rows)
-        self.last_round = server_round
+        self.last_round = kept
         self._write_status("running", latest=self.server_rows[-1] if self.server_rows else None)
         log.info("resuming %s after round %d", self.run_dir.name, server_round)
 

@@ -11,7 +11,8 @@
 * aggregated arrays are cast back to the global model's dtypes;
 * federated evaluation metrics are averaged key by key, weighted by ``num-examples``,
   over the hospitals that report the key (a hospital whose validation split holds one
-  class reports no AUC rather than a made-up one);
+  class reports no AUC rather than a made-up one), whether they came in evaluation
+  replies or, for the previous round, in training replies (:meth:`GuardedStrategy.aggregate_validation`);
 * everything each hospital reported is kept in :attr:`GuardedStrategy.rounds` for the run
   records.
 """
@@ -27,7 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedward.common.ml.scores import weighted_means
-from fedward.common.wire import NUM_EXAMPLES, SITE, SITE_NAME, cast_like
+from fedward.common.wire import NUM_EXAMPLES, SITE, SITE_NAME, VALIDATION, cast_like
 from fedward.server.app.round_log import Exclusion, RoundLog, SiteReport
 from fedward.server.app.validation import update_problem
 
@@ -114,6 +115,9 @@ class GuardedStrategy(Strategy):
         """Validate replies, aggregate the sound ones with ``inner``, log every hospital."""
         entry = self.log_for(server_round)
         replies = list(replies)
+        for message in replies:  # validation metrics nobody asked for are not aggregated as training's
+            if not message.has_error():
+                message.content.pop(VALIDATION, None)
         self._note_silent(server_round, replies, entry)
         accepted = [m for m in self._ordered(replies) if self._admit(server_round, m, entry)]
         if not accepted:
@@ -190,30 +194,49 @@ class GuardedStrategy(Strategy):
         return self.inner.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Weighted mean of each metric over the hospitals that report it."""
+        """Combine the hospitals' validation metrics (:attr:`federate`) over those that report them."""
         entry = self.log_for(server_round)
         for message in self._ordered(replies):
             name, node_id = site_name(message, self.names), message.metadata.src_node_id
             if message.has_error():
                 log.warning(
                     "round %d: hospital %s (node %d) failed to evaluate: %s",
-                    server_round,
-                    name,
-                    node_id,
-                    message.error.reason,
+                    *(server_round, name, node_id, message.error.reason),
                 )
                 continue
             records = list(message.content.metric_records.values())
             if len(records) != 1:
                 log.warning(
                     "round %d: evaluation reply from %s (node %d) ignored: %d MetricRecords",
-                    server_round,
-                    name,
-                    node_id,
-                    len(records),
+                    *(server_round, name, node_id, len(records)),
                 )
                 continue
             entry.evaluate.append(SiteReport(name, node_id, _float_metrics(records[0])))
+        return self._federated(entry)
+
+    def aggregate_validation(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Take the validation metrics that training replies of the next round carry for ``server_round``.
+
+        A train message with ``evaluate-first`` asks each hospital to score the model it
+        receives (the global model after ``server_round``) before training; its reply holds
+        those metrics as a second MetricRecord (:data:`~fedward.common.wire.VALIDATION`).
+        They are removed from the replies here, so the training replies reach
+        :meth:`aggregate_train` with the one MetricRecord Flower's strategies expect, and
+        combined as :meth:`aggregate_evaluate` combines evaluation replies. A hospital that
+        failed to train sent none.
+        """
+        entry = self.log_for(server_round)
+        for message in self._ordered(replies):
+            if message.has_error():
+                continue
+            record = message.content.metric_records.get(VALIDATION)
+            message.content.pop(VALIDATION, None)
+            if record is not None:
+                name = site_name(message, self.names)
+                entry.evaluate.append(SiteReport(name, message.metadata.src_node_id, _float_metrics(record)))
+        return self._federated(entry)
+
+    def _federated(self, entry: RoundLog) -> MetricRecord | None:
         if not entry.evaluate:
             return None
         aggregated = self.federate([r.metrics for r in entry.evaluate])

@@ -9,7 +9,7 @@ handed to the run session at the end of the round, which records
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fedward.common.wire import NUM_EXAMPLES, VAL_EXAMPLES
@@ -69,3 +69,23 @@ class RoundLog:
         metrics["hospitals-rejected"] = len(self.rejected)
         metrics["hospitals-failed"] = len(self.failed)
         return metrics
+
+    def to_json(self) -> dict[str, Any]:
+        """The log as JSON values (a checkpoint keeps the log of a round whose evaluation is still owed)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundLog:
+        """The log :meth:`to_json` wrote.
+
+        Raises:
+            KeyError, TypeError: if ``data`` is not such a log.
+        """
+        return cls(
+            train=[SiteReport(**r) for r in data["train"]],
+            evaluate=[SiteReport(**r) for r in data["evaluate"]],
+            rejected=[Exclusion(**x) for x in data["rejected"]],
+            failed=[Exclusion(**x) for x in data["failed"]],
+            train_metrics=dict(data["train_metrics"]),
+            evaluate_metrics=dict(data["evaluate_metrics"]),
+        )

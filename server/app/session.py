@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord
+import torch
+from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 from flwr.supercore.exit import add_exit_handler
 
@@ -27,20 +29,30 @@ from fedward.common.ml.networks import initial_network
 from fedward.common.ml.runtime import resolve_device, seed_everything
 from fedward.common.ml.tasks import head_for
 from fedward.common.rundir.card import HospitalEntry, RunEnding, finish_run
-from fedward.common.rundir.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from fedward.common.rundir.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from fedward.common.rundir.layout import CARD_MD, SERVER_LOG
 from fedward.common.rundir.recorder import RunRecorder
 from fedward.common.wire import DPSGD_EPSILON, arrays_to_state_dict, load_arrays, model_to_arrays
 from fedward.server.app.dp_plan import EPSILON_KEY, DpSgdSummary, privacy_card, wrap_strategy
 from fedward.server.app.guard import GuardedStrategy
 from fedward.server.app.round_log import RoundLog
-from fedward.server.app.rounds import TooFewHospitalsError, run_rounds
+from fedward.server.app.rounds import RoundLoop, RoundPlan, TooFewHospitalsError
 from fedward.server.app.sites import OrderedGrid, SiteDirectory
 from fedward.server.app.strategies import EXTRAPOLATING, build_strategy
 from fedward.server.app.strategy_state import restore_strategy_state, strategy_state
 from fedward.server.app.testset import ServerTestScorer, load_test_split
 
 log = logging.getLogger(__name__)
+
+EVALUATION_OWED = "evaluation-owed"
+"""Checkpoint flag: the round's model is saved, its evaluation (and record) still to come."""
 
 SHOWN = ("train-loss", "val-auc", "val-dice", "test-auc", "test-accuracy", "test-dice", "test-hd95")
 """Metrics the coordinator's log line of each round shows."""
@@ -73,18 +85,25 @@ class RunSession:
         self.parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.head = head_for(spec.schema, cfg)
         self.recorder = RunRecorder(self.run_dir, spec, mode="federated", flower_run_id=run_id)
+        owed = self.checkpoint.extra.get(EVALUATION_OWED) if self.checkpoint is not None else None
+        self.owed = owed is not None
+        """The checkpointed round's model was saved before its evaluation (which the resumed run does)."""
         if self.checkpoint is not None:
-            self.recorder.resume(self.checkpoint.server_round)
+            self.recorder.resume(self.checkpoint.server_round, owed=self.owed)
         self.directory = SiteDirectory(timeout=cfg.federation.round_timeout, registered=registered or {})
         self.privacy = ClientDpPlan.from_config(cfg)
         self.strategy = self._strategy()
         if self.checkpoint is not None:
             restore_strategy_state(self.strategy, self.checkpoint.strategy)
+        if self.checkpoint is not None and owed is not None:  # what that round's hospitals sent in training
+            self.strategy.rounds[self.checkpoint.server_round] = owed_log(owed)
         self.test_split = load_test_split(cfg, spec.schema)
         device = resolve_device(cfg.train.device)
         self.tester = ServerTestScorer(self.test_split, self.head, device) if self.test_split is not None else None
         self.dpsgd_epsilon = float(self.checkpoint.extra.get(DPSGD_EPSILON, 0.0)) if self.checkpoint else 0.0
         """Largest record-level (DP-SGD) epsilon any hospital reported so far."""
+        self._rng: dict[int, dict[str, Any]] = {}
+        """Generators captured by :meth:`on_trained`, by round, until the round ends."""
         self._closed = False
 
     def _strategy(self) -> GuardedStrategy:
@@ -120,19 +139,17 @@ class RunSession:
             first_round = self.checkpoint.server_round + 1
             log.info("resuming after round %d of %d", self.checkpoint.server_round, self.privacy.rounds)
             restore_rng(self.checkpoint.rng)  # the generators as they were when that round ended
+        plan = RoundPlan(
+            first_round,
+            self.privacy.rounds,
+            cfg.federation.round_timeout,
+            carry_evaluation=cfg.federation.carries_evaluation,
+            owed=self.owed,
+            min_hospitals=(cfg.federation.min_hospitals, cfg.federation.min_hospitals_wait),
+        )
+        loop = RoundLoop(self.strategy, OrderedGrid(grid, self.directory), self.on_round_end, self.on_trained)
         try:
-            run_rounds(
-                self.strategy,
-                OrderedGrid(grid, self.directory),
-                model_to_arrays(self.model),
-                first_round=first_round,
-                num_rounds=self.privacy.rounds,
-                timeout=cfg.federation.round_timeout,
-                on_round_end=self.on_round_end,
-                train_config=ConfigRecord(),
-                evaluate_config=ConfigRecord(),
-                min_hospitals=(cfg.federation.min_hospitals, cfg.federation.min_hospitals_wait),
-            )
+            loop.run(model_to_arrays(self.model), plan)
         except TooFewHospitalsError as err:  # a clean stop: every completed round is recorded
             log.warning("%s", err)
             self.close("stopped", str(err))
@@ -143,6 +160,18 @@ class RunSession:
             self.close("failed", reason)
             raise
         self.close("completed", self._budget_reason())
+
+    def on_trained(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Checkpoint a round's global model before its evaluation (which rides on the next round's training).
+
+        The checkpoint is marked :data:`EVALUATION_OWED`: a run stopped before that
+        evaluation resumes by doing it. The generators are captured here, where an
+        uninterrupted run's next round starts, and reused by :meth:`on_round_end`.
+        """
+        self._rng[server_round] = capture_rng()
+        entry = self.strategy.log_for(server_round)
+        self._note_dpsgd_epsilon(entry)
+        self._checkpoint(server_round, arrays, self._rng[server_round], owed=entry)
 
     def on_round_end(self, server_round: int, arrays: ArrayRecord, entry: RoundLog) -> None:
         """Record a completed round (round 0: the initial model) and checkpoint the run after it.
@@ -156,18 +185,32 @@ class RunSession:
         metrics = entry.metrics() if server_round > 0 else {}
         if self.privacy.mechanism is not None:
             metrics[EPSILON_KEY] = self.privacy.epsilon(server_round)
-        reported = [r.metrics[DPSGD_EPSILON] for r in entry.train if DPSGD_EPSILON in r.metrics]
-        if reported:  # the run's record-level guarantee is its weakest hospital's
-            metrics[DPSGD_EPSILON] = self.dpsgd_epsilon = max(max(reported), self.dpsgd_epsilon)
+        if self._note_dpsgd_epsilon(entry):  # the run's record-level guarantee is its weakest hospital's
+            metrics[DPSGD_EPSILON] = self.dpsgd_epsilon
         if self.tester is not None:
-            metrics.update(self.tester(self.model))
+            with torch.random.fork_rng(devices=[]):  # scoring leaves the run's generators as they were
+                metrics.update(self.tester(self.model))
         self.recorder.record_round(server_round, arrays_to_state_dict(arrays), metrics, entry.rows())
-        state = {k: a.numpy() for k, a in arrays.items()}
-        extra = {DPSGD_EPSILON: self.dpsgd_epsilon}
-        save_checkpoint(
-            self.run_dir, Checkpoint(server_round, state, strategy_state(self.strategy), capture_rng(), extra)
-        )
+        rng = self._rng.pop(server_round, None)
+        self._checkpoint(server_round, arrays, rng if rng is not None else capture_rng(), owed=None)
         _log_round(server_round, self.spec.config.federation.rounds, metrics)
+
+    def _note_dpsgd_epsilon(self, entry: RoundLog) -> bool:
+        """Raise :attr:`dpsgd_epsilon` to the largest a hospital reported in ``entry``; whether any did."""
+        reported = [r.metrics[DPSGD_EPSILON] for r in entry.train if DPSGD_EPSILON in r.metrics]
+        if reported:
+            self.dpsgd_epsilon = max(max(reported), self.dpsgd_epsilon)
+        return bool(reported)
+
+    def _checkpoint(
+        self, server_round: int, arrays: ArrayRecord, rng: dict[str, Any], *, owed: RoundLog | None
+    ) -> None:
+        """Save the run after ``server_round``; ``owed``: that round's log so far, its evaluation still to come."""
+        state = {k: a.numpy() for k, a in arrays.items()}
+        extra: dict[str, Any] = {DPSGD_EPSILON: self.dpsgd_epsilon}
+        if owed is not None:
+            extra[EVALUATION_OWED] = owed.to_json()
+        save_checkpoint(self.run_dir, Checkpoint(server_round, state, strategy_state(self.strategy), rng, extra))
 
     def close(self, status: str, reason: str = "") -> None:
         """Write the final status, plots and model card, once (later calls do nothing)."""
@@ -205,6 +248,18 @@ class RunSession:
             f"{plan.epsilon(plan.rounds):.3g} (delta {plan.delta:g}); one more round would exceed max-epsilon "
             f"{plan.max_epsilon:g}"
         )
+
+
+def owed_log(data: Any) -> RoundLog:
+    """The round log a checkpoint kept for a round whose evaluation is owed.
+
+    Raises:
+        CheckpointError: if it is not one.
+    """
+    try:
+        return RoundLog.from_json(data)
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"the checkpoint's {EVALUATION_OWED} entry is not a round log ({err})") from None
 
 
 def _log_round(server_round: int, rounds: int, metrics: Mapping[str, float]) -> None:

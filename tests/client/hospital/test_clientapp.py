@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fixtures.privacy import SITE_KEYS, is_hospital_metric_key
 from fixtures.synthetic import write_npz
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
@@ -39,9 +40,11 @@ def hospital(tmp_path: Path) -> tuple[RunConfig, Context]:
     return base, context
 
 
-def global_model_message(message_type: str, server_round: int = 1) -> Message:
+def global_model_message(message_type: str, server_round: int = 1, **config: bool) -> Message:
+    torch.manual_seed(0)
     model = build_network(ModelName.SMALL_CNN, 1, 2)
-    content = RecordDict({"arrays": model_to_arrays(model), "config": ConfigRecord({"server-round": server_round})})
+    settings = ConfigRecord({"server-round": server_round, **config})
+    content = RecordDict({"arrays": model_to_arrays(model), "config": settings})
     return Message(content=content, dst_node_id=7, message_type=message_type)
 
 
@@ -76,6 +79,23 @@ def test_evaluate_reports_validation_metrics(hospital: tuple[RunConfig, Context]
     assert metrics["num-examples"] == 16
     assert 0.0 <= metrics["val-auc"] <= 1.0
     assert_only_weights_and_numbers(reply)
+
+
+def test_train_scores_the_received_model_first_when_asked(hospital: tuple[RunConfig, Context]) -> None:
+    _, context = hospital
+    evaluated = client_app(global_model_message(MessageType.EVALUATE, 2), context)
+    plain = client_app(global_model_message(MessageType.TRAIN, 2), context)
+    both = client_app(global_model_message(MessageType.TRAIN, 2, **{"evaluate-first": True}), context)
+    assert not both.has_error(), both.error.reason if both.has_error() else ""
+    assert "validation" not in plain.content
+    volatile = {"eval-seconds"}
+    scores = {k: v for k, v in both.content["validation"].items() if k not in volatile}
+    assert scores == {k: v for k, v in evaluated.content["metrics"].items() if k not in volatile}
+    assert scores["num-examples"] == 16 and 0.0 <= scores["val-auc"] <= 1.0
+    for key, value in plain.content["arrays"].items():  # scoring first leaves training as it was
+        np.testing.assert_array_equal(both.content["arrays"][key].numpy(), value.numpy())
+    assert both.content["metrics"]["train-loss"] == plain.content["metrics"]["train-loss"]
+    assert_only_weights_and_numbers(both)
 
 
 def test_query_enrols_with_counts_only(hospital: tuple[RunConfig, Context]) -> None:

@@ -59,6 +59,7 @@ class ScriptedGrid(Grid):
     def __init__(self, crash_in: int | None = None) -> None:
         self.crash_in = crash_in
         self.trained: list[tuple[int, str]] = []
+        self.evaluated: list[int] = []
         self.waiting: list[Message] = []
         self.pushed = 0
 
@@ -117,12 +118,16 @@ class ScriptedGrid(Grid):
             content = RecordDict(
                 {"arrays": pack_arrays(update), "metrics": metrics, wire.SITE: ConfigRecord({wire.SITE_NAME: name})}
             )
+            if message.content["config"].get(wire.EVALUATE_FIRST):  # the received model: round - 1's
+                content[wire.VALIDATION] = self._validation(server_round - 1, node)
             return Message(content, reply_to=message)
-        auc = 0.5 + 0.1 * server_round + 0.001 * node
-        metrics = MetricRecord({wire.NUM_EXAMPLES: 20, "val-auc": auc})
-        return Message(
-            RecordDict({"metrics": metrics, wire.SITE: ConfigRecord({wire.SITE_NAME: name})}), reply_to=message
-        )
+        self.evaluated.append(server_round)
+        site = ConfigRecord({wire.SITE_NAME: name})
+        return Message(RecordDict({"metrics": self._validation(server_round, node), wire.SITE: site}), reply_to=message)
+
+    @staticmethod
+    def _validation(server_round: int, node: int) -> MetricRecord:
+        return MetricRecord({wire.NUM_EXAMPLES: 20, "val-auc": 0.5 + 0.1 * server_round + 0.001 * node})
 
 
 def make_config(out: Path, **sections: dict[str, Any]) -> RunSpec:
@@ -151,7 +156,8 @@ SCENARIOS = {
         "federation": {"fraction-train": 0.67},
         "privacy": {"client-dp": "server-adaptive", "noise-multiplier": 0.5, "clipping-norm": 5.0, "delta": 1e-3},
     },
-    "fedavgm": {"strategy": {"name": "fedavgm", "server-momentum": 0.9}},
+    "fedavgm": {"strategy": {"name": "fedavgm", "server-momentum": 0.9}},  # evaluation carried by training
+    "fedavg, evaluation messages": {"federation": {"evaluate-in-train": False}},
 }
 
 
@@ -201,6 +207,28 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path: Path
     assert "Resumed from its checkpoint after round(s) 2" in (run_dir / "model_card.md").read_text()
     manifest = read_manifest(run_dir)
     assert manifest["round-004.safetensors"]["sha256"] == sha256_of(run_dir / "models" / "round-004.safetensors")
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    volatile = {"time", "elapsed-s", "eval-seconds"}
+    return [{k: v for k, v in json.loads(line).items() if k not in volatile} for line in path.read_text().splitlines()]
+
+
+def test_evaluation_carried_by_training_records_what_evaluation_messages_record(tmp_path: Path) -> None:
+    carried, separate = ScriptedGrid(), ScriptedGrid()
+    run_federation(carried, make_config(tmp_path / "carried"))
+    run_federation(separate, make_config(tmp_path / "separate", federation={"evaluate-in-train": False}))
+    assert carried.evaluated == [4, 4, 4], "only the last round needs evaluation messages"
+    assert separate.evaluated == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    ours, theirs = run_dir_of(tmp_path / "carried"), run_dir_of(tmp_path / "separate")
+    for table in ("server", "hospitals"):
+        assert _rows(ours / f"metrics/{table}.jsonl") == _rows(theirs / f"metrics/{table}.jsonl"), table
+    rows = _rows(ours / "metrics/server.jsonl")
+    assert [r["hospitals-evaluated"] for r in rows[1:]] == [3, 3, 3, 3]
+    for round_number in range(5):
+        name = f"round-{round_number:03d}.safetensors"
+        assert weights_digest(ours / "models" / name) == weights_digest(theirs / "models" / name), name
+    assert "evaluation-owed" not in load_checkpoint(ours).extra
 
 
 def test_a_crash_between_metrics_and_checkpoint_leaves_no_duplicate_round(tmp_path: Path) -> None:

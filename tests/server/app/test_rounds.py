@@ -7,7 +7,7 @@ from unittest.mock import MagicMock
 import pytest
 from flwr.app import ArrayRecord
 
-from fedward.server.app.rounds import TooFewHospitalsError, run_rounds, wait_for_hospitals
+from fedward.server.app.rounds import RoundLoop, RoundPlan, TooFewHospitalsError, wait_for_hospitals
 
 
 class FakeGrid:
@@ -61,9 +61,8 @@ def test_the_loop_stops_before_training_when_the_wait_ends(monkeypatch: pytest.M
     monkeypatch.setattr("fedward.server.app.rounds.POLL_S", 0.01)
     strategy, ended = MagicMock(), []
     with pytest.raises(TooFewHospitalsError):
-        run_rounds(
-            strategy, FakeGrid(1, 1), ArrayRecord(), first_round=1, num_rounds=3, timeout=10,  # type: ignore[arg-type]
-            on_round_end=lambda r, a, entry: ended.append(r), min_hospitals=(2, 0.05),
-        )  # fmt: skip
+        RoundLoop(strategy, FakeGrid(1, 1), lambda r, a, entry: ended.append(r)).run(  # type: ignore[arg-type]
+            ArrayRecord(), RoundPlan(1, 3, 10, min_hospitals=(2, 0.05))
+        )
     assert ended == [0]  # the initial model is recorded; no round started
     strategy.configure_train.assert_not_called()
