@@ -17,6 +17,7 @@ The ServerApp and ClientApp are exactly those a deployment runs.
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from fedward.common.errors import ConfigError, SimulationError
 from fedward.common.fileio import atomic_write
 from fedward.common.flower.bundle import write_bundle
 from fedward.common.ml.runtime import resolve_device
-from fedward.common.rundir.layout import APP_DIR, FLOWER_LOG, LOGS_DIR, PLAN_FILE
+from fedward.common.rundir.layout import APP_DIR, FLOWER_LOG, LOGS_DIR, PLAN_FILE, STATUS_FILE
 from fedward.common.rundir.reader import read_status
 from fedward.common.runsetup import ResolvedRun, Setting, create_run_dir, resolve_run, resume_run
 from fedward.simulation.local_link import LocalSimulationLink
@@ -41,6 +42,47 @@ log = logging.getLogger(__name__)
 StatusCallback = Callable[[dict[str, Any]], None]
 POLL_S = 0.5
 FALLBACK_POLL_S = 5.0
+
+
+def _follow(
+    link: LocalSimulationLink,
+    run_id: int,
+    follower: subprocess.Popen[bytes],
+    run_dir: Path,
+    since: float,
+    on_status: StatusCallback | None,
+) -> str:
+    """Watch a simulation until it ends; Flower's status of the run, or ``completed`` (see below).
+
+    A run whose ServerApp wrote ``completed`` into ``status.json`` (its last file: card,
+    plots and weights are written before it) is over for fedward: the caller stops the
+    SuperLink, Ray and the simulation process right away, without waiting seconds for
+    Flower to shut its Ray actors down and report the run finished. A failed or stopped
+    run is left to end on its own, so Flower's log keeps every line of how it ended.
+    """
+    last: dict[str, Any] = {}
+    while True:
+        status = read_status(run_dir)
+        if status and status != last:
+            last = status
+            if on_status is not None:
+                on_status(status)
+        if status.get("state") == "completed" and _written_since(run_dir, since):
+            return "finished:completed"
+        if follower.poll() is not None:  # the log stream ends with the run
+            flower_status = link.run_status(run_id)
+            if flower_status.startswith("finished"):
+                return flower_status
+            time.sleep(FALLBACK_POLL_S)
+        time.sleep(POLL_S)
+
+
+def _written_since(run_dir: Path, since: float) -> bool:
+    """Whether ``status.json`` was written at or after ``since`` (a resumed run's old status is not its end)."""
+    try:
+        return (run_dir / STATUS_FILE).stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def plan_hospitals(resolved: ResolvedRun) -> PartitionPlan:
@@ -190,26 +232,13 @@ def simulate(prepared: PreparedRun, on_status: StatusCallback | None = None) -> 
     cfg, run_dir = prepared.cfg, prepared.run_dir
     logs = run_dir / LOGS_DIR
     app_dir = write_bundle(run_dir / APP_DIR, prepared.spec)
-    started = time.monotonic()
+    started, since = time.monotonic(), time.time()
     with LocalSimulationLink(logs) as link:
         run_id = link.submit(app_dir, cfg.federation.hospitals, cfg.simulation.client_cpus, cfg.simulation.client_gpus)
         log.info("Flower run %d started; log: %s", run_id, run_dir / FLOWER_LOG)
         follower = link.stream_logs(run_id, run_dir / FLOWER_LOG)
-        last: dict[str, Any] = {}
         try:
-            flower_status = "running"
-            while True:
-                status = read_status(run_dir)
-                if status and status != last:
-                    last = status
-                    if on_status is not None:
-                        on_status(status)
-                if follower.poll() is not None:  # the log stream ends with the run
-                    flower_status = link.run_status(run_id)
-                    if flower_status.startswith("finished"):
-                        break
-                    time.sleep(FALLBACK_POLL_S)
-                time.sleep(POLL_S)
+            flower_status = _follow(link, run_id, follower, run_dir, since, on_status)
         except BaseException:
             link.stop(run_id)
             follower.kill()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedward.common.choices import Modality, Task
+from fedward.common.config.federation import FederationConfig
 from fedward.common.data.catalog import lookup
 from fedward.common.fileio import atomic_write, sha256_of
 from fedward.common.ml.networks import NETWORKS
@@ -116,6 +117,9 @@ def build_model_card(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]
             "round": best_round,
             "value": None if recorder.best_round is None else recorder.best_value,
             "note": "the best round is chosen on validation data; test metrics never choose a model",
+            "validation": validation_note(cfg.federation)
+            if recorder.mode == "federated"
+            else "the pooled validation split",
         },
         "metrics": {
             "best": _metrics_at(rows, best_round, reported),
@@ -233,14 +237,18 @@ def _metrics_at(rows: Sequence[Mapping[str, Any]], server_round: int | None, rep
 
 
 def finish_run(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]:
-    """Close a run: final status and plots, then the model card (JSON and Markdown).
+    """Close a run: plots, the model card (JSON and Markdown), then the final status.
+
+    ``status.json`` in a terminal state is written last: whoever sees it (``fedward
+    simulate``, the registry) finds the card and plots complete.
 
     Returns:
         The card.
     """
-    recorder.finish(ending.status, ending.reason)
+    recorder.conclude()
     card = build_model_card(recorder, ending)
     write_model_card(recorder.run_dir, card)
+    recorder.mark_finished(ending.status, ending.reason)
     return card
 
 
@@ -248,3 +256,16 @@ def write_model_card(run_dir: Path, card: Mapping[str, Any]) -> None:
     """Write ``model_card.json`` and ``model_card.md`` into ``run_dir``."""
     atomic_write(Path(run_dir) / CARD_JSON, json.dumps(card, indent=2))
     atomic_write(Path(run_dir) / CARD_MD, render_markdown(card))
+
+
+def validation_note(federation: FederationConfig) -> str:
+    """How the hospitals' validation metrics of each round were gathered (``federation.evaluate-in-train``)."""
+    if federation.fraction_evaluate == 0.0:
+        return "no federated validation (federation.fraction-evaluate 0)"
+    if federation.carries_evaluation:
+        return (
+            "each round's global model was scored on the hospitals' validation splits at the start of the "
+            "next round's training message (the last round's by an evaluation message); a hospital that "
+            "failed that training sent no scores for the round"
+        )
+    return "each round's global model was scored on the hospitals' validation splits by an evaluation message"

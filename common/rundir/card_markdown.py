@@ -108,6 +108,8 @@ def _results(card: Card) -> list[str]:
         else " (no validation AUC reported; last round)"
     )
     chosen = f"Selected model: round {selection['round']} by {selection['metric']}{value}."
+    if selection.get("validation"):
+        chosen += f" Validation: {selection['validation']}."
     lines = [
         "## Results",
         f"{chosen} Test metrics never choose a model.",

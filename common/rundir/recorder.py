@@ -170,17 +170,24 @@ class RunRecorder:
         log.info("resuming %s after round %d", self.run_dir.name, server_round)
 
     def finish(self, state: str, reason: str = "") -> None:
-        """Mark the run ``completed``, ``failed`` or ``stopped``; the learning curves are drawn here."""
+        """Mark the run ``completed``, ``failed`` or ``stopped`` after :meth:`conclude`."""
+        self.conclude()
+        self.mark_finished(state, reason)
+
+    def conclude(self) -> None:
+        """Settle the best model (the last round's if no validation metric was ever reported) and draw the curves."""
         from fedward.common.rundir.plots import plot_learning_curves  # matplotlib only when a run ends
 
         if self.best_round is None and self.last_round >= 0:
-            # No validation AUC ever reported: the last model stands in as "best".
             self._set_best(self.last_round, None)
         try:
             metric = self.selection_metric.removeprefix("val-")
             plot_learning_curves(self.server_rows, self.hospital_rows, self.paths / CURVES_PNG, metric)
         except Exception as err:
             log.warning("could not draw learning curves: %s", err)
+
+    def mark_finished(self, state: str, reason: str = "") -> None:
+        """Write the final ``status.json``; a run's last file, so a reader that sees it may take the rest as written."""
         self._write_status(state, reason=reason)
 
     # ------------------------------------------------------------------ internals

@@ -86,7 +86,9 @@ def test_run_directory_contents_and_best_model(spec: RunSpec) -> None:
         "round": 2,
         "value": 0.9,
         "note": card["selection"]["note"],
+        "validation": card["selection"]["validation"],
     }
+    assert "next round's training message" in card["selection"]["validation"]  # federation.evaluate-in-train
     assert card["metrics"]["best"]["test-auc"] == pytest.approx(0.7)
     assert card["weights"]["best"]["sha256"] == sha256_of(run_dir / "models" / "best.safetensors")
     assert card["dataset"]["classes"] == ["normal", "pneumonia"]
