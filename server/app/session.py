@@ -11,12 +11,12 @@ writes the final status and the model card exactly once, however the run ends.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 from flwr.supercore.exit import add_exit_handler
@@ -47,7 +47,7 @@ from fedward.server.app.rounds import RoundLoop, RoundPlan, TooFewHospitalsError
 from fedward.server.app.sites import OrderedGrid, SiteDirectory
 from fedward.server.app.strategies import EXTRAPOLATING, build_strategy
 from fedward.server.app.strategy_state import restore_strategy_state, strategy_state
-from fedward.server.app.testset import ServerTestScorer, load_test_split
+from fedward.server.app.testset import BackgroundScoring, ServerTestScorer, load_test_split
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,11 @@ class RunSession:
             self.strategy.rounds[self.checkpoint.server_round] = owed_log(owed)
         self.test_split = load_test_split(cfg, spec.schema)
         device = resolve_device(cfg.train.device)
-        self.tester = ServerTestScorer(self.test_split, self.head, device) if self.test_split is not None else None
+        self.tester = (
+            BackgroundScoring(ServerTestScorer(self.test_split, self.head, device), copy.deepcopy(self.model))
+            if self.test_split is not None
+            else None
+        )
         self.dpsgd_epsilon = float(self.checkpoint.extra.get(DPSGD_EPSILON, 0.0)) if self.checkpoint else 0.0
         """Largest record-level (DP-SGD) epsilon any hospital reported so far."""
         self._rng: dict[int, dict[str, Any]] = {}
@@ -166,12 +170,16 @@ class RunSession:
 
         The checkpoint is marked :data:`EVALUATION_OWED`: a run stopped before that
         evaluation resumes by doing it. The generators are captured here, where an
-        uninterrupted run's next round starts, and reused by :meth:`on_round_end`.
+        uninterrupted run's next round starts, and reused by :meth:`on_round_end`. The
+        model's test-split scoring starts here too, in the background
+        (:class:`~fedward.server.app.testset.BackgroundScoring`).
         """
         self._rng[server_round] = capture_rng()
         entry = self.strategy.log_for(server_round)
         self._note_dpsgd_epsilon(entry)
         self._checkpoint(server_round, arrays, self._rng[server_round], owed=entry)
+        if self.tester is not None:  # while the hospitals validate it and train on it
+            self.tester.start(server_round, arrays)
 
     def on_round_end(self, server_round: int, arrays: ArrayRecord, entry: RoundLog) -> None:
         """Record a completed round (round 0: the initial model) and checkpoint the run after it.
@@ -188,8 +196,7 @@ class RunSession:
         if self._note_dpsgd_epsilon(entry):  # the run's record-level guarantee is its weakest hospital's
             metrics[DPSGD_EPSILON] = self.dpsgd_epsilon
         if self.tester is not None:
-            with torch.random.fork_rng(devices=[]):  # scoring leaves the run's generators as they were
-                metrics.update(self.tester(self.model))
+            metrics.update(self.tester.result(server_round, arrays))
         self.recorder.record_round(server_round, arrays_to_state_dict(arrays), metrics, entry.rows())
         rng = self._rng.pop(server_round, None)
         self._checkpoint(server_round, arrays, rng if rng is not None else capture_rng(), owed=None)
@@ -217,6 +224,8 @@ class RunSession:
         if self._closed:
             return
         self._closed = True
+        if self.tester is not None:
+            self.tester.close()
         cfg = self.spec.config
         hospitals = [
             HospitalEntry(s.name, s.train_examples, s.val_examples, files_skipped=s.files_skipped)

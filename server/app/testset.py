@@ -9,8 +9,10 @@ validation still measures every round.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
+from flwr.app import ArrayRecord
 from torch import nn
 
 from fedward.common.config import RunConfig
@@ -19,6 +21,7 @@ from fedward.common.errors import DataError
 from fedward.common.ml.tasks import TaskHead
 from fedward.common.runsetup import find_dataset_file
 from fedward.common.schema import DatasetSchema
+from fedward.common.wire import load_arrays
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +66,47 @@ class ServerTestScorer:
         result = self.head.evaluate(model, self.dataset, self.device)
         model.cpu()
         return result.metrics.as_dict("test")
+
+
+class BackgroundScoring:
+    """The server's test-split scores of each round's global model, computed while the hospitals work.
+
+    With evaluation carried by training, round ``r``'s global model goes out in round
+    ``r + 1``'s training messages, and its record waits for their replies (the hospitals'
+    validation scores). :meth:`start` scores it on the test split in a background thread
+    meanwhile, on a network of its own, so the hospitals do not wait for the server's
+    scoring between rounds; :meth:`result` hands the scores over when the round is
+    recorded (scoring then if nothing was started). One model is scored at a time; the
+    scoring leaves PyTorch's global generator as it found it.
+
+    Args:
+        scorer: the test-split scorer.
+        model: a network of the run's architecture, used only for this scoring.
+    """
+
+    def __init__(self, scorer: ServerTestScorer, model: nn.Module) -> None:
+        self.scorer, self.model = scorer, model
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedward-test-split")
+        self._pending: dict[int, Future[dict[str, float]]] = {}
+
+    def start(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Start scoring round ``server_round``'s global model ``arrays`` in the background."""
+        self._pending[server_round] = self._pool.submit(self._score, arrays)
+
+    def result(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        """The ``test-*`` metrics of round ``server_round``'s model ``arrays``.
+
+        Raises:
+            Exception: whatever the scoring raised.
+        """
+        pending = self._pending.pop(server_round, None)
+        return (pending or self._pool.submit(self._score, arrays)).result()
+
+    def close(self) -> None:
+        """Stop the scoring thread (a score nobody will ask for is abandoned)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _score(self, arrays: ArrayRecord) -> dict[str, float]:
+        load_arrays(self.model, arrays)
+        with torch.random.fork_rng(devices=[]):
+            return self.scorer(self.model)
