@@ -12,11 +12,14 @@ by ``num-examples``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord
-from torch import nn
+
+if TYPE_CHECKING:  # the coordinator's first steps (enrolment) read these keys before PyTorch is loaded
+    import torch
+    from torch import nn
 
 # Record keys inside a Message's RecordDict (the first two are Flower's defaults).
 ARRAYS = "arrays"

@@ -34,7 +34,7 @@ from fedward.common.errors import ConfigError
 from fedward.common.flower.object_pulls import bound_object_pulls
 from fedward.common.rundir.layout import new_run_dir
 from fedward.common.rundir.lock import RunLock
-from fedward.server.app.session import RunSession
+from fedward.server.app.sites import SiteDirectory
 from fedward.server.coordinator.admission import read_registered_names
 from fedward.server.coordinator.state import RUNS_DIR_ENV, STATE_DIR_ENV, CoordinatorState
 
@@ -45,13 +45,29 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Flower entry point: parse the run once and run the federation."""
+    """Flower entry point: parse the run once, announce it to the hospitals, run the federation."""
     bound_object_pulls(http_grid)  # a reply whose upload never completed fails its hospital, not the run
-    run_federation(grid, RunSpec.from_flower(context.run_config), run_id=context.run_id)
+    spec = RunSpec.from_flower(context.run_config)
+    directory = SiteDirectory(timeout=spec.config.federation.round_timeout, registered=registered_hospitals())
+    directory.announce(grid)
+    run_federation(grid, spec, run_id=context.run_id, directory=directory)
 
 
-def run_federation(grid: Grid, spec: RunSpec, run_id: int | None = None) -> None:
+def run_federation(
+    grid: Grid, spec: RunSpec, run_id: int | None = None, directory: SiteDirectory | None = None
+) -> None:
     """Run all rounds of ``spec`` on ``grid`` and write its run directory.
+
+    PyTorch and MONAI are loaded here, not when Flower loads this module: seconds in
+    which the hospitals, asked who they are by :meth:`SiteDirectory.announce`, load
+    theirs (in simulation the same two cores do both, in deployment other machines).
+
+    Args:
+        grid: Flower's grid to the hospitals.
+        spec: the run.
+        run_id: Flower's run id.
+        directory: the hospitals, possibly already asked to enrol; default: a new one
+            with the coordinator's roster.
 
     Raises:
         ConfigError: if a run to resume is not a run directory of this coordinator.
@@ -61,11 +77,15 @@ def run_federation(grid: Grid, spec: RunSpec, run_id: int | None = None) -> None
         Exception: whatever ends the run early is re-raised after the run directory
             records the failure.
     """
+    from fedward.server.app.session import RunSession  # PyTorch and MONAI: loaded here, see above
+
     spec, created = place_run(spec, run_id)
     if spec.run_dir is None:  # pragma: no cover - place_run always sets it
         raise ConfigError("no run directory")
+    if directory is None:
+        directory = SiteDirectory(timeout=spec.config.federation.round_timeout, registered=registered_hospitals())
     with RunLock(spec.run_dir):  # released by the OS however this process ends
-        RunSession(spec, run_id if created else None, registered_hospitals()).run(grid)
+        RunSession(spec, run_id if created else None, directory).run(grid)
 
 
 def place_run(spec: RunSpec, run_id: int | None) -> tuple[RunSpec, bool]:

@@ -64,7 +64,8 @@ class RunSession:
     Args:
         spec: the run; ``spec.run_dir`` must be set (and locked by the caller).
         run_id: Flower's run id, recorded for runs the coordinator started.
-        registered: node id -> hospital name from the coordinator's roster.
+        directory: the hospitals (with the coordinator's roster; enrolment possibly
+            announced); default: a new directory without a roster.
 
     Raises:
         CheckpointError: if a run to resume has no usable checkpoint.
@@ -72,7 +73,7 @@ class RunSession:
         DataError: if the server's test split exists but is invalid.
     """
 
-    def __init__(self, spec: RunSpec, run_id: int | None = None, registered: Mapping[int, str] | None = None) -> None:
+    def __init__(self, spec: RunSpec, run_id: int | None = None, directory: SiteDirectory | None = None) -> None:
         if spec.run_dir is None:
             raise ValueError("a run session needs its run directory")
         cfg, self.spec, self.run_dir, self.run_id = spec.config, spec, spec.run_dir, run_id
@@ -90,7 +91,7 @@ class RunSession:
         """The checkpointed round's model was saved before its evaluation (which the resumed run does)."""
         if self.checkpoint is not None:
             self.recorder.resume(self.checkpoint.server_round, owed=self.owed)
-        self.directory = SiteDirectory(timeout=cfg.federation.round_timeout, registered=registered or {})
+        self.directory = directory or SiteDirectory(timeout=cfg.federation.round_timeout)
         self.privacy = ClientDpPlan.from_config(cfg)
         self.strategy = self._strategy()
         if self.checkpoint is not None:

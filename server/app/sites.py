@@ -91,11 +91,23 @@ class SiteDirectory:
         self.registered = dict(registered or {})
         self.sites: dict[int, SiteInfo] = {}
         self._failed_at: dict[int, float] = {}
+        self._pending: dict[str, int] = {}
+        """Enrolment queries announced and not yet read: message id -> node id."""
 
     def name(self, node_id: int) -> str:
         """Hospital name of ``node_id`` (``node-<id>`` if it never enrolled)."""
         site = self.sites.get(node_id)
         return site.name if site else f"node-{node_id}"
+
+    def announce(self, grid: Grid) -> None:
+        """Send the enrolment query to every node connected now, without waiting for the answers.
+
+        The ServerApp announces itself first thing, so that the hospitals load fedward,
+        their images and their model while the coordinator loads PyTorch and builds its
+        run; the answers are read when the strategy first asks for nodes (:meth:`usable`).
+        """
+        messages = self._queries([n for n in grid.get_node_ids() if n not in self.sites])
+        self._pending.update(_pushed(grid, messages))
 
     def usable(self, grid: Grid, node_ids: Iterable[int]) -> list[int]:
         """Enrol new nodes among ``node_ids``; return the compatible ones ordered by name."""
@@ -107,54 +119,86 @@ class SiteDirectory:
         usable = [self.sites[n] for n in ids if n in self.sites and self.sites[n].compatible]
         return [s.node_id for s in sorted(usable, key=lambda s: (s.name, s.node_id))]
 
-    def _enrol(self, grid: Grid, node_ids: list[int]) -> None:
-        ours = fedward_version()
-        messages = [
-            Message(
-                content=RecordDict({CONFIG: ConfigRecord({SITE_VERSION: ours})}),
-                message_type=MessageType.QUERY,
-                dst_node_id=node_id,
-            )
+    def _queries(self, node_ids: Iterable[int]) -> list[Message]:
+        content = ConfigRecord({SITE_VERSION: fedward_version()})
+        return [
+            Message(content=RecordDict({CONFIG: content.copy()}), message_type=MessageType.QUERY, dst_node_id=node_id)
             for node_id in node_ids
         ]
+
+    def _enrol(self, grid: Grid, node_ids: list[int]) -> None:
+        """Ask ``node_ids`` who they are (reusing queries already announced) and record the answers."""
+        announced = {m: n for m, n in self._pending.items() if n in node_ids}
+        for message_id in announced:
+            del self._pending[message_id]
+        unasked = set(node_ids) - set(announced.values())
+        sent = {**announced, **_pushed(grid, self._queries(sorted(unasked)))}
         answered: set[int] = set()
-        for reply in grid.send_and_receive(messages, timeout=self.timeout):
-            node_id = reply.metadata.src_node_id
-            site = _parse(reply, ours)
-            if site is None:
-                reason = reply.error.reason if reply.has_error() else "malformed reply"
-                log.warning("node %d did not enrol: %s", node_id, reason)
-                continue
-            answered.add(node_id)
-            registered = self.registered.get(node_id)
-            if registered is not None and registered != site.name:
-                log.warning("node %d reports the name %s; registered as %s", node_id, site.name, registered)
-                site = dataclasses.replace(site, name=registered)
-            self.sites[node_id] = site
-            if site.compatible:
-                log.info(
-                    "hospital %s enrolled (node %d, fedward %s, %s, %d training / %d validation images, "
-                    "%d files skipped)",
-                    site.name,
-                    node_id,
-                    site.version,
-                    site.device,
-                    site.train_examples,
-                    site.val_examples,
-                    site.files_skipped,
-                )
-            else:
-                log.warning(
-                    "hospital %s (node %d) runs fedward %s but the coordinator runs %s: "
-                    "skipped until it installs fedward %s.x",
-                    site.name,
-                    node_id,
-                    site.version,
-                    ours,
-                    ".".join(ours.split(".")[:2]),
-                )
+        for reply in collect_replies(grid, sent, self.timeout):
+            site = self._admit(reply)
+            if site is not None:
+                answered.add(site.node_id)
         for node_id in set(node_ids) - answered:
             self._failed_at[node_id] = time.monotonic()
+
+    def _admit(self, reply: Message) -> SiteInfo | None:
+        """Record the hospital an enrolment reply describes (renamed as registered); ``None`` if it cannot be read."""
+        ours, node_id = fedward_version(), reply.metadata.src_node_id
+        site = _parse(reply, ours)
+        if site is None:
+            reason = reply.error.reason if reply.has_error() else "malformed reply"
+            log.warning("node %d did not enrol: %s", node_id, reason)
+            return None
+        registered = self.registered.get(node_id)
+        if registered is not None and registered != site.name:
+            log.warning("node %d reports the name %s; registered as %s", node_id, site.name, registered)
+            site = dataclasses.replace(site, name=registered)
+        self.sites[node_id] = site
+        if site.compatible:
+            log.info(
+                "hospital %s enrolled (node %d, fedward %s, %s, %d training / %d validation images, %d files skipped)",
+                *(site.name, node_id, site.version, site.device, site.train_examples, site.val_examples),
+                site.files_skipped,
+            )
+        else:
+            log.warning(
+                "hospital %s (node %d) runs fedward %s but the coordinator runs %s: skipped until it installs "
+                "fedward %s.x",
+                *(site.name, node_id, site.version, ours, ".".join(ours.split(".")[:2])),
+            )
+        return site
+
+
+def _pushed(grid: Grid, messages: list[Message]) -> dict[str, int]:
+    """Push ``messages``; message id -> destination node of each one pushed (a failed push has no id)."""
+    if not messages:
+        return {}
+    ids = {i for i in grid.push_messages(messages) if i}
+    return {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id in ids}
+
+
+def collect_replies(grid: Grid, sent: Mapping[str, int], timeout: float | None) -> list[Message]:
+    """Pull the replies to ``sent`` (message id -> node) every :data:`REPLY_POLL_S` until all came or ``timeout``.
+
+    Error replies the SuperLink writes for a node it lost are attributed to that node
+    (:func:`_attribute`).
+
+    Returns:
+        The replies received, error replies included.
+    """
+    pending = set(sent)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    replies: list[Message] = []
+    while pending:
+        received = list(grid.pull_messages(pending))
+        for reply in received:
+            _attribute(reply, sent)
+        replies.extend(received)
+        pending.difference_update(reply.metadata.reply_to_message_id for reply in received)
+        if not pending or (deadline is not None and time.monotonic() >= deadline):
+            break
+        time.sleep(REPLY_POLL_S)
+    return replies
 
 
 def _parse(reply: Message, ours: str) -> SiteInfo | None:
@@ -259,19 +303,4 @@ class OrderedGrid(Grid):
         Returns:
             The replies received, error replies included.
         """
-        messages = list(messages)
-        pushed = {i for i in self.push_messages(messages) if i}  # a failed push has no id
-        destination = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}  # set by the push
-        pending = pushed
-        deadline = None if timeout is None else time.monotonic() + timeout
-        replies: list[Message] = []
-        while pending:
-            received = list(self.pull_messages(pending))
-            for reply in received:
-                _attribute(reply, destination)
-            replies.extend(received)
-            pending.difference_update(reply.metadata.reply_to_message_id for reply in received)
-            if not pending or (deadline is not None and time.monotonic() >= deadline):
-                break
-            time.sleep(REPLY_POLL_S)
-        return replies
+        return collect_replies(self, _pushed(self, list(messages)), timeout)

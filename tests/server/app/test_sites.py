@@ -83,3 +83,25 @@ def test_the_superlinks_error_reply_for_an_unavailable_node_is_attributed_to_tha
     messages = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in (5, 6)]
     replies = {r.metadata.src_node_id: r for r in ordered.send_and_receive(messages, timeout=5)}
     assert set(replies) == {5, 6} and replies[6].has_error() and not replies[5].has_error()
+
+
+def test_announced_nodes_are_enrolled_from_their_early_answers_and_new_nodes_asked_then() -> None:
+    ours = fedward_version()
+    grid = FakeGrid({1: ("a", ours), 2: ("b", ours)})
+    directory = SiteDirectory(timeout=5)
+    directory.announce(grid)  # type: ignore[arg-type]
+    assert grid.queries == 2 and not directory.sites, "announcing does not wait for answers"
+    grid.sites[3] = ("c", ours)  # connects after the announcement
+    assert list(OrderedGrid(grid, directory).get_node_ids()) == [1, 2, 3]  # type: ignore[arg-type]
+    assert grid.queries == 3, "the announced nodes are not asked twice"
+    assert not grid.waiting
+
+
+def test_an_announced_node_that_never_answers_is_left_out_after_the_timeout() -> None:
+    ours = fedward_version()
+    grid = FakeGrid({1: ("a", ours), 2: ("b", ours)})
+    grid.silent = {2}
+    directory = SiteDirectory(timeout=0.3)
+    directory.announce(grid)  # type: ignore[arg-type]
+    assert list(OrderedGrid(grid, directory).get_node_ids()) == [1]  # type: ignore[arg-type]
+    assert directory.name(2) == "node-2"
