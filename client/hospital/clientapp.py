@@ -16,6 +16,9 @@ Replies carry weights and numbers only. Failures reply with an error whose text 
 fedward's own message (names a setting or a file, never patient data); unexpected
 exceptions are reported by type only, with details in the hospital's own log.
 
+Loading this module imports neither PyTorch nor MONAI; the handlers are loaded with the
+first message (:func:`_handle`).
+
 Component string for Flower: ``fedward.client.hospital.clientapp:app``.
 """
 
@@ -25,7 +28,6 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedward.client.hospital.failure import HospitalError
-from fedward.client.hospital.handlers import handle
 
 __all__ = ["HospitalError", "app"]
 
@@ -35,16 +37,28 @@ app = ClientApp()
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Enrolment: who this hospital is and how much data it holds (counts only)."""
-    return handle("query", msg, context)
+    return _handle("query", msg, context)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on local data; reply with weights and counts."""
-    return handle("train", msg, context)
+    return _handle("train", msg, context)
 
 
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Score the received global model on the local validation split."""
-    return handle("evaluate", msg, context)
+    return _handle("evaluate", msg, context)
+
+
+def _handle(kind: str, msg: Message, context: Context) -> Message:
+    """:func:`fedward.client.hospital.handlers.handle`, imported on the first message.
+
+    Loading this module stays light (no PyTorch, no MONAI): Flower's simulation runtime
+    loads it once to check it, in the process whose other thread runs the ServerApp, and
+    two threads importing MONAI at once can deadlock on its circular imports.
+    """
+    from fedward.client.hospital.handlers import handle  # loaded here: see above
+
+    return handle(kind, msg, context)
