@@ -3,7 +3,7 @@
 :class:`RunSession` builds everything a run needs from its
 :class:`~fedward.common.config.spec.RunSpec` (the initial global model or the checkpointed
 one, the recorder, the hospital directory, the guarded and DP-wrapped strategy, the
-server's test split), then drives the round loop (:func:`~fedward.server.app.rounds.run_rounds`).
+server's test split), then drives the round loop (:class:`~fedward.server.app.rounds.RoundLoop`).
 At the end of every round, :meth:`RunSession.on_round_end` records the round (metrics,
 per-hospital rows, weights, best model) and writes the checkpoint; :meth:`RunSession.close`
 writes the final status and the model card exactly once, however the run ends.
