@@ -34,7 +34,7 @@ from fedward.common.config.sections import TrainConfig
 from fedward.common.errors import DataError
 from fedward.common.ml.accounting import DpSgd
 from fedward.common.ml.loader import make_loader, poisson_loader
-from fedward.common.ml.runtime import derive_seed
+from fedward.common.ml.runtime import derive_seed, training_layout
 from fedward.common.ml.tasks import BatchPairs, TaskHead
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,12 @@ def train_epochs(
         raise DataError("no training images: the hospital's training split is empty")
     started = time.perf_counter()
     torch.manual_seed(plan.seed)  # dropout and any other global-RNG layer
-    model.to(device).train()
+    layout = training_layout(model, private=dpsgd is not None)
+    model.to(device=device, memory_format=layout).train()
     criterion = head.criterion(dataset, cfg, device, per_sample=dpsgd is not None)
     pipeline = head.pipeline(augment, getattr(dataset, "spatial_dims", 2))
     session = _start_session(model, criterion, pipeline, cfg, plan, device, dpsgd, images=images)
+    session.layout = layout
     steps = 0
     epoch_loss = float("nan")
     for offset in range(plan.epochs):
@@ -167,6 +169,7 @@ class _Session:
     reference: list[torch.Tensor] | None
     aug_generator: torch.Generator
     private: GradSampleModule | None
+    layout: torch.memory_format = torch.contiguous_format
 
 
 def _start_session(
@@ -240,6 +243,8 @@ def _train_step(
 ) -> float:
     """Augment, forward, add the FedProx term, backward and step on one batch; returns the batch's mean loss."""
     inputs, targets = session.pipeline.pair(images, targets, session.aug_generator)
+    if session.layout is torch.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)  # as the network's weights
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=session.use_amp):
         loss = session.criterion(session.model(inputs), targets)
     objective = loss
