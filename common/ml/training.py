@@ -141,7 +141,7 @@ def train_epochs(
     started = time.perf_counter()
     torch.manual_seed(plan.seed)  # dropout and any other global-RNG layer
     layout = training_layout(model, private=dpsgd is not None)
-    model.to(device=device, memory_format=layout).train()
+    model.to(device=device, memory_format=layout).train()  # type: ignore[call-overload]  # Module.to takes memory_format
     criterion = head.criterion(dataset, cfg, device, per_sample=dpsgd is not None)
     pipeline = head.pipeline(augment, getattr(dataset, "spatial_dims", 2))
     session = _start_session(model, criterion, pipeline, cfg, plan, device, dpsgd, images=images)
