@@ -18,6 +18,7 @@ One module-scoped scenario through the installed ``fedward`` command:
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -70,8 +71,14 @@ def rows(run_dir: Path, name: str) -> list[dict[str, Any]]:
 
 
 def current_round(run_dir: Path) -> int:
-    """The round the run is in: one after the last round in ``metrics/server.jsonl``."""
-    return 1 + max((int(r["round"]) for r in rows(run_dir, "server.jsonl")), default=-1)
+    """The round the hospitals are training: the last ``[ROUND k/N]`` the ServerApp logged (0 before round 1).
+
+    Not the last round in ``metrics/server.jsonl``: with evaluation carried by training, a
+    round is recorded when the next round's training replies bring its validation scores.
+    """
+    log = run_dir / "logs" / "server.log"
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return max((int(m) for m in re.findall(r"\[ROUND (\d+)/\d+\]", text)), default=0)
 
 
 def worker_of(agent: subprocess.Popen[bytes]) -> Any:
