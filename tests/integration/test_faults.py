@@ -81,6 +81,14 @@ def current_round(run_dir: Path) -> int:
     return max((int(m) for m in re.findall(r"\[ROUND (\d+)/\d+\]", text)), default=0)
 
 
+def failed_round(run_dir: Path, name: str, after: int) -> int:
+    """The first round after ``after`` in which the ServerApp logged hospital ``name`` as failed to train (0: none)."""
+    log = run_dir / "logs" / "server.log"
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    pattern = rf"round (\d+): hospital {re.escape(name)} \(node \d+\) failed to train"
+    return min((int(m) for m in re.findall(pattern, text) if int(m) > after), default=0)
+
+
 def worker_of(agent: subprocess.Popen[bytes]) -> Any:
     """The agent's warm worker process."""
     for child in psutil.Process(agent.pid).children(recursive=True):
@@ -141,10 +149,13 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
 
     # Round 3 is under way: the killed hospital's agent dies with everything it started.
     wait_for(lambda: current_round(run_dir) >= 3, RUN_TIMEOUT_S, "round 3", interval=0.5)
-    killed_in = current_round(run_dir)
+    before_kill = current_round(run_dir) - 1
     agents[KILLED].send_signal(signal.SIGKILL)
     agents[KILLED].wait(timeout=deadline(30))
-    wait_for(lambda: current_round(run_dir) > killed_in, RUN_TIMEOUT_S, "the round with a killed hospital to end")
+    # The round it misses: the one under way, or the next if it had already answered.
+    killed_in = wait_for(
+        lambda: failed_round(run_dir, KILLED, before_kill), RUN_TIMEOUT_S, "a round without the killed hospital"
+    )
     agents[KILLED] = _start_agent(processes, tmp, superlink, HOSPITALS.index(KILLED))
 
     # Once the restarted hospital trains again (a separate point: its agent starts, checks its
@@ -156,14 +167,14 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
         "round 6 with the restarted hospital training again",
         interval=0.5,
     )
-    frozen_in = current_round(run_dir)
-    assert frozen_in < ROUNDS, (
-        f"the restarted hospital came back too late to freeze another before the last round ({frozen_in})"
-    )
+    before_freeze = current_round(run_dir) - 1
+    assert before_freeze + 1 < ROUNDS, "the restarted hospital came back too late to freeze another"
     worker = worker_of(agents[STRAGGLER])
     worker.suspend()
     try:
-        wait_for(lambda: current_round(run_dir) > frozen_in, RUN_TIMEOUT_S, "the round with a straggler to end")
+        frozen_in = wait_for(
+            lambda: failed_round(run_dir, STRAGGLER, before_freeze), RUN_TIMEOUT_S, "a round without the straggler"
+        )
     finally:
         worker.resume()
 
@@ -232,7 +243,8 @@ def test_a_killed_hospital_is_recorded_as_failed_and_rejoins(faults: Outcome) ->
 
 def test_a_straggler_is_left_out_of_its_round_not_waited_for(faults: Outcome) -> None:
     rnd = faults.frozen_in
-    assert _phase(faults.run_dir, rnd, STRAGGLER) == {"failed"}
+    # Its validation of that round's model may come with the next round's training, once it thawed.
+    assert _phase(faults.run_dir, rnd, STRAGGLER) - {"evaluate"} == {"failed"}
     server = {r["round"]: r for r in rows(faults.run_dir, "server.jsonl")}
     assert server[rnd]["hospitals-trained"] == len(HOSPITALS) - 1
     assert server[rnd]["hospitals-failed"] == 1
