@@ -66,3 +66,28 @@ def test_the_loop_stops_before_training_when_the_wait_ends(monkeypatch: pytest.M
         )
     assert ended == [0]  # the initial model is recorded; no round started
     strategy.configure_train.assert_not_called()
+
+
+class LeavingGrid:
+    """Two hospitals connected for round 1, one from then on; every exchange answers nothing."""
+
+    def __init__(self) -> None:
+        self.counts = [2, 1]
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]))
+
+    def send_and_receive(self, messages: object, *, timeout: float | None = None) -> list[object]:
+        return []
+
+
+def test_a_round_whose_evaluation_was_owed_is_recorded_before_the_run_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fedward.server.app.rounds.POLL_S", 0.01)
+    strategy, ended = MagicMock(), []
+    strategy.aggregate_train.return_value = (None, None)
+    loop = RoundLoop(strategy, LeavingGrid(), lambda r, a, entry: ended.append(r), on_trained=lambda r, a: None)  # type: ignore[arg-type]
+    with pytest.raises(TooFewHospitalsError):
+        loop.run(ArrayRecord(), RoundPlan(1, 3, 10, carry_evaluation=True, min_hospitals=(2, 0.05)))
+    assert ended == [0, 1], "round 1, trained and owed its evaluation, is evaluated and recorded first"
+    strategy.configure_evaluate.assert_called_once()
+    assert strategy.configure_train.call_count == 1
