@@ -63,6 +63,9 @@ class TargetKind(StrEnum):
     """The image's class label: classification."""
     MASK = "mask"
     """The label map: segmentation."""
+    CLASS_AND_MASK = "class+mask"
+    """The image's class label, learnt with its lesion mask as an auxiliary target (multi-task
+    classification; the network must segment too: :data:`MASK_SUPERVISED_MODELS`)."""
 
 
 class Intensity(StrEnum):
@@ -132,6 +135,7 @@ class ModelName(StrEnum):
     RESNET18 = "resnet18"
     EFFICIENTNET_B0 = "efficientnet-b0"
     UNET_ENCODER = "unet-encoder"
+    UNET_MULTITASK = "unet-multitask"
     UNET = "unet"
     VNET = "vnet"
     SEGRESNET = "segresnet"
@@ -147,6 +151,7 @@ MIN_IMAGE_SIZE: dict[ModelName, int] = {
     ModelName.DENSENET121: 32,
     ModelName.EFFICIENTNET_B0: 32,
     ModelName.UNET_ENCODER: 32,
+    ModelName.UNET_MULTITASK: 32,
     ModelName.UNET: 16,
     ModelName.VNET: 16,
     ModelName.SEGRESNET: 16,
@@ -154,6 +159,9 @@ MIN_IMAGE_SIZE: dict[ModelName, int] = {
 }
 """Smallest square input (pixels) every downsampling stage of a network can take; the config
 refuses smaller ``data.image-size`` values before anything is built."""
+
+MASK_SUPERVISED_MODELS: frozenset[ModelName] = frozenset({ModelName.UNET_MULTITASK})
+"""Classifiers that also segment while they train: the networks of ``data.target = "class+mask"``."""
 
 
 class OptimizerName(StrEnum):

@@ -33,7 +33,8 @@ from pathlib import Path, PurePosixPath
 from fedward.common.config import RunConfig
 from fedward.common.data.decathlon import DATASET_FILE
 from fedward.common.data.folder import label_index
-from fedward.common.data.maskfolder import MASK_SEPARATOR, SPLITS_FILE, FolderRead, MaskCase, scan_mask_folder
+from fedward.common.data.maskfolder import FolderRead
+from fedward.common.data.maskscan import MASK_SEPARATOR, SPLITS_FILE, MaskCase, scan_mask_folder
 from fedward.common.data.opening import OpenedDataset
 from fedward.common.data.plan import PartitionPlan
 from fedward.common.errors import DataError

@@ -26,7 +26,7 @@ from fedward.client.evaluator.model_dir import ModelDir
 from fedward.common.choices import TargetKind, Task
 from fedward.common.data.dicom import Reason
 from fedward.common.data.folder import Problem
-from fedward.common.data.maskfolder import SPLITS_FILE
+from fedward.common.data.maskscan import SPLITS_FILE
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.modality import InputKind
 from fedward.common.data.npz import SPLITS

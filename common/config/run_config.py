@@ -40,7 +40,7 @@ from typing import Any, Self
 
 import tomli_w
 
-from fedward.common.choices import ClientDp, StrategyName
+from fedward.common.choices import MASK_SUPERVISED_MODELS, ClientDp, StrategyName, TargetKind
 from fedward.common.config.checks import check_image_size, config_key
 from fedward.common.config.parsing import anchor_paths, build_section, flatten, suggest, to_plain, unflatten
 from fedward.common.config.sections import (
@@ -106,6 +106,7 @@ class RunConfig:
                 "privacy.dpsgd with strategy fedprox: Opacus clips per-sample gradients of the loss only, "
                 "the proximal term would escape clipping; use another strategy"
             )
+        self._check_mask_supervision()
         if self.strategy.name is StrategyName.KRUM:
             f = self.strategy.num_malicious
             if self.federation.hospitals <= 2 * f + 2:
@@ -113,6 +114,26 @@ class RunConfig:
                     f"strategy krum with num-malicious={f} needs more than {2 * f + 2} "
                     f"hospitals; federation.hospitals is {self.federation.hospitals}"
                 )
+
+    def _check_mask_supervision(self) -> None:
+        """``data.target = "class+mask"`` and a network that segments while it classifies go together."""
+        supervised = self.model.name in MASK_SUPERVISED_MODELS
+        if self.data.target is TargetKind.CLASS_AND_MASK and not supervised:
+            fits = ", ".join(sorted(m.value for m in MASK_SUPERVISED_MODELS))
+            raise ConfigError(
+                f'data.target = "class+mask" trains a network that segments while it classifies; model.name '
+                f"{self.model.name.value} only classifies (use {fits})"
+            )
+        if supervised and self.data.target is not TargetKind.CLASS_AND_MASK:
+            raise ConfigError(
+                f"model.name {self.model.name.value} learns classes with lesion masks: set "
+                'data.target = "class+mask" (an image + mask folder such as BUSI)'
+            )
+        if supervised and self.privacy.dpsgd:
+            raise ConfigError(
+                f"privacy.dpsgd with model.name {self.model.name.value}: DP-SGD is not supported for a network "
+                "trained on two outputs (class and lesion mask); use unet-encoder, or no DP-SGD"
+            )
 
     # ------------------------------------------------------------------ loading
     @classmethod

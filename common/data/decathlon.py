@@ -41,7 +41,8 @@ from nibabel.spatialimages import SpatialImage
 from fedward.common.choices import DEFAULT_CT_WINDOW, Intensity, Modality, Task
 from fedward.common.data.dicom import Reason
 from fedward.common.data.folder import SPLIT_NAMES, Problem, SkippedCaseError, _safe_relative, log_read
-from fedward.common.data.maskfolder import SPLITS_FILE, FolderRead
+from fedward.common.data.maskfolder import FolderRead
+from fedward.common.data.maskscan import SPLITS_FILE
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import ArraySplit
 from fedward.common.data.volumeprep import GRID_MULTIPLE as GRID_MULTIPLE

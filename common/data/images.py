@@ -11,13 +11,17 @@ random per-image flip / rotation / zoom applied in one resampling by MONAI's
 per-image MONAI dictionary transforms cost 1.5 ms per image on the CPU (6.6 s of a 7.8 s
 epoch of PneumoniaMNIST); the batched form costs under 2% of an epoch and runs on the GPU
 when there is one.
+
+A classification learnt with lesion masks (``data.target = "class+mask"``) keeps each
+image's mask beside it (uint8 (N, 1, S, S)); its targets are ``(class, mask)`` pairs and the
+pipeline warps the masks with their images' affines.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -31,7 +35,11 @@ from fedward.common.choices import Task
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import ArraySplit
 from fedward.common.data.segdata import SegmentationDataset, concat_mask_splits
+from fedward.common.errors import DataError
 from fedward.common.schema import DatasetSchema
+
+LabelledMasks = tuple[torch.Tensor, torch.Tensor]
+"""Targets of a classification learnt with lesion masks: class targets (B,) and masks (B, 1, S, S)."""
 
 RESIZE_CHUNK = 1024
 """Images resized per MONAI call; bounds the float32 working memory."""
@@ -66,7 +74,7 @@ def to_model_size(images: np.ndarray, image_size: int) -> torch.Tensor:
     return out
 
 
-class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class ImageDataset(Dataset[tuple[torch.Tensor, Any]]):
     """Images and targets of one split at one hospital.
 
     Args:
@@ -74,19 +82,30 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         labels: int64 array (N, K) as read from a MedMNIST file.
         task: the task; decides the target format.
         num_classes: classes (labels for multi-label) K of the federation.
+        masks: each image's lesion mask, uint8 (N, 1, S, S) 0/1, for a classification
+            learnt with lesion masks; ``None``: classes only.
 
     Items:
         ``(image, target)``: image uint8 (C, S, S); target int64 scalar class index
-        (binary, multi-class) or float32 (K,) 0/1 labels (multi-label).
+        (binary, multi-class) or float32 (K,) 0/1 labels (multi-label); with ``masks``,
+        ``(class index, mask (1, S, S) uint8)``.
+
+    Raises:
+        ValueError: if images, labels and masks disagree in number or masks in grid.
     """
 
-    def __init__(self, images: torch.Tensor, labels: np.ndarray, task: Task, num_classes: int) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: np.ndarray, task: Task, num_classes: int, masks: torch.Tensor | None = None
+    ) -> None:
         if images.shape[0] != labels.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        if masks is not None and masks.shape != (images.shape[0], 1, *images.shape[2:]):
+            raise ValueError(f"masks {tuple(masks.shape)} do not fit images {tuple(images.shape)}")
         self.images = images
         self.task = task
         self.num_classes = num_classes
         self.labels = labels
+        self.masks = masks
         if task is Task.MULTILABEL:
             self.targets = torch.from_numpy(labels.astype(np.float32))
         else:
@@ -95,7 +114,9 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        if self.masks is not None:
+            return self.images[index], (self.targets[index], self.masks[index])
         return self.images[index], self.targets[index]
 
     def class_counts(self) -> np.ndarray:
@@ -127,9 +148,12 @@ def concat_datasets(parts: Sequence[TaskDataset]) -> TaskDataset:
         raise ValueError("datasets of different tasks cannot be pooled")
     if any(p.task is not first.task or p.num_classes != first.num_classes for p in parts):
         raise ValueError("datasets of different tasks or class counts cannot be pooled")
+    if len({p.masks is None for p in parts if isinstance(p, ImageDataset)}) > 1:
+        raise ValueError("datasets with and without lesion masks cannot be pooled")
     images = torch.cat([p.images for p in parts if len(p)]) if any(len(p) for p in parts) else first.images
     labels = np.concatenate([p.labels for p in parts])
-    return ImageDataset(images, labels, first.task, first.num_classes)
+    masks = torch.cat([p.masks for p in parts if isinstance(p, ImageDataset) and p.masks is not None])
+    return ImageDataset(images, labels, first.task, first.num_classes, masks if first.masks is not None else None)
 
 
 @overload
@@ -140,11 +164,21 @@ def make_dataset(split: ArraySplit | MaskSplit, schema: DatasetSchema, image_siz
     """The dataset of a split read from a file: images (resized to ``image_size``) with classes, or with label maps.
 
     A :class:`~fedward.common.data.masksplit.MaskSplit` is already on the model's grid;
-    an :class:`~fedward.common.data.npz.ArraySplit` is resized here (:func:`to_model_size`).
+    an :class:`~fedward.common.data.npz.ArraySplit` is resized here (:func:`to_model_size`);
+    its lesion masks, when it has them, were read on that grid.
+
+    Raises:
+        DataError: if a split's lesion masks are not on the ``image_size`` grid.
     """
     if isinstance(split, MaskSplit):
         return SegmentationDataset(split, len(schema.classes))
-    return ImageDataset(to_model_size(split.images, image_size), split.labels, schema.task, len(schema.classes))
+    masks = None
+    if split.masks is not None:
+        if split.masks.shape[1:] != (image_size, image_size):
+            raise DataError(f"lesion masks of {split.masks.shape[1:]} px do not fit data.image-size {image_size}")
+        masks = torch.from_numpy(np.ascontiguousarray(split.masks, dtype=np.uint8)).unsqueeze(1)
+    images = to_model_size(split.images, image_size)
+    return ImageDataset(images, split.labels, schema.task, len(schema.classes), masks)
 
 
 class BatchPipeline(nn.Module):
@@ -172,22 +206,39 @@ class BatchPipeline(nn.Module):
         self.max_zoom = max_zoom
         self.scale = ScaleIntensityRange(a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True)
         self.affine = AffineTransform(normalized=True, mode="bilinear", padding_mode="zeros")
+        self.mask_affine = AffineTransform(normalized=True, mode="nearest", padding_mode="zeros")
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Scale (and, when training, augment) a batch; ``generator`` seeds the randomness (CPU)."""
+        return self._transform(images, None, generator)[0]
+
+    def pair(
+        self, images: torch.Tensor, targets: torch.Tensor | LabelledMasks, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | LabelledMasks]:
+        """``(model input, targets)`` of a training batch: the images scaled (and augmented).
+
+        Class targets pass as they are; ``(classes, masks)`` targets come back as
+        ``(classes, masks as int64 (B, 1, S, S))``, each mask warped as its image (nearest).
+        """
+        if isinstance(targets, torch.Tensor):
+            return self(images, generator), targets
+        labels, masks = targets
+        x, warped = self._transform(images, masks, generator)
+        return x, (labels, warped if warped is not None else masks.long())
+
+    def _transform(
+        self, images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scaled images and, when training with ``augment``, both warped by one random affine per image."""
         # A plain tensor: MONAI's MetaTensor would route every op of the network through
         # its __torch_function__ (metadata bookkeeping that input batches do not need).
         x: torch.Tensor = convert_to_tensor(self.scale(images.float()), track_meta=False)
         if not (self.training and self.augment):
-            return x
+            return x, masks.long() if masks is not None else None
         theta = random_affines(x.shape[0], self.max_rotation, self.max_zoom, generator).to(x.device)
-        return torch.as_tensor(self.affine(x, theta))
-
-    def pair(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(model input, targets)`` of a training batch: the images scaled (and augmented), targets as they are."""
-        return self(images, generator), targets
+        if masks is not None:
+            masks = torch.as_tensor(self.mask_affine(masks.float(), theta)).round().long()
+        return torch.as_tensor(self.affine(x, theta)), masks
 
 
 def random_affines(

@@ -12,9 +12,11 @@ With ``splits.csv`` its rows are the cases (columns ``image`` and ``masks`` requ
 case, its masks found by the ``_mask``/``_mask_<n>`` naming, its class the sub-folder's
 name (images directly in ``<folder>`` have no class) and its split ``None``.
 
-Reading (:func:`read_mask_folder`) gives either segmentation splits
+Scanning (:func:`~fedward.common.data.maskscan.scan_mask_folder`) pairs the files; reading
+(:func:`read_mask_folder`) gives either segmentation splits
 (:class:`~fedward.common.data.masksplit.MaskSplit`: the union of an image's masks, an empty
-mask meaning "no lesion") or classification splits (:class:`~fedward.common.data.npz.ArraySplit`).
+mask meaning "no lesion") or classification splits (:class:`~fedward.common.data.npz.ArraySplit`,
+with each image's mask for ``data.target = "class+mask"``).
 Colour images become grey with the ITU-R BT.601 luma weights (those of Pillow's ``"L"``
 mode; BUSI has 16 images with colour overlays). Files that cannot be used are skipped and
 listed as :class:`~fedward.common.data.folder.Problem` with a stable reason.
@@ -22,9 +24,7 @@ listed as :class:`~fedward.common.data.folder.Problem` with a stable reason.
 
 from __future__ import annotations
 
-import csv
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,18 +35,15 @@ from monai.transforms import Resize
 
 from fedward.common.choices import Intensity, Modality, TargetKind, Task
 from fedward.common.data.dicom import Reason, UnusableFileError
-from fedward.common.data.files import decode_file, is_raster, to_model_input
+from fedward.common.data.files import decode_file, to_model_input
 from fedward.common.data.folder import (
-    SPLIT_NAMES,
     Problem,
     SkippedCaseError,
-    _files,
-    _relative,
-    _safe_relative,
     label_index,
     log_read,
 )
 from fedward.common.data.intensity import normalise_intensity, resolve_intensity
+from fedward.common.data.maskscan import MaskCase, scan_mask_folder
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import SPLITS, ArraySplit
 from fedward.common.errors import DataError
@@ -54,46 +51,8 @@ from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
 
-SPLITS_FILE = "splits.csv"
-MASK_SEPARATOR = "|"
-MASK_NAME = re.compile(r"^(?P<image>.+)_mask(?:_\d+)?$")
-"""Stem of a mask file: ``<image stem>_mask`` or ``<image stem>_mask_<n>``."""
 LESION_CLASSES: tuple[str, ...] = ("background", "lesion")
 """Segmentation classes of a mask folder: masks are binary (the union of the lesions)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MaskCase:
-    """An image and its masks.
-
-    Attributes:
-        image: the image, relative to the folder (POSIX form); stays at the hospital.
-        masks: its mask files, relative paths; ``()`` when it has none.
-        label: its class as written (sub-folder name or ``label`` column), ``""`` for none.
-        split: ``train``, ``val``, ``test`` or ``None`` (not given).
-    """
-
-    image: str
-    masks: tuple[str, ...]
-    label: str
-    split: str | None
-
-
-@dataclass(slots=True)
-class MaskFolderScan:
-    """The cases of a mask folder, and the rows and files that could not be paired.
-
-    Attributes:
-        folder: the folder.
-        layout: ``splits`` (``splits.csv``) or ``class-folders``.
-        cases: usable cases, in ``splits.csv`` (or sorted path) order.
-        problems: rows and files that cannot be used, with reasons.
-    """
-
-    folder: Path
-    layout: str
-    cases: list[MaskCase] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,101 +81,6 @@ class FolderRead:
     cases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def scan_mask_folder(folder: Path) -> MaskFolderScan:
-    """Pair every image with its masks, class and split, without decoding any pixel.
-
-    Args:
-        folder: the data set folder (``splits.csv`` and/or class sub-folders).
-
-    Returns:
-        The cases (an image without masks is a case with ``masks == ()``) and the problems:
-        rows of ``splits.csv`` that are malformed (``bad-manifest-row``) or name a missing
-        file (``manifest-row-without-file``), images it does not list
-        (``file-without-manifest-row``), masks without their image (``manifest-row-without-file``).
-
-    Raises:
-        DataError: if the folder does not exist or ``splits.csv`` is unreadable or lacks
-            the ``image`` and ``masks`` columns.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"data directory {folder} does not exist")
-    return _scan_splits_file(folder) if (folder / SPLITS_FILE).is_file() else _scan_class_folders(folder)
-
-
-def _scan_class_folders(folder: Path) -> MaskFolderScan:
-    """Cases from the file names: ``<class>/<name>.png`` with ``<class>/<name>_mask*.png``."""
-    scan = MaskFolderScan(folder, "class-folders")
-    images: list[str] = []
-    masks: dict[str, list[str]] = {}
-    for path in _files(folder):
-        if not is_raster(path):
-            continue
-        relative = _relative(path, folder)
-        match = MASK_NAME.match(path.stem)
-        if match:
-            masks.setdefault(_relative(path.with_name(match["image"]), folder), []).append(relative)
-        else:
-            images.append(relative)
-    stems = {relative.rsplit(".", 1)[0] for relative in images}
-    for relative in images:
-        parts = relative.split("/")
-        label = parts[0] if len(parts) > 1 else ""
-        scan.cases.append(MaskCase(relative, tuple(masks.get(relative.rsplit(".", 1)[0], ())), label, None))
-    for stem, orphans in sorted(masks.items()):
-        if stem not in stems:
-            scan.problems += [Problem(m, Reason.MISSING_FILE, "a mask without its image; ignored") for m in orphans]
-    return scan
-
-
-def _read_rows(folder: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """The columns (lower-cased name to header) and rows of ``splits.csv``."""
-    try:
-        with open(folder / SPLITS_FILE, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = {c.strip().lower(): c for c in reader.fieldnames or []}
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{SPLITS_FILE} in {folder} cannot be read ({type(err).__name__})") from None
-    if not {"image", "masks"} <= set(columns):
-        raise DataError(
-            f"{SPLITS_FILE} in {folder} needs the columns image and masks (label and split optional); "
-            f"found: {', '.join(columns) or 'no header'}"
-        )
-    return columns, rows
-
-
-def _scan_splits_file(folder: Path) -> MaskFolderScan:
-    scan = MaskFolderScan(folder, "splits")
-    columns, rows = _read_rows(folder)
-    files = {_relative(p, folder) for p in _files(folder) if is_raster(p)}
-    referenced: set[str] = set()
-    for number, row in enumerate(rows, start=2):  # row 1 is the header
-        where = f"{SPLITS_FILE}:{number}"
-        cell = {name: (row.get(header) or "").strip() for name, header in columns.items()}
-        split_text = cell.get("split", "").lower()
-        image = _safe_relative(cell["image"]) if cell["image"] else None
-        masks = [_safe_relative(m.strip()) for m in cell["masks"].split(MASK_SEPARATOR) if m.strip()]
-        if image is None or None in masks or (split_text and split_text not in SPLIT_NAMES):
-            message = "image and masks must be paths inside the folder, split one of train, val, test"
-            scan.problems.append(Problem(where, Reason.BAD_MANIFEST_ROW, message))
-            continue
-        if image in referenced:
-            scan.problems.append(Problem(where, Reason.BAD_MANIFEST_ROW, f"{image} is listed twice"))
-            continue
-        mask_files = tuple(m for m in masks if m is not None)
-        missing = [name for name in (image, *mask_files) if name not in files]
-        referenced.update((image, *mask_files))
-        if missing:
-            message = f"listed in {where} but not in the folder"
-            scan.problems += [Problem(name, Reason.MISSING_FILE, message) for name in missing]
-            continue
-        scan.cases.append(MaskCase(image, mask_files, cell.get("label", ""), SPLIT_NAMES.get(split_text)))
-    for relative in sorted(files - referenced):
-        scan.problems.append(Problem(relative, Reason.NOT_IN_MANIFEST, f"not listed in {SPLITS_FILE}; ignored"))
-    return scan
-
-
 def read_mask_folder(
     folder: Path,
     *,
@@ -234,9 +98,11 @@ def read_mask_folder(
 
     Target ``class`` (and ``auto`` with classes): task ``binary`` or ``multiclass``; each split an
     :class:`~fedward.common.data.npz.ArraySplit` (images uint8 (N, S, S), labels int64 (N, 1)); no masks read.
+    Target ``class+mask``: the same, each split also holding every image's lesion mask
+    (uint8 (N, S, S), the union of its masks as for segmentation).
 
     Cases go to the split ``splits.csv`` gives, ``train`` when none. Skipped, as problems:
-    an image without a mask file (``mask-missing``, segmentation only), a mask of another
+    an image without a mask file (``mask-missing``; not for ``class``), a mask of another
     size than its image (``mask-geometry-mismatch``), an unreadable file (its decoding
     reason), a class not in ``classes`` (``label-unknown``).
 
@@ -259,13 +125,16 @@ def read_mask_folder(
     problems = list(scan.problems)
     names = classes if classes is not None else tuple(sorted({c.label for c in scan.cases if c.label}))
     kind = target if target is not TargetKind.AUTO else (TargetKind.CLASS if names else TargetKind.MASK)
-    if kind is TargetKind.CLASS and len(names) < 2:
-        raise DataError(f"{folder} needs at least two classes (sub-folders or a label column) for data.target = class")
+    if kind is not TargetKind.MASK and len(names) < 2:
+        raise DataError(
+            f"{folder} needs at least two classes (sub-folders or a label column) for data.target = {kind.value}"
+        )
     cases, strata = _known_classes(scan.cases, names, problems)
-    if kind is TargetKind.CLASS:
+    if kind is not TargetKind.MASK:
         task = Task.BINARY if len(names) == 2 else Task.MULTICLASS
         schema = DatasetSchema(task, names, 1, 2, modality)
-        splits = _read_classes(Path(folder), cases, strata, image_size, problems)
+        masks = kind is TargetKind.CLASS_AND_MASK
+        splits = _read_classes(Path(folder), cases, strata, image_size, problems, masks=masks)
     else:
         schema = DatasetSchema(Task.SEGMENTATION, LESION_CLASSES, 1, 2, modality)
         splits = _read_segmentation(Path(folder), cases, strata, image_size, intensity, modality, problems)
@@ -289,20 +158,35 @@ def _known_classes(
 
 
 def _read_classes(
-    folder: Path, cases: list[MaskCase], strata: list[int], size: int, problems: list[Problem]
+    folder: Path, cases: list[MaskCase], strata: list[int], size: int, problems: list[Problem], *, masks: bool
 ) -> dict[str, MaskSplit | ArraySplit]:
-    rows: dict[str, tuple[list[np.ndarray], list[int]]] = {}
+    """uint8 images (N, S, S) and class indices (N, 1) per split, and with ``masks`` each image's lesion mask.
+
+    With ``masks`` a case without a mask file is skipped as ``mask-missing`` (an empty mask
+    is a valid "no lesion"), as for segmentation.
+    """
+    rows: dict[str, tuple[list[np.ndarray], list[int], list[np.ndarray]]] = {}
     for case, stratum in zip(cases, strata, strict=True):
+        if masks and not case.masks:
+            problems.append(Problem(case.image, Reason.MASK_MISSING, "no mask file (<name>_mask.png) for this image"))
+            continue
         try:
-            image, _ = _decode_image(folder, case.image, size)
+            image, shape = _decode_image(folder, case.image, size)
+            mask = _decode_masks(folder, case, shape, size) if masks else None
         except SkippedCaseError as skipped:
             problems.append(skipped.problem)
             continue
-        images, labels = rows.setdefault(case.split or "train", ([], []))
+        images, labels, lesions = rows.setdefault(case.split or "train", ([], [], []))
         images.append(image)
         labels.append(stratum)
+        if mask is not None:
+            lesions.append(mask)
     return {
-        split: ArraySplit(np.stack(rows[split][0]), np.array(rows[split][1], np.int64).reshape(-1, 1))
+        split: ArraySplit(
+            np.stack(rows[split][0]),
+            np.array(rows[split][1], np.int64).reshape(-1, 1),
+            np.stack(rows[split][2]) if masks else None,
+        )
         for split in SPLITS
         if split in rows
     } or _nothing_usable(folder, problems)

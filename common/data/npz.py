@@ -35,17 +35,22 @@ class ArraySplit:
     Attributes:
         images: uint8, shape (N, H, W) or (N, H, W, 3).
         labels: int64, shape (N, K); K = 1 holds a class index.
+        masks: each image's lesion mask, uint8 (N, H, W) 0/1, when a classification is
+            learnt with lesion masks (an image + mask folder read with
+            ``data.target = "class+mask"``); ``None`` otherwise (and in every ``.npz``).
     """
 
     images: np.ndarray
     labels: np.ndarray
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, indices: np.ndarray) -> ArraySplit:
         """The rows at ``indices`` (int array of shape (M,)), as a new split."""
-        return ArraySplit(self.images[indices], self.labels[indices])
+        masks = self.masks[indices] if self.masks is not None else None
+        return ArraySplit(self.images[indices], self.labels[indices], masks)
 
 
 def read_npz(path: Path, splits: Iterable[str] = SPLITS) -> dict[str, ArraySplit]:

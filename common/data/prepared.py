@@ -137,7 +137,9 @@ def _load(base: Path) -> FolderRead | None:
                 if kind == "mask":
                     splits[split] = MaskSplit(*(np.asarray(archive[f"{split}.{name}"]) for name in MASK_FIELDS))
                 else:
-                    splits[split] = ArraySplit(*(np.asarray(archive[f"{split}.{name}"]) for name in ARRAY_FIELDS))
+                    images, labels = (np.asarray(archive[f"{split}.{name}"]) for name in ARRAY_FIELDS)
+                    masks = np.asarray(archive[f"{split}.masks"]) if kind == "array+masks" else None
+                    splits[split] = ArraySplit(images, labels, masks)
     except _LOAD_ERRORS:
         return None
     strata = tuple(str(n) for n in meta.get("strata", ()))
@@ -157,6 +159,9 @@ def _store(base: Path, result: FolderRead) -> None:
         fields = MASK_FIELDS if isinstance(data, MaskSplit) else ARRAY_FIELDS
         kinds[split] = "mask" if isinstance(data, MaskSplit) else "array"
         arrays.update({f"{split}.{name}": getattr(data, name) for name in fields})
+        if isinstance(data, ArraySplit) and data.masks is not None:  # a classification learnt with lesion masks
+            kinds[split] = "array+masks"
+            arrays[f"{split}.masks"] = data.masks
     meta: dict[str, Any] = {
         "version": PREPARED_VERSION,
         "schema": result.schema.to_json(),

@@ -36,7 +36,8 @@ from fedward.common.config.sections import DataConfig
 from fedward.common.data.decathlon import DATASET_FILE, parse_modality, read_decathlon
 from fedward.common.data.files import is_raster
 from fedward.common.data.folder import MANIFEST
-from fedward.common.data.maskfolder import MASK_NAME, SPLITS_FILE, FolderRead, read_mask_folder
+from fedward.common.data.maskfolder import FolderRead, read_mask_folder
+from fedward.common.data.maskscan import MASK_NAME, SPLITS_FILE
 from fedward.common.data.prepared import prepared
 from fedward.common.data.seriesfolder import holds_dicom_seg, read_series_folder
 from fedward.common.errors import DataError
@@ -140,8 +141,8 @@ def read_folder_dataset(path: Path, data: DataConfig, *, cache_root: Path | None
         :func:`~fedward.common.data.seriesfolder.read_series_folder`).
 
     Raises:
-        DataError: if the folder has none of the layouts, ``data.target`` is ``class`` for a
-            label-map layout, or the reader fails
+        DataError: if the folder has none of the layouts, ``data.target`` is ``class`` or
+            ``class+mask`` for a label-map layout, or the reader fails
             (:class:`~fedward.common.data.volumeprep.NoUsableCaseError` when no case is usable).
     """
     path = Path(path)
@@ -151,7 +152,7 @@ def read_folder_dataset(path: Path, data: DataConfig, *, cache_root: Path | None
             f"{path} is neither a Decathlon folder ({DATASET_FILE}), an image + mask folder "
             f"({SPLITS_FILE} with a masks column, or <name>_mask.png files) nor DICOM series with DICOM SEG files"
         )
-    if layout in LABEL_MAP_LAYOUTS and data.target is TargetKind.CLASS:
+    if layout in LABEL_MAP_LAYOUTS and data.target in (TargetKind.CLASS, TargetKind.CLASS_AND_MASK):
         kind = "Decathlon" if layout is FolderLayout.DECATHLON else "DICOM series"
         raise DataError(f"{path} is a {kind} folder (label maps only); data.target must be mask or auto")
     settings, build = _READERS[layout](path, data)

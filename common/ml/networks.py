@@ -11,6 +11,9 @@ efficientnet-b0    ``monai.networks.nets.EfficientNetBN`` (Tan &   32 px     ~4.
                    Le, 2019)
 unet-encoder       the down path of the ``unet`` segmentation      32 px     ~1.3 M
                    network, GAP, FC (:mod:`.unet_encoder`)
+unet-multitask     the ``unet`` segmentation network and a GAP +   32 px     ~1.6 M
+                   FC head on its bottleneck, trained on classes
+                   and lesion masks (:mod:`.multitask`)
 =================  ==============================================  ========  ===========
 
 \\* one input channel, two classes.
@@ -45,7 +48,7 @@ from fedward.common.config import RunConfig
 from fedward.common.errors import ModelError
 from fedward.common.ml.runtime import derive_seed
 from fedward.common.ml.segnets import attention_unet, segresnet, unet, vnet
-from fedward.common.ml.unet_encoder import UNetEncoderClassifier
+from fedward.common.ml.unet_encoder import UNetEncoderClassifier, UNetMultitask
 from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,12 @@ NETWORKS: dict[ModelName, NetworkSpec] = {
         ModelName.UNET_ENCODER,
         "encoder of the residual U-Net (MONAI), GAP, linear",
         lambda c, k, d: UNetEncoderClassifier(c, k),
+    ),
+    ModelName.UNET_MULTITASK: NetworkSpec(
+        ModelName.UNET_MULTITASK,
+        "residual U-Net (MONAI) segmenting the lesion while a GAP + linear head on its bottleneck classifies",
+        lambda c, k, d: UNetMultitask(c, k),
+        per_sample_gradients=False,
     ),
     ModelName.UNET: NetworkSpec(ModelName.UNET, "U-Net with residual units (MONAI)", unet, True, _BOTH),
     ModelName.VNET: NetworkSpec(ModelName.VNET, "V-Net (MONAI)", vnet, True, _BOTH),

@@ -4,7 +4,8 @@ Task-agnostic code (the training loop, a hospital's evaluation, the server's tes
 the centralized baseline, the coordinator's aggregation of validation metrics and the run
 recorder's choice of the best round) asks the run's :class:`TaskHead` instead of branching
 on the task: :func:`head_for` returns :class:`~fedward.common.ml.classify.ClassificationHead`
-or :class:`~fedward.common.ml.segment.SegmentationHead` for a dataset schema.
+(:class:`~fedward.common.ml.multitask.LesionGuidedHead` when the classes are learnt with
+lesion masks) or :class:`~fedward.common.ml.segment.SegmentationHead` for a dataset schema.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from fedward.common.choices import SegLoss, Task
+from fedward.common.choices import SegLoss, TargetKind, Task
 from fedward.common.config import RunConfig
 from fedward.common.config.sections import TrainConfig
 from fedward.common.ml.classify import ClassificationHead
+from fedward.common.ml.multitask import LesionGuidedHead
 from fedward.common.ml.scores import EvalResult
 from fedward.common.ml.segment import SegmentationHead
 from fedward.common.schema import DatasetSchema
@@ -26,10 +28,8 @@ from fedward.common.schema import DatasetSchema
 class BatchPairs(Protocol):
     """A training batch pipeline: (images, targets) as stored -> (model input, targets for the loss)."""
 
-    def pair(
-        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch ready for the model and the loss."""
+    def pair(self, images: torch.Tensor, targets: Any, generator: torch.Generator | None = None) -> tuple[Any, Any]:
+        """The batch ready for the model and the loss (targets: a tensor, or ``(classes, masks)``)."""
         ...
 
     def train(self, mode: bool = True) -> Any:
@@ -80,10 +80,13 @@ def head_for(schema: DatasetSchema, cfg: RunConfig | None = None) -> TaskHead:
     Args:
         schema: the dataset's schema.
         cfg: the run's settings the head uses (segmentation: ``train.seg-loss``,
-            ``data.patch-size``); ``None``: defaults (enough for the selection metric).
+            ``data.patch-size``; classification: ``data.target``); ``None``: defaults
+            (enough for the selection metric).
     """
     if schema.task is Task.SEGMENTATION:
         loss = cfg.train.seg_loss if cfg is not None else SegLoss.DICE_CE
         patch = cfg.data.patch_size if cfg is not None else ()
         return SegmentationHead(schema.foreground, loss, patch)
+    if cfg is not None and cfg.data.target is TargetKind.CLASS_AND_MASK:
+        return LesionGuidedHead(schema.classes)
     return ClassificationHead(schema.classes)

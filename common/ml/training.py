@@ -230,7 +230,7 @@ def _train_epoch(
         if images.shape[0] == 0:  # Poisson sampling: an empty batch (probability (1 - B/N)^N)
             continue
         images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+        targets = _to_device(targets, device)
         loss = _train_step(session, images, targets, plan.proximal_mu, device)
         steps += 1
         total += loss * images.shape[0]
@@ -238,8 +238,15 @@ def _train_epoch(
     return total / max(seen, 1), steps
 
 
+def _to_device(targets: Any, device: torch.device) -> Any:
+    """A batch's targets on ``device``: one tensor, or a sequence of them (classes and lesion masks)."""
+    if isinstance(targets, torch.Tensor):
+        return targets.to(device, non_blocking=True)
+    return tuple(t.to(device, non_blocking=True) for t in targets)
+
+
 def _train_step(
-    session: _Session, images: torch.Tensor, targets: torch.Tensor, proximal_mu: float, device: torch.device
+    session: _Session, images: torch.Tensor, targets: Any, proximal_mu: float, device: torch.device
 ) -> float:
     """Augment, forward, add the FedProx term, backward and step on one batch; returns the batch's mean loss."""
     inputs, targets = session.pipeline.pair(images, targets, session.aug_generator)

@@ -10,6 +10,12 @@ copies every encoder tensor and skips the decoder and the segmentation head
 (:func:`fedward.common.ml.networks.load_initial_weights`): transfer from the masks to
 the labels (multi-task and transfer from segmentation to classification of breast
 ultrasound: e.g. Shareef et al., 2022).
+
+:class:`UNetMultitask` learns both at once: the whole U-Net segments the image's lesion
+while a classifier on its bottleneck learns the class (``data.target = "class+mask"``), so
+the encoder is shaped by the masks throughout training rather than only at its start
+(multi-task learning of breast-ultrasound segmentation and classification: e.g. Zhou et al.,
+2021; Shareef et al., 2022). It scores, predicts and exports as a classifier.
 """
 
 from __future__ import annotations
@@ -47,10 +53,7 @@ class UNetEncoderClassifier(nn.Module):
             raise TypeError("segnets.unet did not build a MONAI UNet")
         self.model = network.model
         self._levels = _strip_decoder(self.model)
-        features = network.channels[-1]
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, num_outputs)
-        )
+        self.head = _classifier(network.channels[-1], num_outputs, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits of shape (B, K) for images of shape (B, C, H, W)."""
@@ -59,8 +62,63 @@ class UNetEncoderClassifier(nn.Module):
         return self.head(x)  # type: ignore[no-any-return]
 
 
-def _strip_decoder(top: nn.Module) -> list[nn.Module]:
-    """Replace each level's up block by Identity and return the down blocks, top to bottom.
+class UNetMultitask(nn.Module):
+    """fedward's 2D U-Net with a classifier on its bottleneck: a classification learnt with lesion masks.
+
+    The module keeps the whole U-Net under the attribute ``model`` (the parameter names of
+    :func:`~fedward.common.ml.segnets.unet`, so a lesion U-Net's weights load into it) and a
+    pooled linear classifier ``head`` on the deepest feature map. In training mode the
+    forward pass runs the whole U-Net and returns both outputs, for a loss on the class and
+    one on the lesion mask (:class:`~fedward.common.ml.multitask.LesionGuidedLoss`); in
+    eval mode it runs the down path only and returns the class logits, which is what
+    scoring, ``fedward predict`` and the exports see.
+
+    Args:
+        in_channels: image channels C (1 or 3).
+        num_outputs: class logits K.
+        dropout: dropout probability before the linear layer.
+
+    Shapes:
+        input (B, C, H, W) float32, H and W multiples of 16 and >= 32; output in eval mode
+        (B, K) float32 class logits; in training mode ``(class logits (B, K), lesion logits
+        (B, 2, H, W))`` (background, lesion).
+    """
+
+    def __init__(self, in_channels: int, num_outputs: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        network = unet(in_channels, 2, spatial_dims=2)
+        if not isinstance(network, UNet):  # pragma: no cover - segnets.unet builds MONAI's UNet
+            raise TypeError("segnets.unet did not build a MONAI UNet")
+        self.model = network.model
+        self._levels = _down_path(self.model)
+        self.head = _classifier(network.channels[-1], num_outputs, dropout)
+        self._bottleneck: torch.Tensor | None = None
+        self._levels[-1].register_forward_hook(self._keep_bottleneck)
+
+    def _keep_bottleneck(self, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        self._bottleneck = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B, K) in eval mode; ``(class logits, lesion logits (B, 2, H, W))`` in training mode."""
+        if not self.training:
+            for down in self._levels:
+                x = down(x)
+            self._bottleneck = None
+            return self.head(x)  # type: ignore[no-any-return]
+        lesion = self.model(x)
+        features, self._bottleneck = self._bottleneck, None
+        if features is None:  # pragma: no cover - the hook runs inside self.model
+            raise RuntimeError("the U-Net's bottom level did not run")
+        return self.head(features), lesion
+
+
+def _classifier(features: int, num_outputs: int, dropout: float) -> nn.Module:
+    """Global average pooling, dropout and a linear layer: (B, features, h, w) -> (B, K)."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, num_outputs))
+
+
+def _down_path(top: nn.Module) -> list[nn.Module]:
+    """The down blocks of MONAI's UNet, top to bottom, the bottom level's residual unit last.
 
     MONAI's UNet nests ``Sequential(down, SkipConnection(submodule), up)`` per level, the
     bottom level's submodule being a plain residual unit.
@@ -69,10 +127,19 @@ def _strip_decoder(top: nn.Module) -> list[nn.Module]:
     level: nn.Module = top
     while isinstance(level, nn.Sequential):
         levels.append(level[0])
-        level[2] = nn.Identity()
         skip = level[1]
         if not isinstance(skip, SkipConnection):  # pragma: no cover - MONAI's UNet layout
             raise TypeError(f"unexpected U-Net level {type(skip).__name__}")
         level = skip.submodule
     levels.append(level)
+    return levels
+
+
+def _strip_decoder(top: nn.Module) -> list[nn.Module]:
+    """Replace each level's up block by Identity and return the down blocks, top to bottom (:func:`_down_path`)."""
+    levels = _down_path(top)
+    level: nn.Module = top
+    while isinstance(level, nn.Sequential):
+        level[2] = nn.Identity()
+        level = level[1].get_submodule("submodule")
     return levels

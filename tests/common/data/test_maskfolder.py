@@ -12,7 +12,8 @@ from PIL import Image
 
 from fedward.common.choices import Intensity, Modality, TargetKind, Task
 from fedward.common.data.dicom import Reason
-from fedward.common.data.maskfolder import read_mask_folder, scan_mask_folder
+from fedward.common.data.maskfolder import read_mask_folder
+from fedward.common.data.maskscan import scan_mask_folder
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import ArraySplit
 from fedward.common.errors import DataError
