@@ -4,7 +4,7 @@
 
     {"format": "fedward-run/1", "mode": "federated", "dataset": "pneumoniamnist",
      "schema": {"task": "binary", "classes": ["normal", "pneumonia"], "channels": 1},
-     "flower-run-id": 42, "created": "2026-12-02T00:18:49+00:00", "fedward": "0.1.0"}
+     "flower-run-id": 42, "created": "2026-12-02T00:18:49+00:00", "fedward": "0.2.0"}
 
 ``flower-run-id`` is set for runs a coordinator started (``null`` for simulations, whose
 Flower run belongs to a private SuperLink, and for centralized runs). Both files are

@@ -3,7 +3,7 @@
 # (`fedward server start`) and the model registry (`fedward registry serve`), both from this
 # repository. Build it from the repository root:
 #
-#   docker build -f deploy/docker/coordinator.Dockerfile -t fedward-coordinator:0.1.0 .
+#   docker build -f deploy/docker/coordinator.Dockerfile -t fedward-coordinator:0.2.0 .
 #
 # Mounts: /certs (from `fedward certs init`, read-only), /state (read-write: Flower's database,
 # hospital registry, run directories), /data (optional, read-only: the dataset's .npz for

@@ -2,7 +2,7 @@
 # fedward hospital agent image, CPU build: a Flower SuperNode with fedward's ClientApp
 # (`fedward client start`), from this repository. Build it from the repository root:
 #
-#   docker build -f deploy/docker/hospital.Dockerfile -t fedward-hospital:0.1.0 .
+#   docker build -f deploy/docker/hospital.Dockerfile -t fedward-hospital:0.2.0 .
 #
 # Mounts: /data (the hospital's images, read-only), /certs/ca.crt and /keys/<name>.key
 # (read-only; the key readable by UID 10001 only), /cache (read-write: decoded images).

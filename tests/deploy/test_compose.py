@@ -29,7 +29,7 @@ def _first_service(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unknown_field(data: dict[str, Any]) -> None:
-    _first_service(data)["imagee"] = "fedward-coordinator:0.1.0"
+    _first_service(data)["imagee"] = "fedward-coordinator:0.2.0"
 
 
 def _ports_not_a_list(data: dict[str, Any]) -> None:

@@ -120,7 +120,7 @@ def test_the_hospital_reads_its_data_read_only_and_its_key_from_a_secret() -> No
     agent = _container(HOSPITAL, "agent")
     assert {"name": "data", "mountPath": "/data", "readOnly": True} in agent["volumeMounts"]
     assert agent["args"][agent["args"].index("--key") + 1] == "/credentials/st-olav.key"
-    assert "resources" not in agent and agent["image"] == "fedward-hospital:0.1.0"
+    assert "resources" not in agent and agent["image"] == "fedward-hospital:0.2.0"
 
 
 def test_gpu_enabled_requests_nvidia_gpus_and_runs_the_cuda_image() -> None:
@@ -128,7 +128,7 @@ def test_gpu_enabled_requests_nvidia_gpus_and_runs_the_cuda_image() -> None:
     agent = _container(HOSPITAL_GPU, "agent")
     assert agent["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert agent["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert agent["image"] == "fedward-hospital:0.1.0-cuda"
+    assert agent["image"] == "fedward-hospital:0.2.0-cuda"
     assert spec["runtimeClassName"] == "nvidia"
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "pacs-export", "readOnly": True}
@@ -149,7 +149,7 @@ def test_the_hospital_chart_refuses_to_render_without_its_required_settings() ->
 # ------------------------------------------------------------------------------ mutations
 VALUE_MUTATIONS = {
     "fedward-coordinator": [
-        ("imagee.tag=0.1.0", "additional properties 'imagee' not allowed"),
+        ("imagee.tag=0.2.0", "additional properties 'imagee' not allowed"),
         ("registry.port=abc", "/registry/port"),
         ("persistence.size=lots", "/persistence/size"),
         ("podSecurityContext.runAsNonRoot=false", "/podSecurityContext/runAsNonRoot"),

@@ -19,6 +19,7 @@ from fedward.common.config import RunConfig, RunSpec
 from fedward.common.ml.accounting import RecordLevelGaussian
 from fedward.common.ml.networks import build_network
 from fedward.common.schema import DatasetSchema
+from fedward.common.version import fedward_version
 from fedward.common.wire import model_to_arrays
 
 SCHEMA = DatasetSchema(Task.BINARY, ("a", "b"), 1)
@@ -101,7 +102,7 @@ def test_train_scores_the_received_model_first_when_asked(hospital: tuple[RunCon
 def test_query_enrols_with_counts_only(hospital: tuple[RunConfig, Context]) -> None:
     _, context = hospital
     query = Message(
-        content=RecordDict({"config": ConfigRecord({"fedward-version": "0.1.0"})}),
+        content=RecordDict({"config": ConfigRecord({"fedward-version": fedward_version()})}),
         dst_node_id=7,
         message_type=MessageType.QUERY,
     )

@@ -15,6 +15,7 @@ from fedward.common.choices import ModelName, Task
 from fedward.common.config import RunConfig, RunSpec
 from fedward.common.ml.networks import build_network
 from fedward.common.schema import DatasetSchema
+from fedward.common.version import fedward_version
 from fedward.common.wire import model_to_arrays
 
 
@@ -36,7 +37,7 @@ def instruction(message_type: str) -> Message:
     content = RecordDict(
         {
             "arrays": model_to_arrays(build_network(ModelName.SMALL_CNN, 1, 2)),
-            "config": ConfigRecord({"server-round": 1, "fedward-version": "0.1.0"}),
+            "config": ConfigRecord({"server-round": 1, "fedward-version": fedward_version()}),
         }
     )
     return Message(content=content, dst_node_id=3, message_type=message_type)
