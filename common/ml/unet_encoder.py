@@ -48,9 +48,7 @@ class UNetEncoderClassifier(nn.Module):
 
     def __init__(self, in_channels: int, num_outputs: int, dropout: float = 0.2) -> None:
         super().__init__()
-        network = unet(in_channels, 2, spatial_dims=2)
-        if not isinstance(network, UNet):  # pragma: no cover - segnets.unet builds MONAI's UNet
-            raise TypeError("segnets.unet did not build a MONAI UNet")
+        network = _lesion_unet(in_channels)
         self.model = network.model
         self._levels = _strip_decoder(self.model)
         self.head = _classifier(network.channels[-1], num_outputs, dropout)
@@ -86,9 +84,7 @@ class UNetMultitask(nn.Module):
 
     def __init__(self, in_channels: int, num_outputs: int, dropout: float = 0.2) -> None:
         super().__init__()
-        network = unet(in_channels, 2, spatial_dims=2)
-        if not isinstance(network, UNet):  # pragma: no cover - segnets.unet builds MONAI's UNet
-            raise TypeError("segnets.unet did not build a MONAI UNet")
+        network = _lesion_unet(in_channels)
         self.model = network.model
         self._levels = _down_path(self.model)
         self.head = _classifier(network.channels[-1], num_outputs, dropout)
@@ -110,6 +106,14 @@ class UNetMultitask(nn.Module):
         if features is None:  # pragma: no cover - the hook runs inside self.model
             raise RuntimeError("the U-Net's bottom level did not run")
         return self.head(features), lesion
+
+
+def _lesion_unet(in_channels: int) -> UNet:
+    """fedward's 2D U-Net (:func:`~fedward.common.ml.segnets.unet`) with two outputs: background and lesion."""
+    network = unet(in_channels, 2, spatial_dims=2)
+    if not isinstance(network, UNet):  # pragma: no cover - segnets.unet builds MONAI's UNet
+        raise TypeError("segnets.unet did not build a MONAI UNet")
+    return network
 
 
 def _classifier(features: int, num_outputs: int, dropout: float) -> nn.Module:
