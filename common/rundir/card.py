@@ -202,6 +202,8 @@ def _training_section(recorder: RunRecorder) -> dict[str, Any]:
         "batch_size": cfg.train.batch_size,
         "class_weighting": cfg.train.class_weighting.value,
         "augmentation": cfg.data.augment,
+        "target": cfg.data.target.value,
+        "seg_loss": cfg.train.seg_loss.value,
     }
 
 

@@ -95,7 +95,18 @@ def _training(card: Card) -> list[str]:
         f"{training['optimizer']} lr {training['learning_rate']} ({training['schedule']}), "
         f"batch {training['batch_size']}, "
         f"class weighting {training['class_weighting']}, augmentation {augmentation}.",
+        *_auxiliary_masks(training),
         "",
+    ]
+
+
+def _auxiliary_masks(training: Card) -> list[str]:
+    """A line for a classification learnt with lesion masks (cards written before 0.2 have no ``target``)."""
+    if training.get("target") != "class+mask":
+        return []
+    return [
+        f"- Learnt from each image's class and its lesion mask: the class loss plus {training['seg_loss']} on "
+        "the masks (an auxiliary target); the released model classifies and needs no mask."
     ]
 
 

@@ -28,3 +28,12 @@ def test_cards_without_a_modality_still_render(tmp_path: Path) -> None:
         older["dataset"].pop(key)
     markdown = render_markdown(older)
     assert "modality not recorded, 2D images" in markdown and "Preprocessing" not in markdown
+
+
+def test_a_classification_learnt_with_lesion_masks_says_so(tmp_path: Path) -> None:
+    card = json.loads((write_run(tmp_path / "run-busi") / "model_card.json").read_text())
+    assert card["training"]["target"] == "auto" and "lesion mask" not in render_markdown(card)
+    card["training"]["target"] = "class+mask"
+    assert "the class loss plus dice-ce on the masks" in render_markdown(card)
+    card["training"].pop("target")  # cards written before 0.2.0
+    assert "lesion mask" not in render_markdown(card)
