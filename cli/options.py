@@ -105,7 +105,8 @@ Model = Annotated[
     str | None,
     typer.Option(
         help="Classifiers: smallcnn (default), resnet18, densenet121, efficientnet-b0, unet-encoder "
-        "(starts from a unet run's weights with --init-weights); "
+        "(starts from a unet run's weights with --init-weights), unet-multitask (classes learnt with lesion "
+        "masks: --set data.target=class+mask); "
         "segmentation (2D/3D): unet, vnet, segresnet, attention-unet.",
         rich_help_panel=TRAIN,
     ),

@@ -69,7 +69,9 @@ class DataConfig:
         classes: declared class (or label) names, index order.
         channels: declared number of image channels (1 or 3); 0: not declared.
         target: which annotation to learn when the data set has a class and a mask
-            (BUSI): ``class`` (classification), ``mask`` (segmentation) or ``auto`` (the class).
+            (BUSI): ``class`` (classification), ``mask`` (segmentation), ``class+mask``
+            (classification with the masks as an auxiliary target; ``model.name``
+            ``unet-multitask``) or ``auto`` (the class).
         volume_size: volumes (3D segmentation): the model's grid (D, H, W) in voxels after
             resampling; volumes are padded or centre-cropped to it. Empty: the largest
             extent of the data set's volumes, rounded up to a multiple of 16.
