@@ -119,3 +119,24 @@ def test_cli_export_writes_the_default_path_and_rejects_unknown_formats(loaded: 
     result = runner.invoke(app, ["model", "export", model_dir, "--format", "tflite"])
     assert result.exit_code == 2
     assert "--format" in result.output and "onnx, torchscript, monai-bundle" in result.output
+
+
+def test_a_classifier_learnt_with_lesion_masks_exports_as_a_classifier(tmp_path: Path) -> None:
+    run = write_run(
+        tmp_path / "run-busi",
+        classes=("benign", "malignant", "normal"),
+        task="multiclass",
+        image_size=64,
+        modality="US",
+        model_name="unet-multitask",
+    )
+    multitask = load_model(run)
+    images = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
+    probabilities = multitask.probabilities(images)
+    assert probabilities.shape == (3, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    scripted = export_model(multitask, ExportFormat.TORCHSCRIPT, tmp_path / "model.ts")
+    assert scripted.max_abs_diff == 0.0
+    pytest.importorskip("onnxruntime")
+    onnx = export_model(multitask, ExportFormat.ONNX, tmp_path / "model.onnx")  # checked against PyTorch on export
+    assert onnx.max_abs_diff is not None and onnx.max_abs_diff < 1e-4
