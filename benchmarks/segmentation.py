@@ -15,7 +15,7 @@ Usage::
 Presets (override any key with ``--set section.key=value``):
 
 * ``busi``: lesion masks (``data.target = mask``), ultrasound, 128 px, ``unet``, 5 hospitals,
-  Dirichlet alpha 0.5 over benign / malignant / normal, 30 rounds x 5 local epochs, batch 16.
+  Dirichlet alpha 0.5 over benign / malignant / normal, 40 rounds x 5 local epochs, batch 16.
 * ``hippocampus``: Decathlon Task04, 3D ``unet`` on the 48 x 64 x 48 grid at 1 mm, 4 hospitals
   (IID), 30 rounds x 4 local epochs, batch 2.
 """
@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "model.name": "unet",
         "federation.hospitals": 5,
         "federation.partition": "dirichlet",
-        "federation.rounds": 30,
+        "federation.rounds": 40,
         "train.local-epochs": 5,
         "train.batch-size": 16,
         "train.lr": 0.003,
