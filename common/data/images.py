@@ -152,8 +152,10 @@ def concat_datasets(parts: Sequence[TaskDataset]) -> TaskDataset:
         raise ValueError("datasets with and without lesion masks cannot be pooled")
     images = torch.cat([p.images for p in parts if len(p)]) if any(len(p) for p in parts) else first.images
     labels = np.concatenate([p.labels for p in parts])
-    masks = torch.cat([p.masks for p in parts if isinstance(p, ImageDataset) and p.masks is not None])
-    return ImageDataset(images, labels, first.task, first.num_classes, masks if first.masks is not None else None)
+    masks = None
+    if first.masks is not None:
+        masks = torch.cat([p.masks for p in parts if isinstance(p, ImageDataset) and p.masks is not None])
+    return ImageDataset(images, labels, first.task, first.num_classes, masks)
 
 
 @overload
@@ -224,7 +226,7 @@ class BatchPipeline(nn.Module):
             return self(images, generator), targets
         labels, masks = targets
         x, warped = self._transform(images, masks, generator)
-        return x, (labels, warped if warped is not None else masks.long())
+        return x, (labels, warped if warped is not None else masks)  # _transform returns masks when given them
 
     def _transform(
         self, images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator | None

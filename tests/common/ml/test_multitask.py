@@ -110,6 +110,9 @@ def test_dataset_items_carry_the_mask_and_pool(tmp_path: Path) -> None:
     assert image.shape == (1, SIZE, SIZE) and int(label) == 1 and torch.equal(mask, masks[1])
     pooled = concat_datasets([dataset, make_dataset(split.subset(np.array([0, 2])), BUSI3, SIZE)])
     assert isinstance(pooled, ImageDataset) and pooled.masks is not None and len(pooled.masks) == 6
+    plain = make_dataset(ArraySplit(split.images, split.labels), BUSI3, SIZE)
+    classes_only = concat_datasets([plain, plain])  # pooling without masks (the centralized baseline) as before
+    assert isinstance(classes_only, ImageDataset) and classes_only.masks is None and len(classes_only) == 8
     with pytest.raises(DataError, match=r"data\.image-size 128"):
         make_dataset(split, BUSI3, 128)
     with pytest.raises(ValueError, match="without lesion masks"):
