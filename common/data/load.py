@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedward.common.choices import FrameMode, Task
+from fedward.common.choices import FrameMode, TargetKind, Task
 from fedward.common.config import RunConfig
 from fedward.common.data.cache import DecodeCache, default_cache_root
 from fedward.common.data.dicom import UnusableFileError
@@ -219,12 +219,27 @@ def load_site_folder(
     simulation) and the centralized baseline, so both see the same images.
 
     Raises:
-        DataError: if the folder does not exist, or as :func:`load_image_folder` and
-            :func:`~fedward.common.data.hospital.hospital_from_folder`.
+        DataError: if the folder does not exist; if the run learns classes with lesion
+            masks (``data.target = "class+mask"``) and the folder holds none; or as
+            :func:`load_image_folder` and :func:`~fedward.common.data.hospital.hospital_from_folder`.
     """
-    folder, data = Path(folder), cfg.data
+    folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data directory {folder} does not exist")
+    site = _load_folder(folder, cfg, schema, name=name, cache_root=cache_root)
+    if cfg.data.target is TargetKind.CLASS_AND_MASK and getattr(site.train, "masks", None) is None:
+        raise DataError(
+            f'{folder}: the run learns classes with lesion masks (data.target = "class+mask") but this '
+            "folder holds no masks: it needs an image + mask folder (<class>/<name>.png with <name>_mask.png)"
+        )
+    return site
+
+
+def _load_folder(
+    folder: Path, cfg: RunConfig, schema: DatasetSchema, *, name: str, cache_root: Path | None
+) -> HospitalData:
+    """:func:`load_site_folder` before its check of lesion masks."""
+    data = cfg.data
     seed = derive_seed(cfg.run.seed, "holdout")
     if folder_layout(folder) is not None:
         return hospital_from_dataset_folder(folder, cfg, schema, name=name, cache_root=cache_root)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.dicom_folders import write_dicom_folder
 from fixtures.seg_folders import BUSI_CASES, busi_subset
 from safetensors.torch import save_file
 from torch import nn
@@ -15,6 +16,7 @@ from fedward.common.choices import ModelName, SegLoss, TargetKind, Task
 from fedward.common.config import load_config
 from fedward.common.data.dicom import Reason
 from fedward.common.data.images import BatchPipeline, ImageDataset, concat_datasets, make_dataset
+from fedward.common.data.load import load_site_folder
 from fedward.common.data.maskfolder import read_mask_folder
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import ArraySplit
@@ -30,6 +32,7 @@ from fedward.common.schema import DatasetSchema
 
 SIZE = 64
 BUSI3 = DatasetSchema(Task.MULTICLASS, ("benign", "malignant", "normal"), 1)
+BINARY = DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)
 
 
 def multitask_config(**extra: object) -> object:
@@ -185,3 +188,14 @@ def test_training_fits_the_decoder_too(tmp_path: Path) -> None:
     decoder = [k for k in after if k.startswith("model.2.")]  # the top level's up block: only the mask loss reaches it
     assert decoder and all(not torch.equal(after[k], before[k]) for k in decoder if after[k].is_floating_point())
     assert not torch.equal(after["head.3.weight"], before["head.3.weight"])
+
+
+def test_a_hospital_folder_without_masks_is_refused_when_it_is_loaded(tmp_path: Path) -> None:
+    """A class+mask run names the folder at enrolment, not at the first train message."""
+    cfg = multitask_config()
+    plain = write_dicom_folder(tmp_path / "plain", n=8)
+    with pytest.raises(DataError, match=r"plain: the run learns classes with lesion masks"):
+        load_site_folder(plain, cfg, BINARY, name="plain", cache_root=None)  # type: ignore[arg-type]
+    busi = busi_subset(tmp_path / "busi")
+    site = load_site_folder(busi, cfg, BUSI3, name="busi", cache_root=None)  # type: ignore[arg-type]
+    assert site.train.masks is not None and len(site.train) > 0  # type: ignore[union-attr]
