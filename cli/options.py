@@ -124,7 +124,7 @@ Optimizer = Annotated[str | None, typer.Option(help="adamw or sgd.", rich_help_p
 Lr = Annotated[float | None, typer.Option(help="Base learning rate.", rich_help_panel=TRAIN)]
 ScheduleOpt = Annotated[str | None, typer.Option("--schedule", help="cosine or constant.", rich_help_panel=TRAIN)]
 ClassWeightingOpt = Annotated[
-    str | None, typer.Option("--class-weighting", help="balanced or none.", rich_help_panel=TRAIN)
+    str | None, typer.Option("--class-weighting", help="balanced, logit-adjusted or none.", rich_help_panel=TRAIN)
 ]
 Device = Annotated[str | None, typer.Option(help="auto (CUDA when available), cpu or cuda.", rich_help_panel=TRAIN)]
 Hospitals = Annotated[int | None, typer.Option(help="Number of hospitals.", rich_help_panel=FED)]

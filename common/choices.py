@@ -185,6 +185,10 @@ class ClassWeighting(StrEnum):
     NONE = "none"
     BALANCED = "balanced"
     """Weight of class k is n / (K * n_k) (scikit-learn's "balanced"); pos_weight for multi-label."""
+    LOGIT_ADJUSTED = "logit-adjusted"
+    """Train on logits plus the log of the hospital's class prior (logit adjustment, Menon et al.,
+    ICLR 2021): a class that is rare or absent at a hospital is not pushed down there, which keeps
+    the shared classifier balanced under label skew (as FedLC, Zhang et al., ICML 2022)."""
 
 
 class SegLoss(StrEnum):

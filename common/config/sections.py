@@ -164,7 +164,8 @@ class TrainConfig:
         momentum: SGD momentum in [0, 1).
         schedule: ``cosine`` anneals the rate to 0 over rounds x local epochs; ``constant``.
         class_weighting: ``balanced`` weights the loss by inverse class frequency of the
-            hospital's own labels; ``none``.
+            hospital's own labels; ``logit-adjusted`` trains on logits plus the log of the
+            hospital's class prior (for label skew across hospitals); ``none``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         amp: automatic mixed precision (float16 autocast + gradient scaling) on CUDA;
             ignored on CPU.

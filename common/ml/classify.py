@@ -62,6 +62,61 @@ def make_loss(task: Task, weights: torch.Tensor | None = None) -> nn.Module:
     return nn.CrossEntropyLoss(weight=weights)
 
 
+def logit_offsets(task: Task, counts: np.ndarray, num_examples: int) -> torch.Tensor:
+    """The hospital's class prior as logit offsets, for logit-adjusted training.
+
+    The prior is add-one (Laplace) smoothed, so a class absent at the hospital gets a
+    finite offset: ``log((n_k + 1) / (n + K))`` per class for single-label tasks, the log
+    odds ``log((p_k + 1) / (n - p_k + 1))`` per label for multi-label tasks.
+
+    Args:
+        task: the task.
+        counts: images per class (single-label) or positives per label (multi-label), (K,).
+        num_examples: images in the dataset.
+
+    Returns:
+        float32 (K,) offsets added to the logits (B, K) during training only.
+    """
+    counts = counts.astype(np.float64)
+    if task is Task.MULTILABEL:
+        offsets = np.log((counts + 1.0) / (num_examples - counts + 1.0))
+    else:
+        offsets = np.log((counts + 1.0) / (num_examples + len(counts)))
+    return torch.tensor(offsets, dtype=torch.float32)
+
+
+class LogitAdjustedLoss(nn.Module):
+    """Cross-entropy (BCE for multi-label) of logits shifted by the local class prior.
+
+    Training on ``logits + log prior`` makes the network's own logits estimate the
+    class-balanced posterior (Menon et al., "Long-tail learning via logit adjustment",
+    ICLR 2021). In a federation each hospital shifts by its own prior, so the shared
+    classifier is not pulled towards each hospital's majority classes (FedLC: Zhang et
+    al., "Federated learning with label distribution skew via logits calibration", ICML
+    2022). Scoring and prediction use the unshifted logits.
+
+    Args:
+        task: the task (the loss follows :func:`make_loss`).
+        offsets: float32 (K,) from :func:`logit_offsets`.
+
+    Shapes:
+        logits (B, K) float; targets (B,) int64 (single-label) or (B, K) float
+        (multi-label); returns a scalar float32.
+    """
+
+    offsets: torch.Tensor
+
+    def __init__(self, task: Task, offsets: torch.Tensor) -> None:
+        super().__init__()
+        self.loss = make_loss(task)
+        self.register_buffer("offsets", offsets)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean loss of the shifted logits."""
+        loss: torch.Tensor = self.loss(logits + self.offsets.to(logits.dtype), targets)
+        return loss
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
@@ -115,13 +170,18 @@ class ClassificationHead:
     def criterion(
         self, dataset: ImageDataset, cfg: TrainConfig, device: torch.device, *, per_sample: bool = False
     ) -> nn.Module:
-        """The loss for ``dataset``'s task, with ``balanced`` weights from its own labels when asked.
+        """The loss for ``dataset``'s task, weighted or logit-adjusted by its own labels when asked.
 
-        Cross-entropy is a mean of per-image losses whatever ``per_sample`` says (DP-SGD's need).
+        ``train.class-weighting``: ``balanced`` weights (:func:`class_weights`),
+        ``logit-adjusted`` (:class:`LogitAdjustedLoss`) or ``none``. Cross-entropy is a
+        mean of per-image losses whatever ``per_sample`` says (DP-SGD's need).
         """
+        counts = dataset.class_counts()
+        if cfg.class_weighting is ClassWeighting.LOGIT_ADJUSTED:
+            return LogitAdjustedLoss(dataset.task, logit_offsets(dataset.task, counts, len(dataset))).to(device)
         weights = None
         if cfg.class_weighting is ClassWeighting.BALANCED:
-            weights = class_weights(dataset.task, dataset.class_counts(), len(dataset)).to(device)
+            weights = class_weights(dataset.task, counts, len(dataset)).to(device)
         return make_loss(dataset.task, weights)
 
     def pipeline(self, augment: bool, spatial_dims: int = 2) -> BatchPipeline:

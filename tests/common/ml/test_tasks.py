@@ -15,7 +15,7 @@ from fedward.common.config.sections import DataConfig, TrainConfig
 from fedward.common.data.images import BatchPipeline, ImageDataset
 from fedward.common.data.segdata import SegmentationPipeline
 from fedward.common.errors import DataError
-from fedward.common.ml.classify import ClassificationHead, class_weights
+from fedward.common.ml.classify import ClassificationHead, LogitAdjustedLoss, class_weights, logit_offsets
 from fedward.common.ml.metrics import METRIC_NAMES
 from fedward.common.ml.segment import SegmentationHead
 from fedward.common.ml.tasks import head_for
@@ -86,6 +86,46 @@ def test_balanced_criterion_weights_classes_from_the_dataset_s_own_labels() -> N
     assert criterion.weight.tolist() == pytest.approx([4 / 6, 4 / 2])
     unweighted = head.criterion(dataset, TrainConfig(class_weighting=ClassWeighting.NONE), CPU)
     assert isinstance(unweighted, nn.CrossEntropyLoss) and unweighted.weight is None
+
+
+def test_logit_adjusted_criterion_shifts_logits_by_the_hospital_s_smoothed_prior() -> None:
+    dataset = ImageDataset(
+        torch.zeros(4, 1, 4, 4, dtype=torch.uint8), np.array([[0], [0], [0], [1]]), Task.MULTICLASS, 3
+    )
+    config = TrainConfig(class_weighting=ClassWeighting.LOGIT_ADJUSTED)
+    criterion = ClassificationHead(ORGANS.classes).criterion(dataset, config, CPU)
+    assert isinstance(criterion, LogitAdjustedLoss)
+    # add-one smoothing: the absent class "spleen" gets a finite offset below the others
+    assert criterion.offsets.tolist() == pytest.approx([math.log(4 / 7), math.log(2 / 7), math.log(1 / 7)])
+    logits, targets = torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1])
+    expected = nn.functional.cross_entropy(logits + criterion.offsets, targets)
+    torch.testing.assert_close(criterion(logits, targets), expected)
+
+
+def test_logit_adjustment_learns_balanced_logits_where_plain_cross_entropy_learns_the_prior() -> None:
+    """Bias-only classifiers on a 90/10 hospital: plain CE learns log-prior logits, the adjusted loss equal ones."""
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    counts = np.array([90, 10])
+    learnt = {}
+    for name, loss in (
+        ("plain", nn.CrossEntropyLoss()),
+        ("adjusted", LogitAdjustedLoss(Task.BINARY, logit_offsets(Task.BINARY, counts, 100))),
+    ):
+        bias = torch.zeros(2, requires_grad=True)
+        optimizer = torch.optim.SGD([bias], lr=1.0)
+        for _ in range(500):
+            optimizer.zero_grad()
+            loss(bias.expand(100, 2), labels).backward()
+            optimizer.step()
+        learnt[name] = torch.softmax(bias.detach(), 0)[1].item()
+    assert learnt["plain"] == pytest.approx(0.10, abs=0.01)
+    # balanced but for the add-one smoothing of the prior: odds (10 / 90) / (11 / 91)
+    assert learnt["adjusted"] == pytest.approx(910 / (910 + 990), abs=0.005)
+
+
+def test_multilabel_logit_offsets_are_the_smoothed_log_odds() -> None:
+    offsets = logit_offsets(Task.MULTILABEL, np.array([10, 50, 0]), 100)
+    assert offsets.tolist() == pytest.approx([math.log(11 / 91), 0.0, math.log(1 / 101)], rel=1e-6)
 
 
 def test_multilabel_criterion_is_bce_with_positive_weights() -> None:
