@@ -4,14 +4,16 @@ Hospitals that outline lesions (BUSI: every image has a mask, an empty one for "
 hold more than a class per image. A network that must also segment the lesion
 (:class:`~fedward.common.ml.unet_encoder.UNetMultitask`) learns features of the lesion's
 extent, shape and margin that a classifier trained on a few hundred labels alone does not
-find. Measured here on BUSI 3-class (468 training images, 128 px, 40 epochs pooled, seed 0):
-test macro AUC 0.922 and balanced accuracy 0.769 with the mask loss, 0.785 and 0.633 for
-the same encoder trained on the classes alone. Multi-task learning of breast-ultrasound
-segmentation and classification: e.g. Zhou et al., "Multi-task learning for segmentation
-and classification of tumors in 3D automated breast ultrasound images", Medical Image
-Analysis 70 (2021).
+find, and its classifier reads the predicted lesion map: features pooled inside the lesion,
+its size and certainty. Measured here on BUSI 3-class, 5 Dirichlet-0.5 hospitals, 128 px,
+60 rounds x 1 local epoch, seed 0: test macro AUC 0.913 and balanced accuracy 0.793; a
+classifier on the bottleneck alone, with the same mask loss, 0.798 and 0.651; the U-Net's
+encoder trained on the classes alone 0.709 and 0.428. Multi-task learning of
+breast-ultrasound segmentation and classification: e.g. Zhou et al., "Multi-task learning
+for segmentation and classification of tumors in 3D automated breast ultrasound images",
+Medical Image Analysis 70 (2021).
 
-The masks only shape training: the model scores, predicts and exports as a classifier, so
+The masks are needed for training only: the model scores, predicts and exports as a classifier, so
 everything downstream of training is the classification task's
 (:class:`~fedward.common.ml.classify.ClassificationHead`).
 """

@@ -11,9 +11,10 @@ efficientnet-b0    ``monai.networks.nets.EfficientNetBN`` (Tan &   32 px     ~4.
                    Le, 2019)
 unet-encoder       the down path of the ``unet`` segmentation      32 px     ~1.3 M
                    network, GAP, FC (:mod:`.unet_encoder`)
-unet-multitask     the ``unet`` segmentation network and a GAP +   32 px     ~1.6 M
-                   FC head on its bottleneck, trained on classes
-                   and lesion masks (:mod:`.multitask`)
+unet-multitask     the ``unet`` segmentation network and an FC     32 px     ~1.6 M
+                   head on its bottleneck pooled over the image
+                   and over its predicted lesion, trained on
+                   classes and lesion masks (:mod:`.multitask`)
 =================  ==============================================  ========  ===========
 
 \\* one input channel, two classes.
@@ -157,7 +158,7 @@ NETWORKS: dict[ModelName, NetworkSpec] = {
     ),
     ModelName.UNET_MULTITASK: NetworkSpec(
         ModelName.UNET_MULTITASK,
-        "residual U-Net (MONAI) segmenting the lesion while a GAP + linear head on its bottleneck classifies",
+        "residual U-Net (MONAI) segmenting the lesion; a linear head on its lesion-pooled bottleneck classifies",
         lambda c, k, d: UNetMultitask(c, k),
         per_sample_gradients=False,
     ),

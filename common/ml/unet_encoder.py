@@ -12,10 +12,11 @@ the labels (multi-task and transfer from segmentation to classification of breas
 ultrasound: e.g. Shareef et al., 2022).
 
 :class:`UNetMultitask` learns both at once: the whole U-Net segments the image's lesion
-while a classifier on its bottleneck learns the class (``data.target = "class+mask"``), so
-the encoder is shaped by the masks throughout training rather than only at its start
-(multi-task learning of breast-ultrasound segmentation and classification: e.g. Zhou et al.,
-2021; Shareef et al., 2022). It scores, predicts and exports as a classifier.
+while a classifier on its bottleneck and its lesion map learns the class (``data.target =
+"class+mask"``), so the encoder is shaped by the masks throughout training rather than only
+at its start (multi-task learning of breast-ultrasound segmentation and classification:
+e.g. Zhou et al., 2021; Shareef et al., 2022). It scores, predicts and exports as a
+classifier.
 """
 
 from __future__ import annotations
@@ -61,15 +62,17 @@ class UNetEncoderClassifier(nn.Module):
 
 
 class UNetMultitask(nn.Module):
-    """fedward's 2D U-Net with a classifier on its bottleneck: a classification learnt with lesion masks.
+    """fedward's 2D U-Net that segments the lesion and classifies from it: a classification learnt with lesion masks.
 
     The module keeps the whole U-Net under the attribute ``model`` (the parameter names of
-    :func:`~fedward.common.ml.segnets.unet`, so a lesion U-Net's weights load into it) and a
-    pooled linear classifier ``head`` on the deepest feature map. In training mode the
-    forward pass runs the whole U-Net and returns both outputs, for a loss on the class and
-    one on the lesion mask (:class:`~fedward.common.ml.multitask.LesionGuidedLoss`); in
-    eval mode it runs the down path only and returns the class logits, which is what
-    scoring, ``fedward predict`` and the exports see.
+    :func:`~fedward.common.ml.segnets.unet`, so a lesion U-Net's weights load into it) and
+    a classifier ``head`` (:class:`LesionPooledClassifier`) that reads the bottleneck
+    features together with the U-Net's own lesion map: the features pooled over the whole
+    image, the same features pooled over the predicted lesion, and how large and how
+    certain the predicted lesion is. In training mode the forward pass returns both
+    outputs, for a loss on the class and one on the lesion mask
+    (:class:`~fedward.common.ml.multitask.LesionGuidedLoss`); in eval mode it returns the
+    class logits only, which is what scoring, ``fedward predict`` and the exports see.
 
     Args:
         in_channels: image channels C (1 or 3).
@@ -86,26 +89,58 @@ class UNetMultitask(nn.Module):
         super().__init__()
         network = _lesion_unet(in_channels)
         self.model = network.model
-        self._levels = _down_path(self.model)
-        self.head = _classifier(network.channels[-1], num_outputs, dropout)
+        self.head = LesionPooledClassifier(network.channels[-1], num_outputs, dropout)
         self._bottleneck: torch.Tensor | None = None
-        self._levels[-1].register_forward_hook(self._keep_bottleneck)
+        _down_path(self.model)[-1].register_forward_hook(self._keep_bottleneck)
 
     def _keep_bottleneck(self, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
         self._bottleneck = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Class logits (B, K) in eval mode; ``(class logits, lesion logits (B, 2, H, W))`` in training mode."""
-        if not self.training:
-            for down in self._levels:
-                x = down(x)
-            self._bottleneck = None
-            return self.head(x)  # type: ignore[no-any-return]
         lesion = self.model(x)
         features, self._bottleneck = self._bottleneck, None
         if features is None:  # pragma: no cover - the hook runs inside self.model
             raise RuntimeError("the U-Net's bottom level did not run")
-        return self.head(features), lesion
+        logits = self.head(features, lesion)
+        return (logits, lesion) if self.training else logits
+
+
+class LesionPooledClassifier(nn.Module):
+    """Class logits from a U-Net's bottleneck features and its predicted lesion map.
+
+    The features (B, F, h, w) are pooled twice: over the whole image (global average
+    pooling) and over the predicted lesion (the lesion probability, average-pooled to
+    h x w, as weights); the lesion map adds its maximum and mean probability (is there a
+    lesion, how large is it). Dropout and a linear layer map the 2F + 2 numbers to K
+    logits. The lesion map is detached: only the masks teach the U-Net where lesions are,
+    the class loss teaches what they are. Pooling guided by the lesion follows attention-
+    or mask-guided classification of breast ultrasound (e.g. Shareef et al., 2022).
+
+    Args:
+        features: channels F of the bottleneck.
+        num_outputs: class logits K.
+        dropout: dropout probability before the linear layer.
+
+    Shapes:
+        bottleneck (B, F, h, w) float, lesion logits (B, 2, H, W) float with H, W multiples
+        of h, w; output (B, K) float.
+    """
+
+    def __init__(self, features: int, num_outputs: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(2 * features + 2, num_outputs)
+
+    def forward(self, bottleneck: torch.Tensor, lesion_logits: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, K)."""
+        lesion = torch.softmax(lesion_logits.detach().float(), dim=1)[:, 1:2]
+        kernel = (lesion.shape[-2] // bottleneck.shape[-2], lesion.shape[-1] // bottleneck.shape[-1])
+        weights = nn.functional.avg_pool2d(lesion, kernel_size=kernel)
+        whole = bottleneck.mean(dim=(2, 3))
+        inside = (bottleneck * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + 1e-3)
+        extent = torch.cat([lesion.amax(dim=(2, 3)), lesion.mean(dim=(2, 3))], dim=1)
+        return self.linear(self.dropout(torch.cat([whole, inside, extent], dim=1)))  # type: ignore[no-any-return]
 
 
 def _lesion_unet(in_channels: int) -> UNet:

@@ -27,7 +27,7 @@ from fedward.common.ml.networks import build_network, load_initial_weights
 from fedward.common.ml.segment import make_seg_loss
 from fedward.common.ml.tasks import head_for
 from fedward.common.ml.training import LocalTraining, train_epochs
-from fedward.common.ml.unet_encoder import UNetMultitask
+from fedward.common.ml.unet_encoder import LesionPooledClassifier, UNetMultitask
 from fedward.common.schema import DatasetSchema
 
 SIZE = 64
@@ -129,10 +129,38 @@ def test_network_classifies_in_eval_mode_with_what_training_computes() -> None:
     with torch.no_grad():
         class_logits, lesion_logits = model.train()(x)
         assert class_logits.shape == (2, 3) and lesion_logits.shape == (2, 2, SIZE, SIZE)
-        scored = model.eval()(x)  # the down path only
+        scored = model.eval()(x)
     torch.testing.assert_close(scored, class_logits)
     traced = torch.jit.trace(model, x)  # type: ignore[no-untyped-call]  # exports see the classifier
     torch.testing.assert_close(traced(x), scored)
+
+
+def test_classifier_pools_the_features_inside_the_predicted_lesion() -> None:
+    head = LesionPooledClassifier(features=2, num_outputs=3, dropout=0.0)
+    bottleneck = torch.zeros(1, 2, 4, 4)
+    bottleneck[0, 0, :2, :2] = 8.0  # channel 0 is high where the lesion is
+    bottleneck[0, 1] = 1.0
+    lesion_logits = torch.full((1, 2, 16, 16), -20.0)
+    lesion_logits[0, 1, :8, :8] = 20.0  # lesion: the top-left quadrant
+    lesion_logits[0, 0, :8, :8] = -20.0
+    lesion_logits[0, 0, 8:, :] = lesion_logits[0, 0, :, 8:] = 20.0
+    captured: list[torch.Tensor] = []
+    head.linear.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    head(bottleneck, lesion_logits)
+    whole, inside, extent = captured[0][0, :2], captured[0][0, 2:4], captured[0][0, 4:]
+    torch.testing.assert_close(whole, torch.tensor([2.0, 1.0]))  # 8 over a quarter of the image
+    torch.testing.assert_close(inside, torch.tensor([8.0, 1.0]), atol=0.01, rtol=0.0)  # 4 / (4 + 1e-3)
+    torch.testing.assert_close(extent, torch.tensor([1.0, 0.25]))  # a lesion, a quarter of the image
+
+
+def test_class_loss_does_not_teach_the_decoder_where_lesions_are() -> None:
+    torch.manual_seed(0)
+    model = UNetMultitask(1, 3).train()
+    class_logits, _ = model(torch.rand(2, 1, SIZE, SIZE))
+    nn.functional.cross_entropy(class_logits, torch.tensor([0, 2])).backward()
+    top_up = [p for name, p in model.named_parameters() if name.startswith("model.2.")]
+    assert top_up and all(p.grad is None for p in top_up)  # the lesion map is read, not trained, by the classifier
+    assert model.model[0].conv.unit0.conv.weight.grad is not None  # the encoder is
 
 
 def test_network_starts_from_a_lesion_unet(tmp_path: Path) -> None:
@@ -141,7 +169,7 @@ def test_network_starts_from_a_lesion_unet(tmp_path: Path) -> None:
     model = build_network(ModelName.UNET_MULTITASK, 1, 3)
     report = load_initial_weights(model, tmp_path / "best.safetensors")
     assert set(report.loaded) == set(lesion.state_dict())  # encoder and decoder: the whole U-Net
-    assert set(model.state_dict()) - set(report.loaded) == {"head.3.weight", "head.3.bias"}
+    assert set(model.state_dict()) - set(report.loaded) == {"head.linear.weight", "head.linear.bias"}
 
 
 def test_config_pairs_the_target_with_a_network_that_segments() -> None:
@@ -187,7 +215,7 @@ def test_training_fits_the_decoder_too(tmp_path: Path) -> None:
     after = model.state_dict()
     decoder = [k for k in after if k.startswith("model.2.")]  # the top level's up block: only the mask loss reaches it
     assert decoder and all(not torch.equal(after[k], before[k]) for k in decoder if after[k].is_floating_point())
-    assert not torch.equal(after["head.3.weight"], before["head.3.weight"])
+    assert not torch.equal(after["head.linear.weight"], before["head.linear.weight"])
 
 
 def test_a_hospital_folder_without_masks_is_refused_when_it_is_loaded(tmp_path: Path) -> None:
