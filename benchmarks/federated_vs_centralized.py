@@ -10,9 +10,10 @@ Usage::
     python benchmarks/federated_vs_centralized.py --data-dir ../shared/data \\
         --hospitals 5 --partition dirichlet --alpha 0.5 --rounds 20 --seed 0
 
-    # BUSI breast ultrasound, 3 classes (benign / malignant / normal)
-    python benchmarks/federated_vs_centralized.py --dataset busi --set data.image-size=128 \\
-        --set model.name=resnet18 --hospitals 5 --partition dirichlet --alpha 0.5
+    # BUSI breast ultrasound, 3 classes (benign / malignant / normal), learnt with the lesion masks
+    python benchmarks/federated_vs_centralized.py --dataset busi --rounds 60 --set data.image-size=128 \\
+        --set data.modality=US --set data.target=class+mask --set model.name=unet-multitask \\
+        --set train.local-epochs=1 --set train.batch-size=16 --set train.lr=0.001
 
 Any ``section.key=value`` after ``--set`` overrides the config (e.g. ``--set strategy.name=fedprox``).
 """
