@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fedward.common.config import RunConfig, RunSpec
 from fedward.common.data.catalog import lookup
-from fedward.common.data.load import cache_root_for
+from fedward.common.data.load import cache_root_for, require_lesion_masks
 from fedward.common.data.locate import locate_dataset
 from fedward.common.data.npz import SPLITS
 from fedward.common.data.opening import OpenedDataset, open_dataset
@@ -96,7 +96,8 @@ def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False, tra
         ConfigError: unreachable privacy settings, an unknown dataset, no schema to be found,
             or (coordinator) a machine-local ``model.init-weights``.
         ModelError: ``model.name`` cannot learn the data set's task (a classifier for masks).
-        DataError: a missing hospital folder or data folder, an invalid dataset file.
+        DataError: a missing hospital folder or data folder, an invalid dataset file, a
+            ``class+mask`` run on a data set without lesion masks.
         DownloadError: the file is missing and cannot be downloaded.
     """
     ClientDpPlan.from_config(cfg)  # an unreachable target epsilon or budget fails here, not in the ServerApp
@@ -107,6 +108,8 @@ def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False, tra
         check_network_fits(cfg.model.name, schema, cfg.data.image_size)
     if trains and cfg.privacy.dpsgd:
         check_dpsgd_network(cfg.model.name)
+    if trains and dataset is not None and "train" in dataset.splits:
+        require_lesion_masks(cfg, dataset.splits["train"], dataset.path)
     if dataset is not None and setting is Setting.SIMULATION:  # every simulated process finds the file there
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=dataset.path.parent))
     return ResolvedRun(RunSpec(cfg, schema), dataset)

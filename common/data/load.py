@@ -227,12 +227,31 @@ def load_site_folder(
     if not folder.is_dir():
         raise DataError(f"data directory {folder} does not exist")
     site = _load_folder(folder, cfg, schema, name=name, cache_root=cache_root)
-    if cfg.data.target is TargetKind.CLASS_AND_MASK and getattr(site.train, "masks", None) is None:
-        raise DataError(
-            f'{folder}: the run learns classes with lesion masks (data.target = "class+mask") but this '
-            "folder holds no masks: it needs an image + mask folder (<class>/<name>.png with <name>_mask.png)"
-        )
+    require_lesion_masks(cfg, site.train, folder)
     return site
+
+
+def require_lesion_masks(cfg: RunConfig, train: object, source: Path) -> None:
+    """Refuse training data without lesion masks when the run learns classes with them.
+
+    The one check of ``data.target = "class+mask"`` against the data, made where data
+    enters: a hospital's folder when it loads (enrolment) and the simulated data set when
+    the run is set up, so such a run never starts training on images without masks.
+
+    Args:
+        cfg: the run's settings.
+        train: the training split as read (an ``ArraySplit`` or an ``ImageDataset``); it
+            holds masks when its ``masks`` attribute is not ``None``.
+        source: the folder or file it was read from, for the message.
+
+    Raises:
+        DataError: if the run's target is ``class+mask`` and ``train`` holds no masks.
+    """
+    if cfg.data.target is TargetKind.CLASS_AND_MASK and getattr(train, "masks", None) is None:
+        raise DataError(
+            f'{source}: the run learns classes with lesion masks (data.target = "class+mask") but these '
+            "images have no masks: it needs an image + mask folder (<class>/<name>.png with <name>_mask.png)"
+        )
 
 
 def _load_folder(

@@ -9,6 +9,7 @@ import pytest
 import torch
 from fixtures.dicom_folders import write_dicom_folder
 from fixtures.seg_folders import BUSI_CASES, busi_subset
+from fixtures.synthetic import write_npz
 from safetensors.torch import save_file
 from torch import nn
 
@@ -28,6 +29,7 @@ from fedward.common.ml.segment import make_seg_loss
 from fedward.common.ml.tasks import head_for
 from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.ml.unet_encoder import LesionPooledClassifier, UNetMultitask
+from fedward.common.runsetup import Setting, resolve_run
 from fedward.common.schema import DatasetSchema
 
 SIZE = 64
@@ -227,3 +229,14 @@ def test_a_hospital_folder_without_masks_is_refused_when_it_is_loaded(tmp_path: 
     busi = busi_subset(tmp_path / "busi")
     site = load_site_folder(busi, cfg, BUSI3, name="busi", cache_root=None)  # type: ignore[arg-type]
     assert site.train.masks is not None and len(site.train) > 0  # type: ignore[union-attr]
+
+
+def test_a_simulation_on_data_without_masks_is_refused_when_it_is_set_up(tmp_path: Path) -> None:
+    """Not a federation whose every hospital fails its first round."""
+    write_npz(tmp_path / "pneumoniamnist.npz", sizes=(40, 10, 10))
+    cfg = multitask_config(**{"data.dataset": "pneumoniamnist", "data.data-dir": str(tmp_path)})
+    with pytest.raises(DataError, match=r"pneumoniamnist\.npz: the run learns classes with lesion masks"):
+        resolve_run(cfg, Setting.SIMULATION)  # type: ignore[arg-type]
+    busi_subset(tmp_path / "busi")
+    busi = multitask_config(**{"data.dataset": "busi", "data.data-dir": str(tmp_path)})
+    assert resolve_run(busi, Setting.SIMULATION).schema.classes == BUSI3.classes  # type: ignore[arg-type]
