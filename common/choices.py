@@ -191,6 +191,19 @@ class ClassWeighting(StrEnum):
     the shared classifier balanced under label skew (as FedLC, Zhang et al., ICML 2022)."""
 
 
+class OperatingRule(StrEnum):
+    """How the decision threshold of a classifier is chosen on the federated validation split."""
+
+    YOUDEN = "youden"
+    """Maximise Youden's J = sensitivity + specificity - 1 (Youden, 1950)."""
+    SENSITIVITY = "sensitivity"
+    """The highest threshold whose sensitivity is at least the target (a screening tool)."""
+    SPECIFICITY = "specificity"
+    """The lowest threshold whose specificity is at least the target (a confirmatory test)."""
+    FIXED = "fixed"
+    """The threshold the config gives, on the calibrated probability."""
+
+
 class SegLoss(StrEnum):
     """Loss of a segmentation network (MONAI losses, softmax over the labels, Dice over the batch)."""
 

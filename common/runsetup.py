@@ -28,6 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from fedward.common.config import RunConfig, RunSpec
+from fedward.common.config.evaluation import check_operating_point
 from fedward.common.data.catalog import lookup
 from fedward.common.data.load import cache_root_for, require_lesion_masks
 from fedward.common.data.locate import locate_dataset
@@ -106,6 +107,7 @@ def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False, tra
     schema = resolve_schema(cfg, dataset)
     if trains:
         check_network_fits(cfg.model.name, schema, cfg.data.image_size)
+        check_operating_point(cfg.evaluation, schema.task)
     if trains and cfg.privacy.dpsgd:
         check_dpsgd_network(cfg.model.name)
     if trains and dataset is not None and "train" in dataset.splits:

@@ -28,6 +28,7 @@ from fedward.common.ml.tasks import TaskHead, head_for
 from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.rundir.card import HospitalEntry, RunEnding, finish_run
 from fedward.common.rundir.recorder import RunRecorder
+from fedward.common.wire import NUM_EXAMPLES, VAL_EXAMPLES
 from fedward.simulation.driver import PreparedRun
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,18 @@ class _PooledTraining:
     device: torch.device
     head: TaskHead
 
+    def _validate(self, model: nn.Module) -> dict[str, float]:
+        """The pooled validation split's metrics, combined as the federation combines one hospital's.
+
+        The operating point (a classifier's temperature and thresholds) is chosen on it the
+        same way, so the baseline's test figures are taken at a validation-chosen point too.
+        """
+        result = self.head.evaluate(model, self.val, self.device)
+        report = {**result.metrics.wire("val"), NUM_EXAMPLES: float(result.num_examples)}
+        federated = self.head.federate([report], [result.statistics])
+        federated[VAL_EXAMPLES] = federated.pop(NUM_EXAMPLES)
+        return federated
+
     def round(self, model: nn.Module, server_round: int) -> dict[str, float]:
         """Train round ``server_round`` (round 0 only scores the initial model) and return its metrics."""
         cfg = self.prepared.cfg
@@ -125,10 +138,9 @@ class _PooledTraining:
             head = self.head
             result = train_epochs(model, self.train, cfg.train, plan, self.device, head=head, augment=cfg.data.augment)
             metrics["train-loss"] = result.loss
-            metrics.update(head.evaluate(model, self.val, self.device).metrics.as_dict("val"))
-            metrics["val-examples"] = float(len(self.val))
+            metrics.update(self._validate(model))
         if self.test is not None:
-            metrics.update(self.head.evaluate(model, self.test, self.device).metrics.as_dict("test"))
+            metrics.update(self.head.operate(self.head.evaluate(model, self.test, self.device), metrics))
         model.cpu()
         log.info(
             "centralized round %d/%d: %s",

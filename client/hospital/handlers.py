@@ -181,14 +181,17 @@ def _validate(run: HospitalRun, model: nn.Module) -> MetricRecord:
     """``model``'s metrics on the local validation split (``num-examples`` only when it is empty).
 
     The same numbers whether asked by an ``evaluate`` message or, with ``evaluate-first``,
-    by a ``train`` message before it trains (the model is not changed).
+    by a ``train`` message before it trains (the model is not changed). Beside the metrics
+    go the split's statistics for the federation's operating point (list-valued sums over
+    fixed bins, never a per-image score; :mod:`fedward.common.ml.valstats`).
     """
     site = run.site
-    metrics: dict[str, float | int] = {NUM_EXAMPLES: len(site.val)}
+    metrics: dict[str, float | int | list[float]] = {NUM_EXAMPLES: len(site.val)}
     if len(site.val) > 0:
         started = time.perf_counter()
         result = head_for(run.spec.schema, run.spec.config).evaluate(model, site.val, run.device)
         metrics.update(result.metrics.wire("val"))
+        metrics.update(result.statistics)
         metrics[EVAL_SECONDS] = time.perf_counter() - started
     return MetricRecord(metrics)  # type: ignore[arg-type]
 

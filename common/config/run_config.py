@@ -42,6 +42,7 @@ import tomli_w
 
 from fedward.common.choices import MASK_SUPERVISED_MODELS, ClientDp, StrategyName, TargetKind
 from fedward.common.config.checks import check_image_size, config_key
+from fedward.common.config.evaluation import EvaluationConfig
 from fedward.common.config.parsing import anchor_paths, build_section, flatten, suggest, to_plain, unflatten
 from fedward.common.config.sections import (
     DataConfig,
@@ -63,6 +64,7 @@ SECTIONS: dict[str, type] = {
     "strategy": StrategyConfig,
     "simulation": SimulationConfig,
     "privacy": PrivacyConfig,
+    "evaluation": EvaluationConfig,
     "run": RunOptions,
 }
 """The config's sections by table name, in file order."""
@@ -79,6 +81,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     run: RunOptions = field(default_factory=RunOptions)
 
     def __post_init__(self) -> None:

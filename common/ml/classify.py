@@ -12,17 +12,26 @@ the federation's as means weighted by their image counts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
 from fedward.common.choices import ClassWeighting, Task
+from fedward.common.config.evaluation import EvaluationConfig
 from fedward.common.config.sections import TrainConfig
 from fedward.common.data.images import BatchPipeline, ImageDataset
 from fedward.common.errors import DataError
 from fedward.common.ml.loader import make_loader
 from fedward.common.ml.metrics import METRIC_NAMES, classification_metrics
+from fedward.common.ml.operating import OperatingPoint
+from fedward.common.ml.operating_choice import OPERATING_HOSPITALS, choose_operating_point, point_from_metrics
+from fedward.common.ml.pointscores import scores_at
 from fedward.common.ml.scores import EvalResult, weighted_means
+from fedward.common.ml.valstats import ValidationStatistics, merge_wire
 from fedward.common.wire import metric_key
 
 EVAL_BATCH_SIZE = 256
@@ -118,6 +127,27 @@ class LogitAdjustedLoss(nn.Module):
 
 
 @torch.no_grad()
+def predict_logits(
+    model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of ``model`` on every image of ``dataset`` (unaugmented; float16 autocast on CUDA).
+
+    Returns:
+        ``(logits, targets)``: float64 (N, K), and the targets as int64 (N,) or float (N, K).
+    """
+    model.to(device).eval()
+    pipeline = BatchPipeline(augment=False).eval()
+    outputs: list[torch.Tensor] = []
+    use_amp = device.type == "cuda"
+    for images, _ in make_loader(dataset, batch_size, device, shuffle=False):
+        inputs = pipeline(images.to(device, non_blocking=True))
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            outputs.append(model(inputs).float().cpu())
+    if not outputs:
+        return np.empty((0, 0)), dataset.targets.numpy()
+    return torch.cat(outputs).double().numpy(), dataset.targets.numpy()
+
+
 def predict(
     model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -127,19 +157,10 @@ def predict(
         ``(probabilities, targets)``: float64 (N, K) softmax (single-label) or sigmoid
         (multi-label) outputs, and the targets as int64 (N,) or float (N, K).
     """
-    model.to(device).eval()
-    pipeline = BatchPipeline(augment=False).eval()
-    outputs: list[torch.Tensor] = []
-    use_amp = device.type == "cuda"
-    for images, _ in make_loader(dataset, batch_size, device, shuffle=False):
-        inputs = pipeline(images.to(device, non_blocking=True))
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            logits = model(inputs).float()
-        probs = torch.sigmoid(logits) if dataset.task is Task.MULTILABEL else torch.softmax(logits, dim=1)
-        outputs.append(probs.cpu())
-    if not outputs:
-        return np.empty((0, 0)), dataset.targets.numpy()
-    return torch.cat(outputs).double().numpy(), dataset.targets.numpy()
+    logits, targets = predict_logits(model, dataset, device, batch_size)
+    if logits.size == 0:
+        return logits, targets
+    return OperatingPoint.uncalibrated(dataset.task).probabilities(logits, dataset.task), targets
 
 
 def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.ndarray) -> float:
@@ -151,20 +172,39 @@ def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.
     return float(-np.log(p[np.arange(len(targets)), targets.astype(np.int64)]).mean())
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredSplit:
+    """A split's logits and targets, kept in the scoring process to re-score at an operating point.
+
+    Attributes:
+        task: the task.
+        logits: float64 (N, K), uncalibrated.
+        targets: int64 (N,) or (N, K) 0/1.
+        loss: the mean unweighted loss at temperature 1.
+    """
+
+    task: Task
+    logits: np.ndarray
+    targets: np.ndarray
+    loss: float
+
+
 class ClassificationHead:
     """Binary, multi-class and multi-label classification, as the task-agnostic code needs it.
 
     Args:
         classes: the class (or label) names, index order, for per-class metrics.
+        evaluation: the run's ``[evaluation]`` settings (operating point, calibration).
     """
 
-    def __init__(self, classes: tuple[str, ...] = ()) -> None:
+    def __init__(self, classes: tuple[str, ...] = (), evaluation: EvaluationConfig | None = None) -> None:
         self.classes = classes
+        self.evaluation = evaluation or EvaluationConfig()
 
     selection_metric = metric_key("val", "auc")
     """Federated validation AUC picks the best round."""
 
-    reported: tuple[str, ...] = (*METRIC_NAMES, "balanced-accuracy")
+    reported: tuple[str, ...] = (*METRIC_NAMES, "balanced-accuracy", "ece", "brier")
     """Metric names (without split) a model card reports."""
 
     def criterion(
@@ -189,18 +229,58 @@ class ClassificationHead:
         return BatchPipeline(augment=augment)
 
     def evaluate(self, model: nn.Module, dataset: ImageDataset, device: torch.device) -> EvalResult:
-        """AUC, accuracy, sensitivity, specificity, F1 and mean unweighted loss on ``dataset``.
+        """AUC, accuracy, sensitivity, specificity, F1 (at 0.5) and loss on ``dataset``, with its statistics.
+
+        The result's ``statistics`` are the split's :class:`~fedward.common.ml.valstats.ValidationStatistics`
+        on the wire (what a hospital sends for the operating point); its ``outputs`` the
+        :class:`ScoredSplit` that :meth:`operate` re-scores.
 
         Raises:
             DataError: if ``dataset`` is empty.
         """
         if len(dataset) == 0:
             raise DataError("no images to evaluate on")
-        probabilities, targets = predict(model, dataset, device)
-        loss = _loss_from_probabilities(dataset.task, probabilities, targets)
-        metrics = classification_metrics(dataset.task, targets, probabilities, loss=loss, class_names=self.classes)
-        return EvalResult(metrics, len(dataset))
+        logits, targets = predict_logits(model, dataset, device)
+        task = dataset.task
+        probabilities = OperatingPoint.uncalibrated(task).probabilities(logits, task)
+        loss = _loss_from_probabilities(task, probabilities, targets)
+        metrics = classification_metrics(task, targets, probabilities, loss=loss, class_names=self.classes)
+        statistics = ValidationStatistics.of(logits, targets, task).wire()
+        return EvalResult(metrics, len(dataset), statistics, ScoredSplit(task, logits, targets, loss))
 
-    def federate(self, reports: list[dict[str, float]]) -> dict[str, float]:
-        """The federation's validation metrics: each hospital's, weighted by its ``num-examples``."""
-        return weighted_means(reports)
+    def federate(
+        self, reports: list[dict[str, float]], statistics: Sequence[Mapping[str, Any]] = ()
+    ) -> dict[str, float]:
+        """The federation's validation metrics, and its operating point from the hospitals' statistics.
+
+        Metrics are each hospital's, weighted by its ``num-examples``. When hospitals sent
+        validation statistics, they are merged and the temperature and thresholds chosen
+        (:func:`~fedward.common.ml.operating_choice.choose_operating_point`); the figures at
+        the chosen threshold replace the means at 0.5. ``operating-hospitals``: how many
+        hospitals' statistics were used; a reply with malformed statistics is left out.
+        """
+        federated = weighted_means(reports)
+        total, used = merge_wire(statistics)
+        if total is None:
+            return federated
+        _, chosen = choose_operating_point(total, self.evaluation)
+        federated.update(chosen)
+        federated[OPERATING_HOSPITALS] = float(used)
+        return federated
+
+    def operate(self, result: EvalResult, federated: Mapping[str, float]) -> dict[str, float]:
+        """``test-*`` metrics of a scored split at the operating point the round's validation chose.
+
+        Sensitivity, specificity, accuracy and F1 are taken at the round's threshold(s) on
+        the calibrated probabilities, ECE and Brier score of the calibrated probabilities
+        are added; AUC is unchanged by calibration. Without a chosen point (no hospital
+        sent statistics): the metrics at 0.5, as scored.
+        """
+        scored = result.outputs
+        if not isinstance(scored, ScoredSplit):
+            return result.metrics.as_dict("test")
+        labels = scored.logits.shape[1]
+        point = point_from_metrics(federated, scored.task, labels, self.evaluation)
+        if point is None:
+            return result.metrics.as_dict("test")
+        return scores_at(point, scored, self.classes).as_dict("test")

@@ -77,6 +77,9 @@ class ClassificationMetrics:
             Brodersen et al., 2010); ``None`` for multi-label.
         class_sensitivity: multi-class: ``(class name, recall)`` per class with images, when
             the caller named the classes.
+        ece: expected calibration error of the probabilities (15 bins, Guo et al., 2017),
+            when the caller computed it (at an operating point).
+        brier: mean Brier score of the probabilities (Brier, 1950), when computed.
     """
 
     auc: float | None
@@ -87,6 +90,8 @@ class ClassificationMetrics:
     loss: float | None = None
     balanced_accuracy: float | None = None
     class_sensitivity: tuple[tuple[str, float], ...] = ()
+    ece: float | None = None
+    brier: float | None = None
 
     def as_dict(self, prefix: str) -> dict[str, float]:
         """The defined metrics keyed ``"{prefix}-{name}"``, ready for a Flower MetricRecord.
@@ -104,6 +109,7 @@ class ClassificationMetrics:
         if self.balanced_accuracy is not None:
             out[f"{prefix}-balanced-accuracy"] = self.balanced_accuracy
         out.update({f"{prefix}-sensitivity-{name}": value for name, value in self.class_sensitivity})
+        out.update({f"{prefix}-{name}": v for name, v in (("ece", self.ece), ("brier", self.brier)) if v is not None})
         return out
 
     def wire(self, prefix: str) -> dict[str, float]:

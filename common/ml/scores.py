@@ -8,8 +8,9 @@ the same, plus additive sums the server needs to combine hospitals exactly).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from fedward.common.wire import NUM_EXAMPLES
 
@@ -33,10 +34,18 @@ class EvalResult:
     Attributes:
         metrics: the task's metrics (classification or segmentation).
         num_examples: images (or volumes) evaluated.
+        statistics: what a hospital sends, beside its metrics, for the federation's
+            operating point and calibration: list-valued sums, never per-image values
+            (:class:`~fedward.common.ml.valstats.ValidationStatistics`); empty when the
+            task has none.
+        outputs: in-process only (never sent): what the task head needs to score the same
+            predictions again at an operating point (:meth:`~fedward.common.ml.tasks.TaskHead.operate`).
     """
 
     metrics: MetricSet
     num_examples: int
+    statistics: Mapping[str, list[float]] = field(default_factory=dict)
+    outputs: Any = None
 
 
 def weighted_means(reports: list[dict[str, float]]) -> dict[str, float]:

@@ -13,6 +13,9 @@ mean of hospitals' means.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss, DiceFocalLoss
@@ -149,11 +152,18 @@ class SegmentationHead:
             sums.update(logits.argmax(dim=1).cpu(), truth[:, 0].cpu(), spacing, loss)
         return EvalResult(SegmentationScores(sums, self.names), len(dataset))
 
-    def federate(self, reports: list[dict[str, float]]) -> dict[str, float]:
+    def federate(
+        self, reports: list[dict[str, float]], statistics: Sequence[Mapping[str, Any]] = ()
+    ) -> dict[str, float]:
         """The federation's validation metrics from the hospitals' sums (plus weighted means of the rest).
 
-        Hospitals without validation images (``num-examples`` 0, no sums) are left out.
+        Hospitals without validation images (``num-examples`` 0, no sums) are left out;
+        segmentation has no operating point, so ``statistics`` is unused.
         """
         plain = [{k: v for k, v in r.items() if not is_additive(k)} for r in reports]
         scored = [r for r in reports if r.get(NUM_EXAMPLES, 0.0) > 0]  # a hospital without validation images
         return weighted_means(plain) | (federated_metrics(scored, "val", self.names) if scored else {})
+
+    def operate(self, result: EvalResult, federated: Mapping[str, float]) -> dict[str, float]:
+        """The ``test-*`` metrics as scored (segmentation has no operating point)."""
+        return result.metrics.as_dict("test")

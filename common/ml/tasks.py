@@ -10,6 +10,7 @@ lesion masks) or :class:`~fedward.common.ml.segment.SegmentationHead` for a data
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -69,8 +70,19 @@ class TaskHead(Protocol):
         """The task's metrics of ``model`` on ``dataset`` (raises DataError when it is empty)."""
         ...
 
-    def federate(self, reports: list[dict[str, float]]) -> dict[str, float]:
-        """The federation's validation metrics from each hospital's reply (with ``num-examples``)."""
+    def federate(
+        self, reports: list[dict[str, float]], statistics: Sequence[Mapping[str, Any]] = ()
+    ) -> dict[str, float]:
+        """The federation's validation metrics from each hospital's reply (with ``num-examples``).
+
+        ``statistics``: the list-valued sums hospitals sent beside their metrics
+        (:attr:`~fedward.common.ml.scores.EvalResult.statistics`), from which a classifier's
+        operating point is chosen.
+        """
+        ...
+
+    def operate(self, result: EvalResult, federated: Mapping[str, float]) -> dict[str, float]:
+        """``test-*`` metrics of a scored split at the operating point of a round's federated metrics."""
         ...
 
 
@@ -80,7 +92,7 @@ def head_for(schema: DatasetSchema, cfg: RunConfig | None = None) -> TaskHead:
     Args:
         schema: the dataset's schema.
         cfg: the run's settings the head uses (segmentation: ``train.seg-loss``,
-            ``data.patch-size``; classification: ``data.target``); ``None``: defaults
+            ``data.patch-size``; classification: ``data.target``, ``[evaluation]``); ``None``: defaults
             (enough for the selection metric).
     """
     if schema.task is Task.SEGMENTATION:
@@ -88,5 +100,5 @@ def head_for(schema: DatasetSchema, cfg: RunConfig | None = None) -> TaskHead:
         patch = cfg.data.patch_size if cfg is not None else ()
         return SegmentationHead(schema.foreground, loss, patch)
     if cfg is not None and cfg.data.target is TargetKind.CLASS_AND_MASK:
-        return LesionGuidedHead(schema.classes)
-    return ClassificationHead(schema.classes)
+        return LesionGuidedHead(schema.classes, cfg.evaluation)
+    return ClassificationHead(schema.classes, cfg.evaluation if cfg is not None else None)

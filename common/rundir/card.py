@@ -22,6 +22,7 @@ from fedward.common.fileio import atomic_write, sha256_of
 from fedward.common.ml.networks import NETWORKS
 from fedward.common.ml.tasks import head_for
 from fedward.common.rundir.card_markdown import render_markdown
+from fedward.common.rundir.card_operating import operating_point_section
 from fedward.common.rundir.layout import BEST_WEIGHTS, CARD_JSON, CARD_MD, MODELS_DIR
 from fedward.common.rundir.recorder import RunRecorder
 from fedward.common.timestamps import now_iso
@@ -125,6 +126,7 @@ def build_model_card(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]
             "best": _metrics_at(rows, best_round, reported),
             "final": _metrics_at(rows, recorder.last_round, reported),
         },
+        "operating_point": operating_point_section(recorder, best_round),
         "privacy": dict(ending.privacy) if ending.privacy is not None else NO_PRIVACY,
         "weights": _weights_section(recorder, best_round),
         "versions": library_versions(),

@@ -15,7 +15,7 @@ Card = Mapping[str, Any]
 
 def render_markdown(card: Card) -> str:
     """The model card as Markdown (a ``fedward-model-card/1`` JSON card in, text out)."""
-    parts = (_status, _data, _training, _results, _privacy_and_weights, _versions)
+    parts = (_status, _data, _training, _results, _operating_point, _privacy_and_weights, _versions)
     lines = [f"# Model card: {card['run']['name']}", ""]
     for part in parts:
         lines += part(card)
@@ -130,6 +130,24 @@ def _results(card: Card) -> list[str]:
     ]
     keys = [k for k in dict.fromkeys([*best, *final]) if k != "round"]
     lines += [f"| {key} | {_fmt(best.get(key))} | {_fmt(final.get(key))} |" for key in keys]
+    return [*lines, ""]
+
+
+def _operating_point(card: Card) -> list[str]:
+    point = card.get("operating_point")
+    if not isinstance(point, dict):
+        return []
+    thresholds = ", ".join(f"{t:.4f}" for t in point["thresholds"]) or "arg-max"
+    lines = [
+        "## Operating point",
+        f"- Decision threshold (calibrated probability): {thresholds}; rule {point['rule']}"
+        + (f", target {point['target']:g}" if point.get("target") is not None else "")
+        + f"; temperature {point['temperature']:.4g}.",
+        f"- {point['note']}",
+    ]
+    validation = point.get("validation") or {}
+    if validation:
+        lines.append("- Validation at this point: " + ", ".join(f"{k} {_fmt(v)}" for k, v in validation.items()) + ".")
     return [*lines, ""]
 
 

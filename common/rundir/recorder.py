@@ -29,7 +29,16 @@ from fedward.common.fileio import atomic_write, read_json_or_empty, read_jsonl, 
 from fedward.common.ml.tasks import head_for
 from fedward.common.rundir.index import index_run
 from fedward.common.rundir.info import describe_run
-from fedward.common.rundir.layout import BEST_RECORD, BEST_WEIGHTS, CURVES_PNG, MODELS_DIR, ROW_FILES, STATUS_FILE
+from fedward.common.rundir.layout import (
+    BEST_RECORD,
+    BEST_WEIGHTS,
+    CALIBRATION_DIR,
+    CURVES_PNG,
+    MODELS_DIR,
+    RELIABILITY_PNG,
+    ROW_FILES,
+    STATUS_FILE,
+)
 from fedward.common.rundir.layout import RunDir as Paths
 from fedward.common.rundir.manifest import read_manifest, record_weights, write_manifest
 from fedward.common.timestamps import now_iso
@@ -114,6 +123,7 @@ class RunRecorder:
         state: Mapping[str, torch.Tensor],
         metrics: Mapping[str, float],
         hospitals: Sequence[Mapping[str, Any]] = (),
+        statistics: Mapping[str, list[float]] | None = None,
     ) -> None:
         """Persist one completed round.
 
@@ -122,7 +132,12 @@ class RunRecorder:
             state: the global model after the round.
             metrics: aggregated and server-side metrics of the round (kebab-case keys).
             hospitals: per-hospital rows (``hospital``, ``phase``, metrics...).
+            statistics: the federation's merged validation statistics of the round
+                (:meth:`~fedward.common.ml.valstats.ValidationStatistics.wire`), kept for the
+                selected round's reliability diagram.
         """
+        if statistics:
+            atomic_write(self._statistics_file(server_round), json.dumps(statistics))
         row = {"round": server_round, "time": now_iso(), "elapsed-s": round(time.monotonic() - self._t0, 3)}
         row.update({k: _clean(v) for k, v in metrics.items()})
         self._append("server", [row])
@@ -185,6 +200,26 @@ class RunRecorder:
             plot_learning_curves(self.server_rows, self.hospital_rows, self.paths / CURVES_PNG, metric)
         except Exception as err:
             log.warning("could not draw learning curves: %s", err)
+        self._plot_reliability()
+
+    def _statistics_file(self, server_round: int) -> Path:
+        return self.run_dir / CALIBRATION_DIR / f"round-{server_round:03d}.json"
+
+    def _plot_reliability(self) -> None:
+        """The selected round's reliability diagram, before and after temperature scaling (if it has statistics)."""
+        from fedward.common.ml.calibration import plot_reliability
+        from fedward.common.ml.valstats import ValidationStatistics
+
+        path = self._statistics_file(self.best_round) if self.best_round is not None else None
+        if path is None or not path.is_file():
+            return
+        try:
+            stats = ValidationStatistics.from_wire(json.loads(path.read_text(encoding="utf-8")))
+            if stats is not None:
+                title = f"{self.run_dir.name}, round {self.best_round} (federated validation)"
+                plot_reliability(stats.calibration, self.paths / RELIABILITY_PNG, title)
+        except (OSError, ValueError) as err:
+            log.warning("could not draw the reliability diagram: %s", err)
 
     def mark_finished(self, state: str, reason: str = "") -> None:
         """Write the final ``status.json``; a run's last file, so a reader that sees it may take the rest as written."""

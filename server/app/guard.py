@@ -20,7 +20,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -33,6 +34,14 @@ from fedward.server.app.round_log import Exclusion, RoundLog, SiteReport
 from fedward.server.app.validation import update_problem
 
 log = logging.getLogger(__name__)
+
+Federate = Callable[[list[dict[str, float]], Sequence[Mapping[str, Any]]], dict[str, float]]
+"""Hospitals' validation metrics and statistics -> the federation's metrics."""
+
+
+def _weighted_means(reports: list[dict[str, float]], statistics: Sequence[Mapping[str, Any]] = ()) -> dict[str, float]:
+    return weighted_means(reports)
+
 
 SILENT_REASON = "no reply within the round's timeout (federation.round-timeout)"
 """Why a hospital that was asked to train and never answered is recorded as failed."""
@@ -56,6 +65,15 @@ def _float_metrics(record: MetricRecord) -> dict[str, float]:
     return {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+def _list_entries(record: MetricRecord) -> dict[str, list[float]]:
+    """The list-valued entries of a reply (validation statistics), as floats."""
+    return {k: [float(x) for x in v] for k, v in record.items() if isinstance(v, list)}
+
+
+def _report(name: str, node_id: int, record: MetricRecord) -> SiteReport:
+    return SiteReport(name, node_id, _float_metrics(record), _list_entries(record))
+
+
 class GuardedStrategy(Strategy):
     """Wrap ``inner`` with update validation, ordered aggregation and a round log.
 
@@ -69,9 +87,10 @@ class GuardedStrategy(Strategy):
         reject_unchanged: reject an update identical to the global model. Flower's
             server-side clipping divides by the update's norm, so one such update would
             fail the whole round's aggregation.
-        federate: combines the hospitals' validation metrics into the federation's (the
-            task head's :meth:`~fedward.common.ml.tasks.TaskHead.federate`); default:
-            means weighted by ``num-examples``.
+        federate: combines the hospitals' validation metrics (and their list-valued
+            statistics) into the federation's (the task head's
+            :meth:`~fedward.common.ml.tasks.TaskHead.federate`); default: means weighted by
+            ``num-examples``.
     """
 
     def __init__(
@@ -80,7 +99,7 @@ class GuardedStrategy(Strategy):
         names: Callable[[int], str] | None = None,
         averaged_buffers: frozenset[str] = frozenset(),
         reject_unchanged: bool = False,
-        federate: Callable[[list[dict[str, float]]], dict[str, float]] = weighted_means,
+        federate: Federate = _weighted_means,
     ) -> None:
         self.inner = inner
         self.federate = federate
@@ -211,7 +230,7 @@ class GuardedStrategy(Strategy):
                     *(server_round, name, node_id, len(records)),
                 )
                 continue
-            entry.evaluate.append(SiteReport(name, node_id, _float_metrics(records[0])))
+            entry.evaluate.append(_report(name, node_id, records[0]))
         return self._federated(entry)
 
     def aggregate_validation(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -233,13 +252,13 @@ class GuardedStrategy(Strategy):
             message.content.pop(VALIDATION, None)
             if record is not None:
                 name = site_name(message, self.names)
-                entry.evaluate.append(SiteReport(name, message.metadata.src_node_id, _float_metrics(record)))
+                entry.evaluate.append(_report(name, message.metadata.src_node_id, record))
         return self._federated(entry)
 
     def _federated(self, entry: RoundLog) -> MetricRecord | None:
         if not entry.evaluate:
             return None
-        aggregated = self.federate([r.metrics for r in entry.evaluate])
+        aggregated = self.federate([r.metrics for r in entry.evaluate], [r.statistics for r in entry.evaluate])
         entry.evaluate_metrics = aggregated
         return MetricRecord(aggregated)  # type: ignore[arg-type]
 

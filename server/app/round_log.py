@@ -23,11 +23,14 @@ class SiteReport:
         name: hospital name.
         node_id: Flower node id of its SuperNode.
         metrics: its MetricRecord as floats (counts, losses, AUCs).
+        statistics: its list-valued entries (validation statistics for the operating
+            point); kept for the round's aggregation only, never recorded.
     """
 
     name: str
     node_id: int
     metrics: dict[str, float]
+    statistics: dict[str, list[float]] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +74,15 @@ class RoundLog:
         return metrics
 
     def to_json(self) -> dict[str, Any]:
-        """The log as JSON values (a checkpoint keeps the log of a round whose evaluation is still owed)."""
-        return asdict(self)
+        """The log as JSON values (a checkpoint keeps the log of a round whose evaluation is still owed).
+
+        The hospitals' validation statistics are left out (a round whose evaluation is owed
+        has none yet).
+        """
+        data = asdict(self)
+        for report in (*data["train"], *data["evaluate"]):
+            report.pop("statistics", None)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RoundLog:

@@ -28,6 +28,7 @@ from fedward.common.ml.accounting import ClientDpPlan
 from fedward.common.ml.networks import initial_network
 from fedward.common.ml.runtime import resolve_device, seed_everything
 from fedward.common.ml.tasks import head_for
+from fedward.common.ml.valstats import merge_wire
 from fedward.common.rundir.card import HospitalEntry, RunEnding, finish_run
 from fedward.common.rundir.checkpoint import (
     Checkpoint,
@@ -197,8 +198,15 @@ class RunSession:
         if self._note_dpsgd_epsilon(entry):  # the run's record-level guarantee is its weakest hospital's
             metrics[DPSGD_EPSILON] = self.dpsgd_epsilon
         if self.tester is not None:
-            metrics.update(self.tester.result(server_round, arrays))
-        self.recorder.record_round(server_round, arrays_to_state_dict(arrays), metrics, entry.rows())
+            metrics.update(self.tester.result(server_round, arrays, metrics))
+        statistics, _ = merge_wire([r.statistics for r in entry.evaluate])
+        self.recorder.record_round(
+            server_round,
+            arrays_to_state_dict(arrays),
+            metrics,
+            entry.rows(),
+            statistics.wire() if statistics is not None else None,
+        )
         rng = self._rng.pop(server_round, None)
         self._checkpoint(server_round, arrays, rng if rng is not None else capture_rng(), owed=None)
         _log_round(server_round, self.spec.config.federation.rounds, metrics)

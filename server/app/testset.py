@@ -9,6 +9,7 @@ validation still measures every round.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -18,12 +19,15 @@ from torch import nn
 from fedward.common.config import RunConfig
 from fedward.common.data.images import TaskDataset, make_dataset
 from fedward.common.errors import DataError
+from fedward.common.ml.scores import EvalResult
 from fedward.common.ml.tasks import TaskHead
 from fedward.common.runsetup import find_dataset_file
 from fedward.common.schema import DatasetSchema
 from fedward.common.wire import load_arrays
 
 log = logging.getLogger(__name__)
+
+_NONE: Mapping[str, float] = {}
 
 
 def load_test_split(cfg: RunConfig, schema: DatasetSchema) -> TaskDataset | None:
@@ -61,11 +65,21 @@ class ServerTestScorer:
         self.head = head
         self.device = device
 
-    def __call__(self, model: nn.Module) -> dict[str, float]:
-        """``test-auc``, ``test-accuracy``, ... (``test-dice``, ``test-hd95``... for segmentation) of ``model``."""
+    def __call__(self, model: nn.Module, federated: Mapping[str, float] = _NONE) -> dict[str, float]:
+        """``test-auc``, ``test-accuracy``, ... (``test-dice``, ``test-hd95``... for segmentation) of ``model``.
+
+        Args:
+            model: the network to score.
+            federated: the round's federated validation metrics; a classifier is scored at
+                the operating point they hold (:meth:`~fedward.common.ml.tasks.TaskHead.operate`).
+        """
+        return self.head.operate(self.score(model), federated)
+
+    def score(self, model: nn.Module) -> EvalResult:
+        """The task head's scoring of ``model`` on the test split (before any operating point)."""
         result = self.head.evaluate(model, self.dataset, self.device)
         model.cpu()
-        return result.metrics.as_dict("test")
+        return result
 
 
 class BackgroundScoring:
@@ -87,26 +101,34 @@ class BackgroundScoring:
     def __init__(self, scorer: ServerTestScorer, model: nn.Module) -> None:
         self.scorer, self.model = scorer, model
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedward-test-split")
-        self._pending: dict[int, Future[dict[str, float]]] = {}
+        self._pending: dict[int, Future[EvalResult]] = {}
 
     def start(self, server_round: int, arrays: ArrayRecord) -> None:
         """Start scoring round ``server_round``'s global model ``arrays`` in the background."""
         self._pending[server_round] = self._pool.submit(self._score, arrays)
 
-    def result(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+    def result(
+        self, server_round: int, arrays: ArrayRecord, federated: Mapping[str, float] = _NONE
+    ) -> dict[str, float]:
         """The ``test-*`` metrics of round ``server_round``'s model ``arrays``.
+
+        Args:
+            server_round: the round.
+            arrays: its global model.
+            federated: the round's federated validation metrics (the operating point).
 
         Raises:
             Exception: whatever the scoring raised.
         """
         pending = self._pending.pop(server_round, None)
-        return (pending or self._pool.submit(self._score, arrays)).result()
+        scored = (pending or self._pool.submit(self._score, arrays)).result()
+        return self.scorer.head.operate(scored, federated)
 
     def close(self) -> None:
         """Stop the scoring thread (a score nobody will ask for is abandoned)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _score(self, arrays: ArrayRecord) -> dict[str, float]:
+    def _score(self, arrays: ArrayRecord) -> EvalResult:
         load_arrays(self.model, arrays)
         with torch.random.fork_rng(devices=[]):
-            return self.scorer(self.model)
+            return self.scorer.score(self.model)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures.privacy import SITE_KEYS, is_hospital_metric_key
+from fixtures.privacy import HISTOGRAM_KEYS, SITE_KEYS, check_statistic, is_hospital_metric_key
 from fixtures.synthetic import write_npz
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
@@ -53,6 +53,12 @@ def assert_only_weights_and_numbers(reply: Message) -> None:
     content = reply.content
     for record in content.metric_records.values():
         assert all(is_hospital_metric_key(k) for k in record), [k for k in record if not is_hospital_metric_key(k)]
+        for key, value in record.items():
+            if isinstance(value, list):
+                check_statistic(key, value, int(record["num-examples"]))
+        histograms = [record[k] for k in HISTOGRAM_KEYS if k in record]
+        if histograms:  # binary: every validation image counted once, in one bin of one truth
+            assert sum(map(sum, histograms)) == record["num-examples"]
     for record in content.config_records.values():
         assert set(record) <= SITE_KEYS
         assert all(isinstance(v, str) and "/" not in v for v in record.values()), "no paths leave the hospital"
