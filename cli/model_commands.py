@@ -59,6 +59,12 @@ StrictOpt = Annotated[
 ]
 
 
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option("--threshold", help="Decision threshold of every label (default: the model's operating point)."),
+]
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -138,7 +144,7 @@ def model_evaluate(
     round_: RoundOpt = None,
     resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
-    threshold: Annotated[float, typer.Option("--threshold", help="Decision threshold (binary, multi-label).")] = 0.5,
+    threshold: ThresholdOpt = None,
     overlays: Annotated[
         int, typer.Option("--overlays", min=0, help="Segmentation: overlay PNGs of this many cases.")
     ] = 4,
@@ -147,6 +153,9 @@ def model_evaluate(
     as_json: AsJson = False,
 ) -> None:
     """Classifiers: AUC, accuracy, sensitivity, specificity and F1 with 95% bootstrap intervals, and a ROC curve PNG.
+
+    Classifiers: at the operating point the run chose on validation (else T 1, threshold 0.5)
+    or at --threshold, with the ECE and Brier score of the calibrated probabilities.
 
     Segmentation models: Dice and HD95 per label and their means with 95% bootstrap
     intervals over cases, and overlay PNGs of a few cases (image content: they are
@@ -186,11 +195,12 @@ def _print_evaluation(result: Evaluation) -> None:
         f"{boot.confidence:.0%} CI",
         title=f"{len(result.data.dataset)} images of {escape(result.data.source)}",
     )
-    for name, value in result.metrics.items():
+    for name, value in (*result.metrics.items(), *result.calibration.items()):
         interval = boot.intervals.get(name)
         shown = "-" if interval is None else f"{interval[0]:.4f} - {interval[1]:.4f}"
         table.add_row(name, _fmt(value), shown)
     console.print(escape(result.model.describe()), highlight=False)
+    console.print(f"operating point: {escape(result.operating.describe())}", highlight=False)
     console.print(table)
     if len(result.class_auc) > 1:
         console.print("AUC per class: " + ", ".join(f"{escape(c)} {_fmt(v)}" for c, v in result.class_auc.items()))
@@ -280,7 +290,7 @@ def predict(
         ),
     ],
     round_: RoundOpt = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="Decision threshold (binary, multi-label).")] = 0.5,
+    threshold: ThresholdOpt = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Segmentation: folder for the label maps (default DIR/predictions)."),
@@ -290,6 +300,9 @@ def predict(
     as_json: AsJson = False,
 ) -> None:
     """Print each image's class probabilities, or write each input's label map; unreadable inputs get a reason.
+
+    Classifiers: calibrated probabilities and the class decided at the operating point the
+    run chose on validation (else temperature 1, threshold 0.5), or at --threshold.
 
     Segmentation models write a PNG mask per 2D image, a NIfTI label map per NIfTI volume
     (its shape and affine) and a DICOM SEG per DICOM series, and print each output and the
@@ -320,6 +333,8 @@ def predict(
 def _print_predictions(report: PredictionReport) -> None:
     """The probabilities table, a warning line per image that may not fit the model, and the failures."""
     console.print(escape(report.model), highlight=False)
+    if report.operating is not None:
+        console.print(f"operating point: {escape(report.operating.describe())}", highlight=False)
     for note in report.notes:
         console.print(escape(note), highlight=False)
     table = Table(Column("file", overflow="fold"), *(escape(c) for c in report.classes), "predicted")

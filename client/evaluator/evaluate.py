@@ -2,7 +2,11 @@
 
 Data is read by :mod:`fedward.client.evaluator.labelled_data`, ROC curves are drawn by
 :mod:`fedward.client.evaluator.roc`. Metrics are those of :mod:`fedward.common.ml.metrics`
-(AUC, accuracy, sensitivity, specificity, F1). Their 95% intervals are percentile
+(AUC, accuracy, sensitivity, specificity, F1) of the calibrated probabilities, decided at
+the model's operating point (:attr:`~fedward.client.evaluator.model_dir.ModelDir.operating`:
+the thresholds chosen on validation, else 0.5; ``threshold`` overrides them), and the
+calibration of those probabilities: ECE and Brier score
+(:mod:`fedward.client.evaluator.calibration_report`). Their 95% intervals are percentile
 bootstrap intervals (Efron & Tibshirani, "An Introduction to the Bootstrap", 1993):
 images are resampled with replacement ``resamples`` times with a seeded NumPy generator
 and the metrics recomputed; a resample where a metric is undefined (e.g. AUC when it
@@ -15,26 +19,28 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedward.client.evaluator.calibration_report import CALIBRATION, ECE_BINS, calibration, decision_metrics
+from fedward.client.evaluator.card_operating_point import AppliedPoint
 from fedward.client.evaluator.labelled_data import LabelledData, load_labelled
 from fedward.client.evaluator.loaded_model import LoadedModel
 from fedward.client.evaluator.model_dir import ModelDir
 from fedward.client.evaluator.roc import RocCurve, plot_roc, roc_curves
 from fedward.common.choices import Task
 from fedward.common.errors import DataError
-from fedward.common.ml.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
 REPORTED = ("auc", "accuracy", "sensitivity", "specificity", "f1")
-"""Metrics evaluated and bootstrapped, in report order."""
+"""Metrics evaluated and bootstrapped, in report order (then :data:`CALIBRATION`: ece, brier)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +48,8 @@ class Bootstrap:
     """Percentile bootstrap intervals.
 
     Attributes:
-        intervals: metric -> (low, high), ``None`` when too few resamples define it.
+        intervals: metric (:data:`REPORTED`, then ece and brier) -> (low, high), ``None``
+            when too few resamples define it.
         resamples: resamples drawn.
         skipped: metric -> resamples where it was undefined and left out.
         seed: seed of the NumPy generator.
@@ -63,11 +70,13 @@ class Evaluation:
     Attributes:
         model: one line describing the model.
         data: :class:`LabelledData` description.
-        metrics: point estimates (``None``: undefined on this data).
+        metrics: point estimates of :data:`REPORTED` at the operating point (``None``:
+            undefined on this data).
         bootstrap: intervals.
         class_auc: one-vs-rest (or per-label) AUC per class, ``None`` where undefined.
         class_counts: images per class (positives per label).
-        threshold: decision threshold used for binary and multi-label predictions.
+        operating: the temperature and thresholds used, and their source.
+        calibration: ECE and Brier score of the calibrated probabilities.
         roc_png: the ROC figure, if written.
         results_json: the results file, if written.
     """
@@ -78,13 +87,21 @@ class Evaluation:
     bootstrap: Bootstrap
     class_auc: dict[str, float | None]
     class_counts: dict[str, int]
-    threshold: float
+    operating: AppliedPoint
+    calibration: dict[str, float]
     roc_png: Path | None = None
     results_json: Path | None = None
+
+    @property
+    def threshold(self) -> float | list[float] | None:
+        """The decision threshold: one (binary, or every label), one per label, or ``None`` (arg-max)."""
+        cuts = self.operating.thresholds()
+        return None if not cuts else (cuts[0] if len(set(cuts)) == 1 else list(cuts))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable form (``results.json``, ``--json``)."""
         boot = self.bootstrap
+        ci95 = {name: _pair(boot.intervals.get(name)) for name in (*REPORTED, *CALIBRATION)}
         return {
             **self.model.report_header(),
             "data": self.data.source,
@@ -94,8 +111,12 @@ class Evaluation:
             "classes": list(self.model.classes),
             "class_counts": self.class_counts,
             "threshold": self.threshold,
-            "metrics": {
-                name: {"value": self.metrics.get(name), "ci95": _pair(boot.intervals.get(name))} for name in REPORTED
+            "operating_point": self.operating.to_json(),
+            "metrics": {name: {"value": self.metrics.get(name), "ci95": ci95[name]} for name in REPORTED},
+            "calibration": {
+                **{name: {"value": value, "ci95": ci95[name]} for name, value in self.calibration.items()},
+                "ece_bins": ECE_BINS,
+                "temperature": self.operating.point.temperature,
             },
             "class_auc": self.class_auc,
             "bootstrap": {
@@ -120,9 +141,9 @@ def bootstrap_intervals(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     confidence: float = CONFIDENCE,
-    threshold: float = 0.5,
+    threshold: float | Sequence[float] = 0.5,
 ) -> Bootstrap:
-    """Percentile bootstrap intervals of :data:`REPORTED` metrics.
+    """Percentile bootstrap intervals of :data:`REPORTED` metrics and the calibration (ece, brier).
 
     Args:
         task: the task.
@@ -131,7 +152,7 @@ def bootstrap_intervals(
         resamples: number of resamples (>= 1).
         seed: seed of ``numpy.random.default_rng``.
         confidence: interval coverage in (0, 1).
-        threshold: decision threshold (binary, multi-label).
+        threshold: decision threshold (binary, multi-label), or one per label (multi-label).
 
     Returns:
         Intervals and, per metric, how many resamples were skipped because it was undefined.
@@ -146,13 +167,12 @@ def bootstrap_intervals(
     n = labels.shape[0]
     if n == 0:
         raise DataError("no images to bootstrap")
+    cuts = (threshold,) if isinstance(threshold, int | float) else tuple(threshold)
     rng = np.random.default_rng(seed)
-    values: dict[str, list[float]] = {name: [] for name in REPORTED}
+    values: dict[str, list[float]] = {name: [] for name in (*REPORTED, *CALIBRATION)}
     for _ in range(resamples):
         rows = rng.integers(0, n, size=n)
-        metrics = classification_metrics(task, labels[rows], probabilities[rows], threshold=threshold)
-        for name in REPORTED:
-            value = getattr(metrics, name)
+        for name, value in _measures(task, labels[rows], probabilities[rows], cuts).items():
             if value is not None:
                 values[name].append(value)
     tail = 100.0 * (1.0 - confidence) / 2.0
@@ -169,6 +189,14 @@ def bootstrap_intervals(
     return Bootstrap(intervals, resamples, skipped, seed, confidence)
 
 
+def _measures(
+    task: Task, labels: np.ndarray, probabilities: np.ndarray, thresholds: Sequence[float]
+) -> dict[str, float | None]:
+    """:data:`REPORTED` metrics at ``thresholds``, then ece and brier, of one (re)sample."""
+    metrics = decision_metrics(task, labels, probabilities, thresholds)
+    return {**{name: getattr(metrics, name) for name in REPORTED}, **calibration(task, labels, probabilities)}
+
+
 # ------------------------------------------------------------------------------- driver
 def evaluate_model(
     loaded: LoadedModel,
@@ -178,7 +206,7 @@ def evaluate_model(
     out_dir: Path | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     strict: bool = False,
 ) -> Evaluation:
     """Evaluate a loaded model on labelled data; write ``results.json`` and ``roc.png``.
@@ -190,7 +218,8 @@ def evaluate_model(
         out_dir: folder for ``results.json`` and ``roc.png`` (``None``: write nothing).
         resamples: bootstrap resamples.
         seed: bootstrap seed.
-        threshold: decision threshold for binary and multi-label predictions, in [0, 1].
+        threshold: decision threshold of every label (binary, multi-label), in [0, 1];
+            ``None``: the model's operating point.
         strict: leave out images of another modality or channels than the model's
             (listed as skipped) instead of evaluating them with a warning.
 
@@ -198,26 +227,26 @@ def evaluate_model(
         DataError: as :func:`~fedward.client.evaluator.labelled_data.load_labelled` and
             :func:`bootstrap_intervals`, or a threshold outside [0, 1].
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise DataError(f"--threshold must be in [0, 1]; got {threshold}")
+    operating = loaded.model_dir.operating.override(threshold)
     labelled = load_labelled(data, loaded.model_dir, split, strict=strict)
-    result, curves = _measure(loaded, labelled, resamples=resamples, seed=seed, threshold=threshold)
+    result, curves = _measure(loaded, labelled, resamples=resamples, seed=seed, operating=operating)
     if out_dir is None:
         return result
     return _write_results(result, curves, Path(out_dir), Path(data).name)
 
 
 def _measure(
-    loaded: LoadedModel, labelled: LabelledData, *, resamples: int, seed: int, threshold: float
+    loaded: LoadedModel, labelled: LabelledData, *, resamples: int, seed: int, operating: AppliedPoint
 ) -> tuple[Evaluation, list[RocCurve]]:
-    """Point metrics, bootstrap intervals, per-class AUC and ROC curves of the model on the data."""
+    """Point metrics, calibration, bootstrap intervals, per-class AUC and ROC curves of the model on the data."""
     model_dir = loaded.model_dir
     probabilities = loaded.probabilities(labelled.dataset.images)
     labels = labelled.dataset.labels
     task, classes = model_dir.task, model_dir.classes
-    point = classification_metrics(task, labels, probabilities, threshold=threshold)
+    cuts = operating.thresholds()
+    point = decision_metrics(task, labels, probabilities, cuts)
     metrics = {name: getattr(point, name) for name in REPORTED}
-    boot = bootstrap_intervals(task, labels, probabilities, resamples=resamples, seed=seed, threshold=threshold)
+    boot = bootstrap_intervals(task, labels, probabilities, resamples=resamples, seed=seed, threshold=cuts or 0.5)
     curves = roc_curves(task, labels, probabilities, classes)
     by_name = {c.name: c.auc for c in curves}
     class_auc = {c: by_name.get(c) for c in classes if task is not Task.BINARY or c == classes[1]}
@@ -229,7 +258,8 @@ def _measure(
         boot,
         class_auc,
         {c: int(k) for c, k in zip(classes, counts, strict=True)},
-        threshold,
+        operating,
+        calibration(task, labels, probabilities),
     )
     return result, curves
 

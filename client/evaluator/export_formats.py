@@ -7,8 +7,11 @@ other's internals: an export's input is named :data:`INPUT_NAME`, its output
 one place exports look at the task), and :func:`model_properties` is the metadata every
 format stores with the graph.
 
-* classification: scaled images float32 (B, C, S, S) in [0, 1] in, probabilities
-  float32 (B, K) out (softmax, or sigmoid per label);
+* classification: scaled images float32 (B, C, S, S) in [0, 1] in, calibrated
+  probabilities float32 (B, K) out (softmax, or sigmoid per label, of the logits divided
+  by the operating point's temperature, which the graph contains); the decision is
+  ``probability >= threshold`` at the thresholds the metadata records
+  (:func:`operating_properties`);
 * segmentation: normalised images float32 (B, C, S, S) or volumes (B, C, D, H, W) on the
   model's grid in, softmax probabilities over the K labels float32 (B, K, *S) out.
 """
@@ -95,10 +98,11 @@ def export_signature(model_dir: ModelDir) -> ExportSignature:
     if schema.task is not Task.SEGMENTATION:
         side = model_dir.cfg.data.image_size
         activation = "sigmoid per label" if schema.task is Task.MULTILABEL else "softmax over classes"
+        temperature = model_dir.operating_point.temperature
         return ExportSignature(
             (schema.channels, side, side),
             f"{INPUT_NAME}: float32 (B, {schema.channels}, {side}, {side}), pixels / 255",
-            f"{OUTPUT_NAME}: float32 (B, {k}), {activation}",
+            f"{OUTPUT_NAME}: float32 (B, {k}), {activation} of logits / {temperature:g} (temperature scaling)",
         )
     grid = model_grid(model_dir) or FALLBACK_WINDOW
     sides = ", ".join(map(str, grid))
@@ -120,8 +124,9 @@ def default_output(model_dir: ModelDir, fmt: ExportFormat) -> Path:
 
 
 def model_properties(model_dir: ModelDir) -> dict[str, str]:
-    """String metadata stored with exports: what the model expects and outputs."""
+    """String metadata stored with exports: what the model expects and outputs (classifiers: and how to decide)."""
     signature = export_signature(model_dir)
+    operating = {} if model_dir.task is Task.SEGMENTATION else operating_properties(model_dir)
     return {
         "fedward_version": fedward_version(),
         "run": model_dir.run_name,
@@ -133,4 +138,32 @@ def model_properties(model_dir: ModelDir) -> dict[str, str]:
         "classes": json.dumps(list(model_dir.classes)),
         "input": signature.input_doc,
         "output": signature.output_doc,
+        **operating,
+    }
+
+
+def operating_properties(model_dir: ModelDir) -> dict[str, str]:
+    """A classifier's operating point as export metadata (strings; lists and null as JSON).
+
+    ``fedward.temperature`` (the graph already divides the logits by it),
+    ``fedward.thresholds`` (one per decided column: binary, P(class 1); multi-label, each
+    label; multi-class ``[]``, arg-max), ``fedward.operating_rule``, ``fedward.operating_source``
+    (``validation`` or ``default``), ``fedward.operating_point`` (one line) and ``fedward.decision``.
+    """
+    operating = model_dir.operating
+    cuts = operating.thresholds()
+    classes = model_dir.classes
+    if model_dir.task is Task.BINARY:
+        decision = f"{classes[1]} if {OUTPUT_NAME}[:, 1] >= {cuts[0]:g}, else {classes[0]}"
+    elif model_dir.task is Task.MULTILABEL:
+        decision = f"label k present if {OUTPUT_NAME}[:, k] >= fedward.thresholds[k]"
+    else:
+        decision = f"the class of the largest {OUTPUT_NAME}[:, k] (arg-max)"
+    return {
+        "fedward.temperature": repr(operating.point.temperature),
+        "fedward.thresholds": json.dumps(list(cuts)),
+        "fedward.operating_rule": operating.point.rule.value,
+        "fedward.operating_source": operating.source.value,
+        "fedward.operating_point": operating.describe(),
+        "fedward.decision": decision,
     }

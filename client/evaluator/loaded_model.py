@@ -4,9 +4,12 @@
 (:func:`fedward.client.evaluator.model_dir.open_model_dir`), rebuilds the network its
 config describes (:func:`fedward.common.ml.networks.network_for`), loads the weights
 strictly and adds the output activation (:class:`ProbabilityModel`: softmax over classes,
-sigmoid per label). :meth:`LoadedModel.probabilities` scales uint8 images exactly as
-training does (:class:`~fedward.client.evaluator.model_dir.Preprocessing`) before the
-forward pass.
+sigmoid per label) of the logits divided by the operating point's temperature
+(:attr:`~fedward.client.evaluator.model_dir.ModelDir.operating_point`; temperature
+scaling, Guo et al., "On calibration of modern neural networks", ICML 2017), so every
+probability fedward reports or exports is calibrated. :meth:`LoadedModel.probabilities`
+scales uint8 images exactly as training does
+(:class:`~fedward.client.evaluator.model_dir.Preprocessing`) before the forward pass.
 """
 
 from __future__ import annotations
@@ -52,45 +55,64 @@ def trained_network(model_dir: ModelDir) -> nn.Module:
 
 
 class ProbabilityModel(nn.Module):
-    """A network with its output activation: scaled images in, probabilities out.
+    """A network with its output activation: scaled images in, (calibrated) probabilities out.
 
     Softmax over classes for binary and multi-class tasks (over the labels of each pixel or
-    voxel for segmentation), sigmoid per label for multi-label tasks. This is what the
-    exports contain.
+    voxel for segmentation), sigmoid per label for multi-label tasks, of the logits divided
+    by ``temperature``. This is what the exports contain: the temperature is a buffer, so
+    traced and ONNX graphs hold it.
 
     Args:
         network: the trained network (logits).
         task: the task, which picks the activation.
+        temperature: the logits are divided by it (> 0; 1: uncalibrated; segmentation: 1).
 
     Shapes:
         classification: input float32 (B, C, S, S) in [0, 1], output float32 (B, K);
         segmentation: input float32 (B, C, *S) normalised, output float32 (B, K, *S).
+
+    Raises:
+        ModelError: if ``temperature`` is not a positive finite number.
     """
 
-    def __init__(self, network: nn.Module, task: Task) -> None:
+    temperature: torch.Tensor
+
+    def __init__(self, network: nn.Module, task: Task, temperature: float = 1.0) -> None:
         super().__init__()
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ModelError(f"the temperature must be a positive number; got {temperature!r}")
         self.network = network
         self.multilabel = task is Task.MULTILABEL
+        self.register_buffer("temperature", torch.tensor(float(temperature), dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Probabilities (B, K) or (B, K, *S) of model input (B, C, *S); softmax over dimension 1."""
-        logits = self.network(images)
+        logits = self.network(images) / self.temperature
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
 
 class LoadedModel:
     """A model directory's network, ready to compute probabilities.
 
+    Classifiers compute them at the temperature of the model's operating point
+    (:attr:`~fedward.client.evaluator.model_dir.ModelDir.operating_point`); segmentation
+    networks at temperature 1.
+
     Args:
         model_dir: the opened directory.
         device: where the network runs.
+
+    Raises:
+        ModelError: as :func:`trained_network`, or if the card's operating point is malformed.
     """
 
     def __init__(self, model_dir: ModelDir, device: torch.device | None = None) -> None:
         self.model_dir = model_dir
         self.device = device or torch.device("cpu")
         self.network = trained_network(model_dir)
-        self.head = ProbabilityModel(self.network, model_dir.task).eval().to(self.device)
+        segmentation = model_dir.task is Task.SEGMENTATION
+        self.temperature = 1.0 if segmentation else model_dir.operating_point.temperature
+        self.head = ProbabilityModel(self.network, model_dir.task, self.temperature).eval().to(self.device)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> np.ndarray:
@@ -103,7 +125,7 @@ class LoadedModel:
 
         Returns:
             float32 (N, K): softmax rows summing to 1 (binary, multi-class) or per-label
-            sigmoids (multi-label).
+            sigmoids (multi-label), of the logits divided by the model's temperature.
 
         Raises:
             ModelError: if the images do not have the model's shape.

@@ -16,9 +16,13 @@ has no card yet opens too.
 Integrity: the weights' SHA-256 is checked against every hash recorded for that file
 (run directories: ``models/manifest.json``, recorded when the file was written, and the
 model card's ``weights`` entry; pulled models: ``pull.json`` and the card's entry for the
-pulled round). A mismatch raises :class:`~fedward.common.errors.IntegrityError`; a file
-with no recorded hash is used and reported as unverified. Loading the network is
-:mod:`fedward.client.evaluator.loaded_model`.
+pulled round; :mod:`fedward.client.evaluator.weights_integrity`). A mismatch raises
+:class:`~fedward.common.errors.IntegrityError`; a file with no recorded hash is used and
+reported as unverified. Loading the network is :mod:`fedward.client.evaluator.loaded_model`.
+
+Operating point: a classifier is used at the temperature and thresholds the model card's
+``operating_point`` entry records for the loaded weights, else at temperature 1 and
+threshold 0.5 (:attr:`ModelDir.operating`, :mod:`fedward.client.evaluator.card_operating_point`).
 
 Preprocessing is the training pipeline, reused, never re-implemented: images become
 uint8 (N, C, S, S) at the run's image size and channels
@@ -37,12 +41,15 @@ from typing import Any
 
 import torch
 
+from fedward.client.evaluator.card_operating_point import AppliedPoint, applied_point
 from fedward.client.evaluator.pulled_layout import PULL_RECORD, PULLED_WEIGHTS
+from fedward.client.evaluator.weights_integrity import Recorded, as_int, pulled_hashes, run_hashes, verified_sha256
 from fedward.common.choices import FrameMode, ModelName, Task
 from fedward.common.config import RunConfig
 from fedward.common.data.images import BatchPipeline
-from fedward.common.errors import ConfigError, IntegrityError, ModelError
-from fedward.common.fileio import read_json_object, sha256_of
+from fedward.common.errors import ConfigError, ModelError
+from fedward.common.fileio import read_json_object
+from fedward.common.ml.operating import OperatingPoint
 from fedward.common.rundir.info import read_run_info
 from fedward.common.rundir.layout import (
     BEST_RECORD,
@@ -59,9 +66,6 @@ from fedward.common.rundir.manifest import read_manifest
 from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
-
-Recorded = list[tuple[str, str]]
-"""(where it is recorded, hex SHA-256) pairs a weights file must match."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,21 @@ class ModelDir:
             return str(run["name"])
         return self.path.name
 
+    @property
+    def operating(self) -> AppliedPoint:
+        """The operating point the weights are used at, and its source (the card's, else T 1 and threshold 0.5).
+
+        Raises:
+            ModelError: if the card's ``operating_point`` entry is malformed (naming the card).
+        """
+        best = self.weights.name == Path(BEST_WEIGHTS).name
+        return applied_point(self.card, self.path / CARD_JSON, self.schema, self.round, best)
+
+    @property
+    def operating_point(self) -> OperatingPoint:
+        """Temperature and thresholds of :attr:`operating` (``operating.source`` says where they come from)."""
+        return self.operating.point
+
     def report_header(self) -> dict[str, Any]:
         """The model's entries of an evaluation's ``results.json``: its description, folder and weights file."""
         weights = {"file": str(self.weights), "round": self.round, "sha256": self.sha256}
@@ -187,6 +206,7 @@ def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
             weights) is missing, or a JSON record is unreadable; the message names the file.
         ConfigError: if ``config.toml`` is invalid, or ``round`` is given for a pulled model.
         IntegrityError: if the weights' SHA-256 differs from a recorded one.
+        ModelError: if the card's ``operating_point`` entry is malformed.
     """
     path = Path(path)
     pulled = _is_pulled(path)
@@ -202,10 +222,12 @@ def open_model_dir(path: Path, round: int | None = None) -> ModelDir:
         weights, model_round, recorded = _pulled_weights(path, card)
     else:
         weights, model_round, recorded = _run_weights(path, card, round)
-    sha256 = _verified_sha256(weights, recorded)
+    sha256 = verified_sha256(weights, recorded)
     kind = "pulled" if pulled else "run"
     sources = tuple(source for source, _ in recorded)
-    return ModelDir(path, kind, cfg, schema, weights, model_round, sha256, sources, card)
+    opened = ModelDir(path, kind, cfg, schema, weights, model_round, sha256, sources, card)
+    _ = opened.operating  # a malformed operating point is refused when the directory opens
+    return opened
 
 
 def _is_pulled(path: Path) -> bool:
@@ -229,8 +251,8 @@ def _pulled_weights(path: Path, card: dict[str, Any]) -> tuple[Path, int | None,
     """A pulled model's weights file, round and recorded hashes (``pull.json``, the card)."""
     weights = path / PULLED_WEIGHTS
     record = _read_json(path / PULL_RECORD)
-    model_round = _as_int(record.get("round")) if record else _metadata_round(weights)
-    return weights, model_round, _pulled_hashes(record, card, model_round)
+    model_round = as_int(record.get("round")) if record else _metadata_round(weights)
+    return weights, model_round, pulled_hashes(record, card, model_round)
 
 
 def _run_weights(path: Path, card: dict[str, Any], round: int | None) -> tuple[Path, int | None, Recorded]:
@@ -243,29 +265,7 @@ def _run_weights(path: Path, card: dict[str, Any], round: int | None) -> tuple[P
     if not weights.is_file():
         raise ModelError(_missing_weights(path, weights, round))
     entry = _manifest_entry(path, weights.name)
-    return weights, _round_of(path, weights, entry), _run_hashes(weights, entry, card)
-
-
-def _verified_sha256(weights: Path, recorded: Recorded) -> str:
-    """The weights' SHA-256, checked against every recorded one.
-
-    Raises:
-        ModelError: if the weights cannot be read.
-        IntegrityError: if a recorded hash differs.
-    """
-    try:
-        sha256 = sha256_of(weights)
-    except OSError as err:
-        raise ModelError(f"cannot read weights file {weights}: {err.strerror or err}") from None
-    for source, expected in recorded:
-        if sha256 != expected.lower():
-            raise IntegrityError(
-                f"{weights}: sha256 {sha256} differs from the {expected} recorded in {source}; the weights "
-                "changed after training: pull the model again (or restore the run directory from a backup)"
-            )
-    if not recorded:
-        log.warning("%s: no recorded sha256 to check the weights against; using them unverified", weights)
-    return sha256
+    return weights, _round_of(path, weights, entry), run_hashes(weights, entry, card)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -305,63 +305,25 @@ def _schema(cfg: RunConfig, card: dict[str, Any], path: Path) -> DatasetSchema:
     )
 
 
-def _as_int(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _metadata_round(weights: Path) -> int | None:
     """The round fedward wrote into a safetensors header, if any."""
     try:
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as handle:
-            return _as_int((handle.metadata() or {}).get("round"))
+            return as_int((handle.metadata() or {}).get("round"))
     except Exception:  # an unreadable file is reported when the weights are loaded
         return None
 
 
 def _round_of(path: Path, weights: Path, entry: Any) -> int | None:
-    if isinstance(entry, dict) and _as_int(entry.get("round")) is not None:
-        return _as_int(entry.get("round"))
+    if isinstance(entry, dict) and as_int(entry.get("round")) is not None:
+        return as_int(entry.get("round"))
     match = ROUND_WEIGHTS.fullmatch(weights.name)
     if match:
         return int(match.group(1))
     best = _read_json(path / BEST_RECORD)
-    return _as_int(best.get("round")) if best else _metadata_round(weights)
-
-
-def _card_entries(card: dict[str, Any]) -> list[dict[str, Any]]:
-    weights = card.get("weights")
-    return [e for e in weights.values() if isinstance(e, dict)] if isinstance(weights, dict) else []
-
-
-def _run_hashes(weights: Path, entry: Any, card: dict[str, Any]) -> Recorded:
-    """(source, sha256) pairs recorded for a run directory's weights file."""
-    out: Recorded = []
-    if isinstance(entry, dict) and entry.get("sha256"):
-        out.append((MANIFEST_FILE, str(entry["sha256"])))
-    relative = f"{MODELS_DIR}/{weights.name}"
-    for item in _card_entries(card):
-        if item.get("file") == relative and item.get("sha256"):
-            out.append((CARD_JSON, str(item["sha256"])))
-            break
-    return out
-
-
-def _pulled_hashes(record: dict[str, Any], card: dict[str, Any], model_round: int | None) -> Recorded:
-    """(source, sha256) pairs recorded for a pulled model's weights."""
-    out: Recorded = []
-    if record.get("sha256"):
-        out.append((PULL_RECORD, str(record["sha256"])))
-    if model_round is not None:
-        for item in _card_entries(card):
-            if _as_int(item.get("round")) == model_round and item.get("sha256"):
-                out.append((CARD_JSON, str(item["sha256"])))
-                break
-    return out
+    return as_int(best.get("round")) if best else _metadata_round(weights)
 
 
 def _missing_weights(path: Path, weights: Path, round: int | None) -> str:

@@ -2,8 +2,14 @@
 
 Every export computes probabilities, not logits: the graph ends with the softmax
 (binary, multi-class, segmentation) or sigmoid (multi-label) that
-:class:`~fedward.client.evaluator.loaded_model.ProbabilityModel` adds. What it takes and
-gives is the model's :func:`~fedward.client.evaluator.export_formats.export_signature`:
+:class:`~fedward.client.evaluator.loaded_model.ProbabilityModel` adds, of the logits
+divided by the operating point's temperature (a classifier's probabilities are the
+calibrated ones ``fedward predict`` prints; segmentation: temperature 1). The metadata
+(ONNX properties, TorchScript's ``fedward.json``, the bundle's ``metadata.json``) records
+the temperature, the thresholds and the rule
+(:func:`~fedward.client.evaluator.export_formats.operating_properties`): the decision is
+``probability >= threshold``. What an export takes and gives is the model's
+:func:`~fedward.client.evaluator.export_formats.export_signature`:
 
 * classification: the *scaled* image batch, float32 (B, C, S, S) in [0, 1] (pixels at the
   model's size and channels divided by 255, see

@@ -9,7 +9,10 @@ A classification bundle folder holds ``configs/metadata.json`` (the MONAI bundle
 fields), ``configs/inference.json`` (a SupervisedEvaluator that decodes every
 PNG/JPEG/DICOM file of ``input_dir`` as training does, runs the network and writes
 ``output_dir/predictions.csv``), ``models/model.pt`` (the network's state dict) and
-``docs/`` (a README and the model card). Run it from the bundle folder with
+``docs/`` (a README and the model card). The inference divides the logits by the
+operating point's temperature before the activation, so the CSV holds the calibrated
+probabilities fedward reports; ``metadata.json`` records the operating point
+(``fedward_operating_point``: temperature, thresholds, rule). Run it from the bundle folder with
 ``python -m monai.bundle run --config_file configs/inference.json --input_dir DIR``;
 fedward must be installed where it runs (its readers decode the images).
 """
@@ -124,14 +127,17 @@ def bundle_metadata(model_dir: ModelDir) -> dict[str, Any]:
     prep = model_dir.preprocessing
     classes = list(model_dir.classes)
     multilabel = model_dir.task is Task.MULTILABEL
+    operating = model_dir.operating
     return {
         **base_metadata(model_dir),
         "task": f"{model_dir.task.value} classification of {model_dir.cfg.data.dataset} images",
         "description": (
             f"{model_dir.model_name.value} trained with federated learning (fedward run {model_dir.run_name}, "
             f"round {model_dir.round}); outputs {'per-label sigmoid' if multilabel else 'softmax'} probabilities "
-            f"of {', '.join(classes)}. Research use only; not a medical device."
+            f"of {', '.join(classes)}, calibrated (logits / {operating.point.temperature:g}); operating point: "
+            f"{operating.describe()}. Research use only; not a medical device."
         ),
+        "fedward_operating_point": operating.to_json(),
         "data_type": "png, jpeg or dicom",
         "image_classes": f"{prep.channels}-channel image, {prep.image_size} x {prep.image_size} px after resizing",
         "label_classes": ", ".join(f"{i}: {c}" for i, c in enumerate(classes)),
@@ -171,6 +177,8 @@ def inference_config(model_dir: ModelDir) -> dict[str, Any]:
     """``configs/inference.json``: MONAI bundle config of a classification evaluator."""
     prep = model_dir.preprocessing
     activation = {"sigmoid": True} if model_dir.task is Task.MULTILABEL else {"softmax": True}
+    scale = f"$lambda x: x / {model_dir.operating_point.temperature!r}"  # temperature scaling of the logits
+    temperature = {"_target_": "Lambdad", "keys": "pred", "func": scale}
     return evaluator_inference_config(
         imports=["$import pathlib", "$import torch", "$import fedward.client.evaluator.predict"],
         network={
@@ -186,7 +194,7 @@ def inference_config(model_dir: ModelDir) -> dict[str, Any]:
         inferer={"_target_": "SimpleInferer"},
         postprocessing={
             "_target_": "Compose",
-            "transforms": [{"_target_": "Activationsd", "keys": "pred", **activation}],
+            "transforms": [temperature, {"_target_": "Activationsd", "keys": "pred", **activation}],
         },
         handlers=[_classification_saver()],
     )
@@ -316,6 +324,10 @@ def _bundle_readme(model_dir: ModelDir) -> str:
         f"(DICOM display pipeline, channel matching, resizing to {model_dir.cfg.data.image_size} px, scaling to "
         f"[0, 1]). `output_dir/predictions.csv` gets one row per image: the file, then one probability per "
         f"class ({classes}).\n\n"
+        f"The probabilities are calibrated (the logits are divided by the temperature "
+        f"{model_dir.operating_point.temperature:g} before the activation); decide at the operating point "
+        f"`configs/metadata.json` records as `fedward_operating_point` ({model_dir.operating.describe()}): "
+        "a class or label is predicted when its probability is at least its threshold.\n\n"
         "The model card of the run is `docs/model_card.md`. Research use only; not a medical device.\n"
     )
 

@@ -10,6 +10,12 @@ Files are decoded with fedward's readers and preprocessed as training does
   is one, else ``test_images`` (MedMNIST's test split), else every ``*_images`` array; the
   report says which were used, and every image is a row ``file[key:index]``.
 
+Probabilities are calibrated (the logits divided by the model's temperature) and each
+image's decision is taken at the model's operating point
+(:attr:`~fedward.client.evaluator.model_dir.ModelDir.operating`: the thresholds the run
+chose on validation, else 0.5), or at ``threshold`` for every label when one is given;
+the report states the point once (:attr:`PredictionReport.operating`).
+
 A file that cannot be used gets a one-line reason (the stable codes of
 :class:`~fedward.common.data.dicom.Reason`) and never stops the other files.
 
@@ -38,6 +44,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from fedward.client.evaluator.card_operating_point import AppliedPoint
 from fedward.client.evaluator.input_kind import check_input, file_kind, refusal
 from fedward.client.evaluator.loaded_model import LoadedModel
 from fedward.common.choices import FrameMode, Task
@@ -59,9 +66,11 @@ class Prediction:
 
     Attributes:
         file: the file as given (``.npz`` images: ``file[key:index]``).
-        probabilities: one per class (softmax, sums to 1) or label (sigmoid); ``None`` on failure.
-        predicted: the predicted class (binary: P(class 1) >= threshold; multi-class: the
-            most probable; multi-label: the labels >= threshold joined by ``|``).
+        probabilities: one per class (softmax, sums to 1) or label (sigmoid), calibrated
+            (temperature applied); ``None`` on failure.
+        predicted: the predicted class at the operating point (binary: P(class 1) >=
+            threshold; multi-class: the most probable; multi-label: the labels >= their
+            thresholds joined by ``|``).
         reason: failure code (a :class:`~fedward.common.data.dicom.Reason` value).
         message: one-line explanation of the failure (no patient data).
         warning: why the image may not fit the model (modality, channels, dimensions);
@@ -91,6 +100,8 @@ class PredictionReport:
         classes: class (label) names, probability order.
         rows: one per image, or per file that failed, in the order given.
         notes: what was read from each ``.npz`` (which arrays).
+        operating: the temperature and thresholds the rows were computed at, and their
+            source (``None``: not recorded).
     """
 
     model: str
@@ -98,6 +109,7 @@ class PredictionReport:
     classes: tuple[str, ...]
     rows: list[Prediction] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    operating: AppliedPoint | None = None
 
     @property
     def failed(self) -> list[Prediction]:
@@ -110,6 +122,7 @@ class PredictionReport:
             "model": self.model,
             "task": self.task.value,
             "classes": list(self.classes),
+            "operating_point": None if self.operating is None else self.operating.to_json(),
             "notes": list(self.notes),
             "predictions": [
                 {
@@ -145,23 +158,28 @@ def load_model_input(path: Path, channels: int, image_size: int, frames: FrameMo
 
 
 def predict_files(
-    loaded: LoadedModel, files: Sequence[Path], threshold: float = 0.5, *, strict: bool = False
+    loaded: LoadedModel, files: Sequence[Path], threshold: float | None = None, *, strict: bool = False
 ) -> PredictionReport:
-    """Probabilities of every image in ``files``; failures are rows with a reason.
+    """Calibrated probabilities and decisions of every image in ``files``; failures are rows with a reason.
 
     Args:
         loaded: the model.
         files: DICOM, PNG/JPEG or ``.npz`` files; a folder stands for the files below it
             (hidden files and ``labels.csv`` left out).
-        threshold: decision threshold for the ``predicted`` column (binary, multi-label).
+        threshold: decision threshold for the ``predicted`` column of every label (binary,
+            multi-label), in [0, 1]; ``None``: the model's operating point.
         strict: refuse (reason ``modality-mismatch``) inputs whose modality, channels or
             dimensionality do not fit the model, instead of predicting them with a warning.
 
     Returns:
         The report, rows in the order of ``files``.
+
+    Raises:
+        DataError: if ``threshold`` is outside [0, 1].
     """
     model_dir = loaded.model_dir
-    report = PredictionReport(model_dir.describe(), model_dir.task, model_dir.classes)
+    operating = model_dir.operating.override(threshold)
+    report = PredictionReport(model_dir.describe(), model_dir.task, model_dir.classes, operating=operating)
     inputs: list[_Input] = []
     slots: list[Prediction | None] = []  # None: filled with the probabilities below
     for path in expand_files(files):
@@ -192,7 +210,7 @@ def predict_files(
             continue
         item, row = next(done)
         values = tuple(float(v) for v in row)
-        decision = _decision(values, model_dir.task, model_dir.classes, threshold)
+        decision = _decision(values, operating)
         report.rows.append(Prediction(item.name, values, decision, warning=item.warning))
     return report
 
@@ -237,12 +255,14 @@ def expand_files(files: Sequence[Path]) -> list[Path]:
     return out
 
 
-def _decision(values: tuple[float, ...], task: Task, classes: tuple[str, ...], threshold: float) -> str:
-    if task is Task.BINARY:
-        return classes[1] if values[1] >= threshold else classes[0]
-    if task is Task.MULTICLASS:
+def _decision(values: tuple[float, ...], operating: AppliedPoint) -> str:
+    """The predicted class of one image's calibrated probabilities at ``operating``'s thresholds."""
+    classes, cuts = operating.classes, operating.thresholds()
+    if operating.task is Task.BINARY:
+        return classes[1] if values[1] >= cuts[0] else classes[0]
+    if operating.task is Task.MULTICLASS:
         return classes[int(np.argmax(values))]
-    return "|".join(c for c, v in zip(classes, values, strict=True) if v >= threshold) or "(none)"
+    return "|".join(c for c, v, t in zip(classes, values, cuts, strict=True) if v >= t) or "(none)"
 
 
 def _npz_inputs(

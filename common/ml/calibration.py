@@ -306,3 +306,30 @@ def plot_reliability(stats: CalibrationStats, path: Path, title: str) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+
+
+def calibration_of(probabilities: np.ndarray, targets: np.ndarray, task: Task) -> tuple[float, float]:
+    """ECE (15 bins) and mean Brier score of probabilities already calibrated, as :class:`CalibrationStats` counts them.
+
+    The probabilities are turned back into logits (``log p``, softmax's inverse up to a
+    constant; ``logit p`` per label) and measured at temperature 1, so a model evaluated
+    here and a run's records agree to the last bin.
+
+    Args:
+        probabilities: float (N, K) softmax (binary, multi-class) or sigmoid (multi-label) outputs.
+        targets: int (N,) or (N, 1) class indices, or (N, K) 0/1 labels (multi-label).
+        task: binary, multi-class or multi-label.
+
+    Returns:
+        ``(ece, brier)``.
+
+    Raises:
+        ValueError: as :meth:`CalibrationStats.of`.
+    """
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-15, 1.0 - 1e-15)
+    logits = np.log(p) - np.log1p(-p) if task is Task.MULTILABEL else np.log(p)
+    labels = np.asarray(targets)
+    if task is not Task.MULTILABEL:
+        labels = labels.reshape(-1)
+    stats = CalibrationStats.of(logits, labels, task)
+    return stats.ece(UNCALIBRATED), stats.mean_brier(UNCALIBRATED)

@@ -13,7 +13,6 @@ the federation's as means weighted by their image counts.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ from fedward.common.ml.loader import make_loader
 from fedward.common.ml.metrics import METRIC_NAMES, classification_metrics
 from fedward.common.ml.operating import OperatingPoint
 from fedward.common.ml.operating_choice import OPERATING_HOSPITALS, choose_operating_point, point_from_metrics
-from fedward.common.ml.pointscores import scores_at
+from fedward.common.ml.pointscores import ScoredSplit, scores_at
 from fedward.common.ml.scores import EvalResult, weighted_means
 from fedward.common.ml.valstats import ValidationStatistics, merge_wire
 from fedward.common.wire import metric_key
@@ -170,23 +169,6 @@ def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.
         t = targets.astype(np.float64)
         return float(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean())
     return float(-np.log(p[np.arange(len(targets)), targets.astype(np.int64)]).mean())
-
-
-@dataclass(frozen=True, slots=True)
-class ScoredSplit:
-    """A split's logits and targets, kept in the scoring process to re-score at an operating point.
-
-    Attributes:
-        task: the task.
-        logits: float64 (N, K), uncalibrated.
-        targets: int64 (N,) or (N, K) 0/1.
-        loss: the mean unweighted loss at temperature 1.
-    """
-
-    task: Task
-    logits: np.ndarray
-    targets: np.ndarray
-    loss: float
 
 
 class ClassificationHead:

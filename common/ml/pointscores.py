@@ -11,7 +11,8 @@ are those of the calibrated probabilities.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,8 +21,22 @@ from fedward.common.ml.calibration import CalibrationStats
 from fedward.common.ml.metrics import ClassificationMetrics, classification_metrics
 from fedward.common.ml.operating import OperatingPoint
 
-if TYPE_CHECKING:
-    from fedward.common.ml.classify import ScoredSplit
+
+@dataclass(frozen=True, slots=True)
+class ScoredSplit:
+    """A split's logits and targets, kept in the scoring process to re-score at an operating point.
+
+    Attributes:
+        task: the task.
+        logits: float64 (N, K), uncalibrated.
+        targets: int64 (N,) or (N, K) 0/1.
+        loss: the mean unweighted loss at temperature 1.
+    """
+
+    task: Task
+    logits: np.ndarray
+    targets: np.ndarray
+    loss: float
 
 
 def scores_at(point: OperatingPoint, scored: ScoredSplit, classes: tuple[str, ...] = ()) -> ClassificationMetrics:
@@ -40,27 +55,55 @@ def scores_at(point: OperatingPoint, scored: ScoredSplit, classes: tuple[str, ..
     """
     task = scored.task
     probabilities = point.probabilities(scored.logits, task)
-    threshold = 0.5
-    if task is Task.BINARY:
-        threshold = point.threshold()
-    elif task is Task.MULTILABEL and point.thresholds:
-        probabilities = _recentred(probabilities, point)  # per-label thresholds become 0.5, ranks kept
-    metrics = classification_metrics(
-        task, scored.targets, probabilities, loss=scored.loss, threshold=threshold, class_names=classes
-    )
+    metrics = metrics_at_thresholds(task, scored.targets, probabilities, point.thresholds, scored.loss, classes)
     calibration = CalibrationStats.of(scored.logits / point.temperature, scored.targets, task)
     neutral = calibration.index_of(1.0)
     return dataclasses.replace(metrics, ece=calibration.ece(neutral), brier=calibration.mean_brier(neutral))
 
 
-def _recentred(probabilities: np.ndarray, point: OperatingPoint) -> np.ndarray:
+def metrics_at_thresholds(
+    task: Task,
+    targets: np.ndarray,
+    probabilities: np.ndarray,
+    thresholds: Sequence[float],
+    loss: float | None = None,
+    classes: tuple[str, ...] = (),
+) -> ClassificationMetrics:
+    """:func:`~fedward.common.ml.metrics.classification_metrics` with one threshold per label.
+
+    Args:
+        task: binary, multi-class or multi-label.
+        targets: as :func:`~fedward.common.ml.metrics.classification_metrics` takes them.
+        probabilities: float (N, K) calibrated probabilities.
+        thresholds: binary: one (on P(class 1)); multi-label: one for every label, or one
+            per label; multi-class: ignored (arg-max). Empty: 0.5.
+        loss: mean loss passed through.
+        classes: class names for per-class sensitivity (multi-class).
+
+    Raises:
+        ValueError: as :func:`~fedward.common.ml.metrics.classification_metrics`, or if a
+            multi-label task gets neither one threshold nor one per label.
+    """
+    cuts = tuple(float(t) for t in thresholds) or (0.5,)
+    if task is Task.MULTILABEL and len(set(cuts)) > 1:
+        probabilities = _recentred(np.asarray(probabilities, dtype=np.float64), cuts)  # thresholds at 0.5
+        cuts = (0.5,)
+    return classification_metrics(task, targets, probabilities, loss=loss, threshold=cuts[0], class_names=classes)
+
+
+def _recentred(probabilities: np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
     """Per-label probabilities moved so that each label's threshold sits at 0.5 (same order within a label).
 
     ``sigmoid(logit(p) - logit(t_k))`` is at least 0.5 exactly when ``p >= t_k``; AUC,
     a rank statistic per label, is unchanged.
+
+    Raises:
+        ValueError: if there is not one threshold per label.
     """
+    if len(thresholds) != probabilities.shape[1]:
+        raise ValueError(f"{len(thresholds)} thresholds for {probabilities.shape[1]} labels")
     eps = 1e-12
     p = np.clip(probabilities, eps, 1 - eps)
-    t = np.clip(np.array([point.threshold(k) for k in range(p.shape[1])]), eps, 1 - eps)
+    t = np.clip(np.array(thresholds), eps, 1 - eps)
     shifted = np.log(p / (1 - p)) - np.log(t / (1 - t))[None, :]
     return np.asarray(1.0 / (1.0 + np.exp(-shifted)))
