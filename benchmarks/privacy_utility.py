@@ -4,8 +4,11 @@ For each target epsilon (at ``--delta``, over all planned rounds x local epochs)
 federation is simulated with DP-SGD (Opacus) at every hospital, the noise multiplier
 computed from the target (the network's BatchNorm becomes GroupNorm, as Opacus needs);
 ``inf`` is the same federation without DP-SGD (the usual network). Prints a table
-(epsilon target, largest epsilon a hospital reached, selected round, test AUC/accuracy,
-wall time) and writes ``privacy_utility.png`` (test AUC against epsilon) beside the runs.
+(epsilon target, largest epsilon a hospital reached, selected round, test AUC, and test
+accuracy, sensitivity and specificity at the operating point the federated validation
+split chose (``[evaluation]``, Youden's J by default), test ECE after temperature scaling,
+the temperature and threshold, wall time) and writes ``privacy_utility.png`` (test AUC
+against epsilon) beside the runs.
 
 Usage::
 
@@ -46,6 +49,7 @@ def run_at(args: Any, epsilon: float) -> dict[str, Any]:
         "reached": reached[0] if reached else math.inf,
         "seconds": seconds,
         "run_dir": prepared.run_dir,
+        "operating_point": card.get("operating_point"),
         **selected(prepared.run_dir),
     }
 
@@ -71,6 +75,36 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+COLUMNS = (
+    "target epsilon",
+    "epsilon reached",
+    "selected round",
+    "test AUC",
+    "test ACC",
+    "test sens.",
+    "test spec.",
+    "test ECE",
+    "val ECE before",
+    "temperature",
+    "threshold",
+    "wall time (s)",
+)
+"""The table's columns: accuracy, sensitivity and specificity at the validation-chosen operating point."""
+FIGURES = ("test-auc", "test-accuracy", "test-sensitivity", "test-specificity", "test-ece")
+
+
+def _figures(row: dict[str, Any]) -> list[str]:
+    point = row.get("operating_point") or {}
+    thresholds = point.get("thresholds") or []
+    before = (point.get("validation") or {}).get("ece-uncalibrated")
+    return [
+        *(f"{row[k]:.4f}" if isinstance(row.get(k), float) else "-" for k in FIGURES),
+        f"{before:.4f}" if isinstance(before, float) else "-",
+        f"{point['temperature']:.3g}" if point else "-",
+        f"{thresholds[0]:.3f}" if thresholds else "-",
+    ]
+
+
 def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 3.0, 8.0, math.inf])
@@ -83,17 +117,10 @@ def main() -> None:
             f"{args.rounds} rounds, delta {args.delta:g}, seed {args.seed}"
         )
     )
-    for column in ("target epsilon", "epsilon reached", "selected round", "test AUC", "test ACC", "wall time (s)"):
+    for column in COLUMNS:
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(
-            f"{r['target']:g}",
-            f"{r['reached']:.3g}",
-            str(r["round"]),
-            f"{r['test-auc']:.4f}",
-            f"{r['test-accuracy']:.4f}",
-            f"{r['seconds']:.0f}",
-        )
+        table.add_row(f"{r['target']:g}", f"{r['reached']:.3g}", str(r["round"]), *_figures(r), f"{r['seconds']:.0f}")
     Console().print(table)
     out = Path(args.output_dir) / "privacy_utility.png"
     plot(rows, out)
