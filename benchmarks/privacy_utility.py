@@ -28,6 +28,7 @@ from bench_config import build_config, model_card, parser, selected
 from rich.console import Console
 from rich.table import Table
 
+from fedward.common.config import parse_sets
 from fedward.simulation.driver import prepare, simulate
 
 
@@ -35,7 +36,7 @@ def run_at(args: Any, epsilon: float) -> dict[str, Any]:
     """Simulate one federation with DP-SGD at ``epsilon`` (``inf``: clipping and noise off)."""
     extra: dict[str, Any] = {"privacy.dpsgd-delta": args.delta}
     if math.isfinite(epsilon):
-        extra |= {"privacy.dpsgd": True, "privacy.dpsgd-target-epsilon": epsilon}
+        extra |= {"privacy.dpsgd": True, "privacy.dpsgd-target-epsilon": epsilon, **parse_sets(args.dp_sets)}
     cfg = build_config(args, **extra)
     name = f"dpsgd-eps-{epsilon:g}"
     prepared = prepare(cfg.replace(run=dataclasses.replace(cfg.run, name=name)))
@@ -109,6 +110,13 @@ def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 3.0, 8.0, math.inf])
     cli.add_argument("--delta", type=float, default=1e-5)
+    cli.add_argument(
+        "--dp-set",
+        dest="dp_sets",
+        action="append",
+        default=[],
+        help="section.key=value for the DP-SGD runs only (the no-DP run keeps the shared settings)",
+    )
     args = cli.parse_args()
     rows = [run_at(args, epsilon) for epsilon in args.epsilons]
     table = Table(

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from fixtures.flower import AnsweringGrid
 from fixtures.weights import weights_digest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam
 
 from fedward.common import wire
@@ -53,45 +53,19 @@ class CrashError(RuntimeError):
     """The coordinator dies in the middle of a round."""
 
 
-class ScriptedGrid(Grid):
+class ScriptedGrid(AnsweringGrid):
     """Hospitals that train deterministically; optionally the server 'dies' in round ``crash_in``."""
 
     def __init__(self, crash_in: int | None = None) -> None:
+        super().__init__()
         self.crash_in = crash_in
         self.trained: list[tuple[int, str]] = []
         self.evaluated: list[int] = []
-        self.waiting: list[Message] = []
-        self.pushed = 0
-
-    def set_run(self, run: Any) -> None:
-        pass
-
-    @property
-    def run(self) -> Any:
-        raise NotImplementedError
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        raise NotImplementedError
 
     def get_node_ids(self) -> Iterable[int]:
         return list(HOSPITALS)
 
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        messages = list(messages)
-        for message in messages:
-            self.pushed += 1
-            message.metadata.__dict__["_message_id"] = f"m{self.pushed}"  # as a real push assigns
-        self.waiting = [self._answer(m) for m in messages]  # hospitals answer at once
-        return [reply.metadata.reply_to_message_id for reply in self.waiting]
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        replies, self.waiting = self.waiting, []
-        return replies
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return [self._answer(m) for m in messages]
-
-    def _answer(self, message: Message) -> Message:
+    def answer(self, message: Message) -> Message:
         node = message.metadata.dst_node_id
         name = HOSPITALS[node]
         kind = message.metadata.message_type

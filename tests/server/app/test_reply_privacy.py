@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.flower import AnsweringGrid
 from fixtures.privacy import HISTOGRAM_KEYS, SITE_KEYS, check_statistic, is_hospital_metric_key
 from fixtures.synthetic import write_npz
 from flwr.app import Context, Message, RecordDict
-from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedward.client.hospital.clientapp import app as client_app
@@ -39,44 +39,18 @@ class Sent:
     configs: list[dict[str, Any]]
 
 
-class ClientAppGrid(Grid):
+class ClientAppGrid(AnsweringGrid):
     """Hospitals that are fedward's ClientApp, called in process; every reply is kept."""
 
     def __init__(self, contexts: dict[int, Context]) -> None:
+        super().__init__()
         self.contexts = contexts
         self.replies: list[Sent] = []
-        self.waiting: list[Message] = []
-        self.pushed = 0
-
-    def set_run(self, run: Any) -> None:
-        pass
-
-    @property
-    def run(self) -> Any:
-        raise NotImplementedError
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        raise NotImplementedError
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
 
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        messages = list(messages)
-        for message in messages:
-            self.pushed += 1
-            message.metadata.__dict__["_message_id"] = f"m{self.pushed}"
-        self.waiting = [self._answer(m) for m in messages]
-        return [reply.metadata.reply_to_message_id for reply in self.waiting]
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        replies, self.waiting = self.waiting, []
-        return replies
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return [self._answer(m) for m in messages]
-
-    def _answer(self, message: Message) -> Message:
+    def answer(self, message: Message) -> Message:
         reply = client_app(message, self.contexts[message.metadata.dst_node_id])
         assert not reply.has_error(), reply.error.reason
         content = reply.content  # as sent: the server later takes records out of the message
