@@ -114,6 +114,17 @@ def wrap_strategy(plan: ClientDpPlan, strategy: Strategy, cfg: RunConfig) -> Str
     return DifferentialPrivacyClientSideAdaptiveClipping(strategy, **adaptive)
 
 
+SCOPE = (
+    " The guarantee covers the model updates computed from the training images. Each hospital's "
+    "validation metrics and validation statistics (counts over fixed score bins and sums at fixed "
+    "temperatures, from which the operating point and temperature are chosen) are released without "
+    "noise and are not covered; no per-image value is released. DP-SGD settings (clipping norm, "
+    "batch size, learning rate) are the run's configuration, not tuned on the hospitals' data by "
+    "fedward; tuning them on private data would spend privacy that this statement does not account."
+)
+"""What the (epsilon, delta) statement of a private run does and does not cover."""
+
+
 def privacy_card(plan: ClientDpPlan, rounds_done: int, dpsgd: DpSgdSummary | None = None) -> dict[str, Any]:
     """The model card's ``privacy`` section after ``rounds_done`` rounds.
 
@@ -143,7 +154,7 @@ def privacy_card(plan: ClientDpPlan, rounds_done: int, dpsgd: DpSgdSummary | Non
         else f"({g['epsilon']:.3g}, {g['delta']:g})-DP for each image (largest over hospitals)"
         for g in guarantees
     ]
-    statement = "; ".join(statements) + "."
+    statement = "; ".join(statements) + "." + SCOPE
     if plan.stopped_by_budget:
         statement += (
             f" The run stopped after round {plan.rounds} of {plan.planned_rounds}: "
