@@ -26,7 +26,6 @@ from fedward.common.data.images import BatchPipeline, ImageDataset
 from fedward.common.errors import DataError
 from fedward.common.ml.loader import make_loader
 from fedward.common.ml.metrics import METRIC_NAMES, classification_metrics
-from fedward.common.ml.operating import OperatingPoint
 from fedward.common.ml.operating_choice import OPERATING_HOSPITALS, choose_operating_point, point_from_metrics
 from fedward.common.ml.pointscores import ScoredSplit, scores_at
 from fedward.common.ml.scores import EvalResult, weighted_means
@@ -147,6 +146,21 @@ def predict_logits(
     return torch.cat(outputs).double().numpy(), dataset.targets.numpy()
 
 
+def activate(logits: np.ndarray, task: Task) -> np.ndarray:
+    """Probabilities at temperature 1, as the network's float32 output activation gives them.
+
+    Args:
+        logits: float (N, K) from :func:`predict_logits` (float32 values held in float64).
+        task: softmax over K for binary and multi-class tasks, sigmoid per label for multi-label.
+
+    Returns:
+        float64 (N, K), computed in float32 (the precision the scores have always had).
+    """
+    values = torch.from_numpy(np.ascontiguousarray(logits)).float()
+    probabilities = torch.sigmoid(values) if task is Task.MULTILABEL else torch.softmax(values, dim=1)
+    return probabilities.double().numpy()
+
+
 def predict(
     model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int = EVAL_BATCH_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +173,7 @@ def predict(
     logits, targets = predict_logits(model, dataset, device, batch_size)
     if logits.size == 0:
         return logits, targets
-    return OperatingPoint.uncalibrated(dataset.task).probabilities(logits, dataset.task), targets
+    return activate(logits, dataset.task), targets
 
 
 def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.ndarray) -> float:
@@ -224,7 +238,7 @@ class ClassificationHead:
             raise DataError("no images to evaluate on")
         logits, targets = predict_logits(model, dataset, device)
         task = dataset.task
-        probabilities = OperatingPoint.uncalibrated(task).probabilities(logits, task)
+        probabilities = activate(logits, task)
         loss = _loss_from_probabilities(task, probabilities, targets)
         metrics = classification_metrics(task, targets, probabilities, loss=loss, class_names=self.classes)
         statistics = ValidationStatistics.of(logits, targets, task).wire()
