@@ -146,19 +146,27 @@ def predict_logits(
     return torch.cat(outputs).double().numpy(), dataset.targets.numpy()
 
 
-def activate(logits: np.ndarray, task: Task) -> np.ndarray:
+def activate(logits: np.ndarray, task: Task, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Probabilities at temperature 1, as the network's float32 output activation gives them.
+
+    Computed batch by batch in float32, as scoring always has: PyTorch's vectorised
+    kernels can differ in the last bit with a tensor's size, and recorded metrics stay
+    reproducible to the bit.
 
     Args:
         logits: float (N, K) from :func:`predict_logits` (float32 values held in float64).
         task: softmax over K for binary and multi-class tasks, sigmoid per label for multi-label.
+        batch_size: rows per activation, the scoring batch size.
 
     Returns:
-        float64 (N, K), computed in float32 (the precision the scores have always had).
+        float64 (N, K).
     """
     values = torch.from_numpy(np.ascontiguousarray(logits)).float()
-    probabilities = torch.sigmoid(values) if task is Task.MULTILABEL else torch.softmax(values, dim=1)
-    return probabilities.double().numpy()
+    parts = []
+    for start in range(0, values.shape[0], batch_size):
+        batch = values[start : start + batch_size].clone()
+        parts.append(torch.sigmoid(batch) if task is Task.MULTILABEL else torch.softmax(batch, dim=1))
+    return torch.cat(parts).double().numpy() if parts else np.empty((0, values.shape[1] if values.ndim == 2 else 0))
 
 
 def predict(
@@ -173,7 +181,7 @@ def predict(
     logits, targets = predict_logits(model, dataset, device, batch_size)
     if logits.size == 0:
         return logits, targets
-    return activate(logits, dataset.task), targets
+    return activate(logits, dataset.task, batch_size), targets
 
 
 def _loss_from_probabilities(task: Task, probabilities: np.ndarray, targets: np.ndarray) -> float:
@@ -242,7 +250,7 @@ class ClassificationHead:
         loss = _loss_from_probabilities(task, probabilities, targets)
         metrics = classification_metrics(task, targets, probabilities, loss=loss, class_names=self.classes)
         statistics = ValidationStatistics.of(logits, targets, task).wire()
-        return EvalResult(metrics, len(dataset), statistics, ScoredSplit(task, logits, targets, loss))
+        return EvalResult(metrics, len(dataset), statistics, ScoredSplit(task, logits, targets, loss, metrics.auc))
 
     def federate(
         self, reports: list[dict[str, float]], statistics: Sequence[Mapping[str, Any]] = ()

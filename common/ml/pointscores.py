@@ -31,12 +31,16 @@ class ScoredSplit:
         logits: float64 (N, K), uncalibrated.
         targets: int64 (N,) or (N, K) 0/1.
         loss: the mean unweighted loss at temperature 1.
+        auc: the AUC of the network's own probabilities, when scored: a temperature does
+            not change their order, so it is reported as is (recomputing it from the
+            calibrated float64 values would only move float32 ties).
     """
 
     task: Task
     logits: np.ndarray
     targets: np.ndarray
     loss: float
+    auc: float | None = None
 
 
 def scores_at(point: OperatingPoint, scored: ScoredSplit, classes: tuple[str, ...] = ()) -> ClassificationMetrics:
@@ -58,7 +62,8 @@ def scores_at(point: OperatingPoint, scored: ScoredSplit, classes: tuple[str, ..
     metrics = metrics_at_thresholds(task, scored.targets, probabilities, point.thresholds, scored.loss, classes)
     calibration = CalibrationStats.of(scored.logits / point.temperature, scored.targets, task)
     neutral = calibration.index_of(1.0)
-    return dataclasses.replace(metrics, ece=calibration.ece(neutral), brier=calibration.mean_brier(neutral))
+    auc = scored.auc if scored.auc is not None else metrics.auc
+    return dataclasses.replace(metrics, auc=auc, ece=calibration.ece(neutral), brier=calibration.mean_brier(neutral))
 
 
 def metrics_at_thresholds(

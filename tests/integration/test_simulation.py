@@ -180,6 +180,10 @@ def test_per_round_metrics_equal_the_recorded_reference(two_runs: tuple[Path, Pa
     assert [sorted(set(r) - added) for r in full] == [sorted(r) for r in reference["rows"]], "the same metrics"
     rows = [{k: v for k, v in r.items() if k not in added | thresholded} for r in full]
     reference["rows"] = [{k: v for k, v in r.items() if k not in thresholded} for r in reference["rows"]]
+    # The untrained model's test scores (round 0) show whether this machine's kernels are the
+    # recorded ones: the same capability name can hide another CPU model whose oneDNN kernels
+    # round the last bits differently (measured: test loss 0.7002260191 against 0.7002260190).
+    same_kernels = same_kernels and rows[0] == reference["rows"][0]
     if same_kernels:
         assert rows == reference["rows"]
     else:
