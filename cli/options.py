@@ -104,7 +104,8 @@ ValFraction = Annotated[
 Model = Annotated[
     str | None,
     typer.Option(
-        help="Classifiers: smallcnn (default), resnet18, densenet121, efficientnet-b0, unet-encoder "
+        help="Classifiers: smallcnn (default), tanhcnn (for DP-SGD), resnet18, densenet121, efficientnet-b0, "
+        "unet-encoder "
         "(starts from a unet run's weights with --init-weights), unet-multitask (classes learnt with lesion "
         "masks: --set data.target=class+mask); "
         "segmentation (2D/3D): unet, vnet, segresnet, attention-unet.",

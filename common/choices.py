@@ -111,6 +111,20 @@ class StrategyName(StrEnum):
     KRUM = "krum"
 
 
+class TunedOn(StrEnum):
+    """Where a private run's settings (network, learning rate, clipping norm, ...) were chosen.
+
+    ``fixed``: before training and without these hospitals' data (defaults, the
+    literature, public data); nothing to account. ``validation``: by comparing runs on
+    these hospitals' validation splits; that comparison uses private data and is not
+    covered by the run's (epsilon, delta) (its cost: Papernot & Steinke, "Hyperparameter
+    Tuning with Renyi Differential Privacy", ICLR 2022).
+    """
+
+    FIXED = "fixed"
+    VALIDATION = "validation"
+
+
 class ClientDp(StrEnum):
     """Client-level differential privacy: Flower's DP strategy wrappers.
 
@@ -131,6 +145,7 @@ class ModelName(StrEnum):
     """Networks fedward can build (:data:`fedward.common.ml.networks.NETWORKS`)."""
 
     SMALL_CNN = "smallcnn"
+    TANH_CNN = "tanhcnn"
     DENSENET121 = "densenet121"
     RESNET18 = "resnet18"
     EFFICIENTNET_B0 = "efficientnet-b0"
@@ -147,6 +162,7 @@ IMAGE_SIZES: tuple[int, ...] = (28, 64, 128, 224)
 
 MIN_IMAGE_SIZE: dict[ModelName, int] = {
     ModelName.SMALL_CNN: 8,
+    ModelName.TANH_CNN: 28,
     ModelName.RESNET18: 16,
     ModelName.DENSENET121: 32,
     ModelName.EFFICIENTNET_B0: 32,

@@ -26,6 +26,7 @@ from fedward.common.choices import (
     StrategyName,
     TargetKind,
     Task,
+    TunedOn,
 )
 from fedward.common.config.checks import check_min, check_range, check_segmentation_grid
 from fedward.common.config.federation import FederationConfig
@@ -283,6 +284,10 @@ class PrivacyConfig:
         dpsgd_target_epsilon: each hospital's epsilon at ``dpsgd_delta`` over all planned
             rounds x local epochs, > 0.
         dpsgd_delta: record-level delta, in (0, 1); each hospital checks it is below 1 / its images.
+        tuned_on: where the private run's settings were chosen (see
+            :class:`~fedward.common.choices.TunedOn`); the model card says so.
+        tuning_trials: configurations compared on validation when ``tuned_on`` is
+            ``validation`` (>= 2); 0 otherwise.
     """
 
     client_dp: ClientDp = ClientDp.NONE
@@ -298,6 +303,8 @@ class PrivacyConfig:
     dpsgd_noise_multiplier: float | None = None
     dpsgd_target_epsilon: float | None = None
     dpsgd_delta: float = 1e-5
+    tuned_on: TunedOn = TunedOn.FIXED
+    tuning_trials: int = 0
 
     def __post_init__(self) -> None:
         check_range("privacy.clipping-norm", self.clipping_norm, low=0.0, high=1e6, low_open=True)
@@ -332,6 +339,18 @@ class PrivacyConfig:
                 raise ConfigError("privacy.dpsgd: set privacy.dpsgd-noise-multiplier or dpsgd-target-epsilon")
         elif self.dpsgd_noise_multiplier is not None or self.dpsgd_target_epsilon is not None:
             raise ConfigError("privacy.dpsgd-noise-multiplier and dpsgd-target-epsilon need privacy.dpsgd = true")
+        self._check_tuning()
+
+    def _check_tuning(self) -> None:
+        if self.tuned_on is TunedOn.VALIDATION and not 2 <= self.tuning_trials <= 10_000:
+            raise ConfigError(
+                "privacy.tuning-trials: with privacy.tuned-on = validation give the number of "
+                f"configurations compared (2-10000); got {self.tuning_trials}"
+            )
+        if self.tuned_on is TunedOn.FIXED and self.tuning_trials != 0:
+            raise ConfigError("privacy.tuning-trials needs privacy.tuned-on = validation")
+        if self.tuned_on is not TunedOn.FIXED and not self.enabled:
+            raise ConfigError("privacy.tuned-on describes a private run; turn on privacy.dpsgd or privacy.client-dp")
 
     @property
     def enabled(self) -> bool:

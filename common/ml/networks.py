@@ -4,6 +4,8 @@
 name               network                                         min size  parameters*
 =================  ==============================================  ========  ===========
 smallcnn           5 conv blocks (MONAI ``Convolution``), GAP, FC  8 px      ~0.14 M
+tanhcnn            2 conv + 2 FC layers, tanh, no normalisation    28 px     ~0.026 M
+                   (Papernot, 2021; for DP-SGD, :mod:`.dpnets`)
 resnet18           ``monai.networks.nets.resnet18`` (He, 2016)     16 px     ~11.2 M
 densenet121        ``monai.networks.nets.DenseNet121`` (Huang,     32 px     ~7.0 M
                    2017)
@@ -19,11 +21,12 @@ unet-multitask     the ``unet`` segmentation network and an FC     32 px     ~1.
 
 \\* one input channel, two classes.
 
-``smallcnn`` is the default: fast enough for 28 px on a CPU. The others are for larger
-inputs and GPUs. No network downloads pretrained weights (hospitals run offline); start
-from your own weights with :func:`load_initial_weights` (``--init-weights FILE``);
-``unet-encoder`` starts from a ``unet`` segmentation run's weights (same parameter names),
-so a classification can reuse what a federation learned from lesion masks.
+``smallcnn`` is the default: fast enough for 28 px on a CPU. ``tanhcnn`` is the network
+for DP-SGD (see :mod:`.dpnets` for why). The others are for larger inputs and GPUs. No
+network downloads pretrained weights (hospitals run offline); start from your own weights
+with :func:`load_initial_weights` (``--init-weights FILE``); ``unet-encoder`` starts from a
+``unet`` segmentation run's weights (same parameter names), so a classification can reuse
+what a federation learned from lesion masks.
 
 Every classifier maps a float32 batch of shape (B, C, H, W) to float32 logits of shape
 (B, K): K classes for binary and multi-class tasks (softmax), K labels for multi-label
@@ -47,6 +50,7 @@ from torch import nn
 from fedward.common.choices import MIN_IMAGE_SIZE, ModelName, Task
 from fedward.common.config import RunConfig
 from fedward.common.errors import ModelError
+from fedward.common.ml.dpnets import TanhCNN
 from fedward.common.ml.runtime import derive_seed
 from fedward.common.ml.segnets import attention_unet, segresnet, unet, vnet
 from fedward.common.ml.unet_encoder import UNetEncoderClassifier, UNetMultitask
@@ -133,6 +137,11 @@ NETWORKS: dict[ModelName, NetworkSpec] = {
         ModelName.SMALL_CNN,
         "small VGG-style CNN (MONAI Convolution blocks)",
         lambda c, k, d: SmallCNN(c, k),
+    ),
+    ModelName.TANH_CNN: NetworkSpec(
+        ModelName.TANH_CNN,
+        "small tanh CNN for DP-SGD (Papernot et al., 2021)",
+        lambda c, k, d: TanhCNN(c, k),
     ),
     ModelName.RESNET18: NetworkSpec(
         ModelName.RESNET18,

@@ -30,7 +30,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from fedward.common.choices import ClientDp
+from fedward.common.choices import ClientDp, TunedOn
 from fedward.common.config import RunConfig
 from fedward.common.ml.accounting import ClientDpPlan, sampled_per_round
 
@@ -118,24 +118,59 @@ SCOPE = (
     " The guarantee covers the model updates computed from the training images. Each hospital's "
     "validation metrics and validation statistics (counts over fixed score bins and sums at fixed "
     "temperatures, from which the operating point and temperature are chosen) are released without "
-    "noise and are not covered; no per-image value is released. DP-SGD settings (clipping norm, "
-    "batch size, learning rate) are the run's configuration, not tuned on the hospitals' data by "
-    "fedward; tuning them on private data would spend privacy that this statement does not account."
+    "noise and are not covered; no per-image value is released."
 )
 """What the (epsilon, delta) statement of a private run does and does not cover."""
 
 
-def privacy_card(plan: ClientDpPlan, rounds_done: int, dpsgd: DpSgdSummary | None = None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Where a private run's settings were chosen (``privacy.tuned-on``), for the model card.
+
+    Attributes:
+        tuned_on: fixed in advance, or chosen on these hospitals' validation splits.
+        trials: configurations compared on validation (0 when fixed).
+    """
+
+    tuned_on: TunedOn = TunedOn.FIXED
+    trials: int = 0
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> Tuning:
+        """The tuning ``cfg`` declares."""
+        return cls(cfg.privacy.tuned_on, cfg.privacy.tuning_trials)
+
+    def sentence(self) -> str:
+        """What the statement says about the settings' choice (one sentence, leading space)."""
+        if self.tuned_on is TunedOn.VALIDATION:
+            return (
+                f" The private settings (network, learning rate, ...) were chosen among {self.trials} "
+                "configurations by their validation AUC on these hospitals' validation splits: that "
+                "choice used private data and is not accounted in this statement (its cost is bounded "
+                "by Papernot & Steinke, ICLR 2022)."
+            )
+        return (
+            " The private settings are the run's configuration, fixed before training and not tuned "
+            "on these hospitals' data; tuning them on private data would spend privacy that this "
+            "statement does not account."
+        )
+
+
+def privacy_card(
+    plan: ClientDpPlan, rounds_done: int, dpsgd: DpSgdSummary | None = None, tuning: Tuning | None = None
+) -> dict[str, Any]:
     """The model card's ``privacy`` section after ``rounds_done`` rounds.
 
     Args:
         plan: the run's client-level DP numbers.
         rounds_done: rounds whose updates were released.
         dpsgd: what DP-SGD did at the hospitals, when it ran.
+        tuning: where the private settings were chosen (default: fixed in advance).
 
     Returns:
-        ``{"differential_privacy", "statement", "guarantees"}``: one guarantee per unit of
-        privacy (hospital, image) with its epsilon at delta, accountant and mechanism.
+        ``{"differential_privacy", "statement", "guarantees", "tuned_on"}``: one guarantee
+        per unit of privacy (hospital, image) with its epsilon at delta, accountant and
+        mechanism; ``tuned_on`` only for a private run.
     """
     guarantees = [g for g in (_hospital_guarantee(plan, rounds_done), _image_guarantee(dpsgd, rounds_done)) if g]
     notes = []
@@ -154,7 +189,8 @@ def privacy_card(plan: ClientDpPlan, rounds_done: int, dpsgd: DpSgdSummary | Non
         else f"({g['epsilon']:.3g}, {g['delta']:g})-DP for each image (largest over hospitals)"
         for g in guarantees
     ]
-    statement = "; ".join(statements) + "." + SCOPE
+    tuning = tuning or Tuning()
+    statement = "; ".join(statements) + "." + SCOPE + tuning.sentence()
     if plan.stopped_by_budget:
         statement += (
             f" The run stopped after round {plan.rounds} of {plan.planned_rounds}: "
@@ -164,6 +200,7 @@ def privacy_card(plan: ClientDpPlan, rounds_done: int, dpsgd: DpSgdSummary | Non
         "differential_privacy": " + ".join(f"{g['unit']}-level" for g in guarantees),
         "statement": statement,
         "guarantees": guarantees,
+        "tuned_on": {"source": tuning.tuned_on.value, "trials": tuning.trials},
     }
 
 

@@ -41,7 +41,7 @@ from fedward.common.rundir.checkpoint import (
 from fedward.common.rundir.layout import CARD_MD, SERVER_LOG
 from fedward.common.rundir.recorder import RunRecorder
 from fedward.common.wire import DPSGD_EPSILON, arrays_to_state_dict, load_arrays, model_to_arrays
-from fedward.server.app.dp_plan import EPSILON_KEY, DpSgdSummary, privacy_card, wrap_strategy
+from fedward.server.app.dp_plan import EPSILON_KEY, DpSgdSummary, Tuning, privacy_card, wrap_strategy
 from fedward.server.app.guard import GuardedStrategy
 from fedward.server.app.round_log import RoundLog
 from fedward.server.app.rounds import RoundLoop, RoundPlan, TooFewHospitalsError
@@ -248,7 +248,7 @@ class RunSession:
             hospitals,
             self.parameters,
             len(self.test_split) if self.test_split is not None else None,
-            privacy_card(self.privacy, max(self.recorder.last_round, 0), dpsgd),
+            privacy_card(self.privacy, max(self.recorder.last_round, 0), dpsgd, Tuning.of(cfg)),
         )
         finish_run(self.recorder, ending)
         log.info("run %s %s; model card: %s", self.run_id or "-", status, self.run_dir / CARD_MD)

@@ -63,7 +63,7 @@ def test_networks_must_fit_the_task() -> None:
         build_network(ModelName.SMALL_CNN, 1, 2, spatial_dims=3)
 
 
-@pytest.mark.parametrize("name", [ModelName.SMALL_CNN, ModelName.RESNET18])
+@pytest.mark.parametrize("name", [ModelName.SMALL_CNN, ModelName.TANH_CNN, ModelName.RESNET18])
 def test_cpu_models_take_28px(name: ModelName) -> None:
     model = build_network(name, 1, 2).train()
     assert model(torch.rand(4, 1, 28, 28)).shape == (4, 2)
@@ -145,4 +145,21 @@ def test_unet_encoder_trains_under_dp_sgd() -> None:
 
     model = GradSampleModule(build_network(ModelName.UNET_ENCODER, 1, 2, private=True))
     model(torch.rand(3, 1, 32, 32)).sum().backward()
+    assert all(p.grad_sample is not None and p.grad_sample.shape[0] == 3 for p in model.parameters())
+
+
+def test_tanh_cnn_is_the_papers_small_network_and_takes_larger_images() -> None:
+    model = build_network(ModelName.TANH_CNN, 1, 2)
+    assert sum(p.numel() for p in model.parameters()) == 25_746  # Papernot et al. (2021), two classes
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm | torch.nn.GroupNorm) for m in model.modules())
+    assert build_network(ModelName.TANH_CNN, 3, 4)(torch.rand(2, 3, 64, 64)).shape == (2, 4)
+    with pytest.raises(ConfigError, match="at least 28 px"):
+        check_image_size(ModelName.TANH_CNN, 24)
+
+
+def test_tanh_cnn_trains_under_dp_sgd() -> None:
+    from opacus import GradSampleModule
+
+    model = GradSampleModule(build_network(ModelName.TANH_CNN, 1, 2, private=True))
+    model(torch.rand(3, 1, 28, 28)).sum().backward()
     assert all(p.grad_sample is not None and p.grad_sample.shape[0] == 3 for p in model.parameters())

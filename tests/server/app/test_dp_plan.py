@@ -15,7 +15,7 @@ from fedward.common.config import RunConfig, RunSpec
 from fedward.common.errors import ConfigError
 from fedward.common.ml.accounting import ClientDpPlan, sampled_per_round
 from fedward.common.schema import DatasetSchema
-from fedward.server.app.dp_plan import DpSgdSummary, privacy_card, wrap_strategy
+from fedward.server.app.dp_plan import DpSgdSummary, Tuning, privacy_card, wrap_strategy
 from fedward.server.app.guard import GuardedStrategy
 
 BINARY = DatasetSchema(Task.BINARY, ("normal", "pneumonia"), 1)
@@ -164,3 +164,27 @@ def test_clipping_without_noise_claims_no_guarantee() -> None:
     card = privacy_card(ClientDpPlan.from_config(cfg), 3)
     assert card["guarantees"] == [] or all(g["unit"] != "hospital" for g in card["guarantees"])
     assert "no formal guarantee" in card["statement"]
+
+
+def test_the_card_says_where_the_private_settings_were_chosen() -> None:
+    privacy: dict[str, object] = {"dpsgd": True, "dpsgd-target-epsilon": 8.0}
+    fixed = RunConfig.from_mapping({"privacy": privacy})
+    card = privacy_card(ClientDpPlan.from_config(fixed), 5, DpSgdSummary.of(fixed, 7.9), Tuning.of(fixed))
+    assert card["tuned_on"] == {"source": "fixed", "trials": 0} and "fixed before training" in card["statement"]
+    tuned = RunConfig.from_mapping({"privacy": {**privacy, "tuned-on": "validation", "tuning-trials": 12}})
+    card = privacy_card(ClientDpPlan.from_config(tuned), 5, DpSgdSummary.of(tuned, 7.9), Tuning.of(tuned))
+    assert card["tuned_on"] == {"source": "validation", "trials": 12}
+    assert "chosen among 12 configurations" in card["statement"] and "not accounted" in card["statement"]
+
+
+@pytest.mark.parametrize(
+    ("privacy", "key"),
+    [
+        ({"dpsgd": True, "dpsgd-target-epsilon": 8.0, "tuned-on": "validation"}, "privacy.tuning-trials"),
+        ({"dpsgd": True, "dpsgd-target-epsilon": 8.0, "tuning-trials": 3}, "privacy.tuning-trials"),
+        ({"tuned-on": "validation", "tuning-trials": 3}, "privacy.tuned-on"),
+    ],
+)
+def test_tuning_settings_that_make_no_sense_are_refused(privacy: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        RunConfig.from_mapping({"privacy": privacy})
