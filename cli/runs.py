@@ -1,4 +1,4 @@
-"""``fedward run start|list|reindex|logs|stop|resume``: training runs on a coordinator.
+"""``fedward run start|list|reindex|logs|stop|resume|export-tracking``: training runs on a coordinator.
 
 Thin like the rest of the CLI: parse, call :mod:`fedward.server.coordinator.launch`,
 :mod:`fedward.common.rundir.index` and Flower's CLI (:mod:`fedward.common.flower.flwr_cli`), print.
@@ -296,3 +296,30 @@ def run_resume(
     console.print(f"run id: {run_id} (resumes {run_dir.name})")
     if follow:
         raise typer.Exit(flwr.log_process(run_id, follow=True).wait())
+
+
+@run_app.command("export-tracking")
+def run_export_tracking(
+    run: Annotated[str, typer.Argument(help="A run directory, or a run id or directory name on this coordinator.")],
+    mlflow_uri: Annotated[
+        str, typer.Option("--mlflow-uri", help="Tracking URI: http(s)://host:port, sqlite:///file.db or a folder.")
+    ],
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "fedward",
+    state: StateDir = DEFAULT_STATE,
+) -> None:
+    """Send a finished run directory to MLflow: config as parameters, every round's metrics, model card and plots."""
+    from fedward.common.config.tracking import TrackingConfig, absolute_mlflow_uri
+    from fedward.server.tracking.replay import export_run
+
+    settings = TrackingConfig(mlflow_uri=mlflow_uri, mlflow_experiment=experiment)  # checks the URI, naming it
+    run_dir = Path(run).expanduser()
+    if not run_dir.is_dir():
+        from fedward.server.coordinator.launch import locate_run
+        from fedward.server.coordinator.state import CoordinatorState
+
+        run_dir = locate_run(CoordinatorState(state.resolve()).runs, run)
+    report = export_run(run_dir, absolute_mlflow_uri(settings.mlflow_uri), settings.mlflow_experiment)
+    console.print(
+        f"exported {escape(run_dir.name)} to MLflow run {report.run_id}: {report.rounds} rounds, "
+        f"{report.metrics} new metric values ({report.skipped} already there), {report.artifacts} artifacts"
+    )

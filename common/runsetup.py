@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fedward.common.config import RunConfig, RunSpec
 from fedward.common.config.evaluation import check_operating_point
+from fedward.common.config.tracking import absolute_mlflow_uri, check_tracking_installed
 from fedward.common.data.catalog import lookup
 from fedward.common.data.load import cache_root_for, require_lesion_masks
 from fedward.common.data.locate import locate_dataset
@@ -108,6 +109,7 @@ def resolve_run(cfg: RunConfig, setting: Setting, *, download: bool = False, tra
     if trains:
         check_network_fits(cfg.model.name, schema, cfg.data.image_size)
         check_operating_point(cfg.evaluation, schema.task)
+        check_tracking_installed(cfg.tracking)
     if trains and cfg.privacy.dpsgd:
         check_dpsgd_network(cfg.model.name)
     if trains and dataset is not None and "train" in dataset.splits:
@@ -230,10 +232,12 @@ def _normalised(cfg: RunConfig, setting: Setting) -> RunConfig:
             raise DataError(f"hospital folder {folder} does not exist")
     weights = Path(model.init_weights).resolve() if model.init_weights is not None else None
     run = dataclasses.replace(cfg.run, output_dir=Path(cfg.run.output_dir).resolve())
+    tracking = dataclasses.replace(cfg.tracking, mlflow_uri=absolute_mlflow_uri(cfg.tracking.mlflow_uri))
     return cfg.replace(
         data=dataclasses.replace(data, hospital_dirs=folders),
         model=dataclasses.replace(model, init_weights=weights),
         run=run,
+        tracking=tracking,
     )
 
 

@@ -29,6 +29,7 @@ from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.rundir.card import HospitalEntry, RunEnding, finish_run
 from fedward.common.rundir.recorder import RunRecorder
 from fedward.common.wire import NUM_EXAMPLES, VAL_EXAMPLES
+from fedward.server.tracking.tracker import open_tracker
 from fedward.simulation.driver import PreparedRun
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]],
     seed_everything(cfg.run.seed)
     set_cpu_threads(cfg.train.threads)
     model = initial_network(cfg, schema)  # the federation's initial weights
-    recorder = RunRecorder(prepared.run_dir, prepared.spec, mode="centralized")
+    tracker = open_tracker(prepared.spec, prepared.run_dir)
+    recorder = RunRecorder(prepared.run_dir, prepared.spec, mode="centralized", listener=tracker)
     head = head_for(schema, cfg)
     trainer = _PooledTraining(prepared, train, val, test, resolve_device(cfg.train.device), head)
     ending = RunEnding(

@@ -54,6 +54,7 @@ from fedward.common.config.sections import (
     StrategyConfig,
     TrainConfig,
 )
+from fedward.common.config.tracking import TrackingConfig
 from fedward.common.errors import ConfigError
 
 SECTIONS: dict[str, type] = {
@@ -65,6 +66,7 @@ SECTIONS: dict[str, type] = {
     "simulation": SimulationConfig,
     "privacy": PrivacyConfig,
     "evaluation": EvaluationConfig,
+    "tracking": TrackingConfig,
     "run": RunOptions,
 }
 """The config's sections by table name, in file order."""
@@ -82,6 +84,7 @@ class RunConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunOptions = field(default_factory=RunOptions)
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@
       status.json              state, round k/N, latest and best metrics (progress displays)
       metrics/server.jsonl|csv one line per round: aggregated and server-side metrics
       metrics/hospitals.jsonl|csv  one line per hospital, round and phase
+      hospitals.json           the enrolled hospitals: name, fedward version, device, image counts
       models/round-NNN.safetensors  the global model after every round (000 = initial)
       models/best.safetensors  the round with the best validation AUC (+ best.json)
       models/manifest.json     sha256 and size of every weight file, as written
@@ -16,6 +17,8 @@
       .lock                    held by the process writing the run
       model_card.json|md       what was trained on what, how well, with what guarantees
       plots/learning_curves.png
+      tracking.json            what was delivered to MLflow (run id, undelivered rounds)
+      tensorboard/             TensorBoard event files ([tracking] tensorboard = true)
       logs/                    server.log, flower.log, superlink.log
       app/                     the Flower app bundle a simulation submitted
 
@@ -50,6 +53,11 @@ CURVES_PNG = f"{PLOTS_DIR}/learning_curves.png"
 RELIABILITY_PNG = f"{PLOTS_DIR}/reliability.png"
 CALIBRATION_DIR = f"{METRICS_DIR}/calibration"
 """Per round: the federation's merged validation statistics (``round-NNN.json``; sums over fixed bins)."""
+SITES_FILE = "hospitals.json"
+"""The hospitals enrolled so far (counts and versions only), rewritten when one enrols (federated runs)."""
+TRACKING_FILE = "tracking.json"
+"""What a tracked run delivered to MLflow: URI, experiment, MLflow run id, undelivered records."""
+TENSORBOARD_DIR = "tensorboard"
 SERVER_LOG = f"{LOGS_DIR}/server.log"
 FLOWER_LOG = f"{LOGS_DIR}/flower.log"
 ROUND_WEIGHTS = re.compile(r"round-(\d+)\.safetensors")

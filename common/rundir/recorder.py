@@ -5,7 +5,9 @@ in ``metrics/hospitals.jsonl``, the global model's weights (recorded in the mani
 the best model when validation AUC improves, and ``status.json``. Every status change is
 indexed in the runs folder's ``runs.sqlite``. Files are replaced atomically, so a reader
 never sees half a file and a crash leaves the previous version; rows a crash cut short
-are dropped when the run resumes.
+are dropped when the run resumes. A :class:`RunListener` (the run's tracking, MLflow and
+TensorBoard: :mod:`fedward.server.tracking`) is told each round's rows as written and the
+end of the run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import save_file
@@ -37,6 +39,7 @@ from fedward.common.rundir.layout import (
     MODELS_DIR,
     RELIABILITY_PNG,
     ROW_FILES,
+    SITES_FILE,
     STATUS_FILE,
 )
 from fedward.common.rundir.layout import RunDir as Paths
@@ -64,6 +67,22 @@ def rows_to_csv(rows: Sequence[Mapping[str, Any]], first: Sequence[str] = ("roun
     return buffer.getvalue()
 
 
+class RunListener(Protocol):
+    """Follows a run directory as the recorder writes it (e.g. mirrors it into MLflow); must never raise."""
+
+    def round_recorded(self, server_round: int, row: Mapping[str, Any], hospitals: Sequence[Mapping[str, Any]]) -> None:
+        """Called after round ``server_round``'s rows (as written to the JSONL files) and weights are on disk."""
+
+    def run_finished(self, run_dir: Path, state: str) -> str:
+        """Called once the model card and plots are written, before the final status ``state``.
+
+        Returns:
+            What the listener could not deliver, in one line (``""``: everything); the
+            final ``status.json`` keeps it under ``tracking``.
+        """
+        ...
+
+
 class RunRecorder:
     """Writes one run directory as rounds complete.
 
@@ -73,13 +92,23 @@ class RunRecorder:
         spec: the run.
         mode: ``federated`` or ``centralized``.
         flower_run_id: the coordinator's Flower run id, recorded in ``run.json``.
+        listener: told each recorded round and the end of the run (tracking).
     """
 
-    def __init__(self, run_dir: Path, spec: RunSpec, mode: str, flower_run_id: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        spec: RunSpec,
+        mode: str,
+        flower_run_id: int | None = None,
+        listener: RunListener | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.paths = Paths(self.run_dir)
         self.spec = spec
         self.mode = mode
+        self.listener = listener
+        self._hospitals: list[dict[str, Any]] = []
         earlier = read_json_or_empty(self.paths / STATUS_FILE)  # a resumed run keeps its start time
         self.started = str(earlier.get("started") or now_iso())
         self._t0 = time.monotonic()
@@ -141,7 +170,8 @@ class RunRecorder:
         row = {"round": server_round, "time": now_iso(), "elapsed-s": round(time.monotonic() - self._t0, 3)}
         row.update({k: _clean(v) for k, v in metrics.items()})
         self._append("server", [row])
-        self._append("hospitals", [{"round": server_round, **{k: _clean(v) for k, v in h.items()}} for h in hospitals])
+        hospital_rows = [{"round": server_round, **{k: _clean(v) for k, v in h.items()}} for h in hospitals]
+        self._append("hospitals", hospital_rows)
         meta = {"round": str(server_round), "run": self.run_dir.name, "model": self.spec.config.model.name.value}
         round_file = self.round_file(server_round)
         save_weights(round_file, state, meta)
@@ -152,6 +182,21 @@ class RunRecorder:
             self._set_best(server_round, value)
         self.last_round = server_round
         self._write_status("running", latest=row)
+        if self.listener is not None:
+            self.listener.round_recorded(server_round, row, hospital_rows)
+
+    def record_hospitals(self, hospitals: Sequence[Mapping[str, Any]]) -> None:
+        """Rewrite ``hospitals.json``: the hospitals enrolled so far (counts and versions only).
+
+        Args:
+            hospitals: one JSON-ready entry per hospital (the model card's
+                :class:`~fedward.common.rundir.card.HospitalEntry` fields).
+        """
+        entries = [dict(h) for h in hospitals]
+        if entries == self._hospitals:
+            return
+        self._hospitals = entries
+        atomic_write(self.run_dir / SITES_FILE, json.dumps({"updated": now_iso(), "hospitals": entries}, indent=1))
 
     def resume(self, server_round: int, *, owed: bool = False) -> None:
         """Continue this run directory after its checkpointed round ``server_round``.
@@ -222,8 +267,12 @@ class RunRecorder:
             log.warning("could not draw the reliability diagram: %s", err)
 
     def mark_finished(self, state: str, reason: str = "") -> None:
-        """Write the final ``status.json``; a run's last file, so a reader that sees it may take the rest as written."""
-        self._write_status(state, reason=reason)
+        """Write the final ``status.json``; a run's last file, so a reader that sees it may take the rest as written.
+
+        The listener (tracking) finishes first; what it could not deliver is kept in the status.
+        """
+        note = self.listener.run_finished(self.run_dir, state) if self.listener is not None else ""
+        self._write_status(state, reason=reason, tracking=note)
 
     # ------------------------------------------------------------------ internals
     def _choose_best(self, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -252,7 +301,9 @@ class RunRecorder:
         atomic_write(self.paths.rows(table), "".join(json.dumps(r) + "\n" for r in rows))
         atomic_write(self.paths.csv(table), rows_to_csv(rows, ROW_FILES[table]) if rows else "")
 
-    def _write_status(self, state: str, latest: Mapping[str, Any] | None = None, reason: str = "") -> None:
+    def _write_status(
+        self, state: str, latest: Mapping[str, Any] | None = None, reason: str = "", tracking: str = ""
+    ) -> None:
         previous = read_json_or_empty(self.paths / STATUS_FILE)
         status: dict[str, Any] = {
             "state": state,
@@ -272,6 +323,8 @@ class RunRecorder:
             status["reason"] = reason
         if self.resumed:
             status["resumed"] = self.resumed
+        if tracking:
+            status["tracking"] = tracking
         atomic_write(self.paths / STATUS_FILE, json.dumps(status, indent=2))
         index_run(self.run_dir)
 

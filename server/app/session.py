@@ -49,6 +49,7 @@ from fedward.server.app.sites import OrderedGrid, SiteDirectory
 from fedward.server.app.strategies import EXTRAPOLATING, build_strategy
 from fedward.server.app.strategy_state import restore_strategy_state, strategy_state
 from fedward.server.app.testset import BackgroundScoring, ServerTestScorer, load_test_split
+from fedward.server.tracking.tracker import open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class RunSession:
             self.model.load_state_dict(self.checkpoint.model_state(), strict=True)
         self.parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.head = head_for(spec.schema, cfg)
-        self.recorder = RunRecorder(self.run_dir, spec, mode="federated", flower_run_id=run_id)
+        self.recorder = RunRecorder(
+            self.run_dir, spec, mode="federated", flower_run_id=run_id, listener=open_tracker(spec, self.run_dir)
+        )
         owed = self.checkpoint.extra.get(EVALUATION_OWED) if self.checkpoint is not None else None
         self.owed = owed is not None
         """The checkpointed round's model was saved before its evaluation (which the resumed run does)."""

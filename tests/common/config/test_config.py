@@ -86,6 +86,11 @@ def test_toml_output_parses_back(tmp_path: Path) -> None:
         ({"federation": {"min-hospitals": 2, "min-available": 2}}, "or federation.min-available"),
         ({"federation": {"min-hospitals": 2, "min-hospitals-wait": 0}}, "federation.min-hospitals-wait must be in"),
         ({"hospitals": 3}, "must sit in a section"),
+        ({"tracking": {"mlflow-uri": "ftp://host/x"}}, "tracking.mlflow-uri 'ftp://host/x': unsupported scheme"),
+        ({"tracking": {"mlflow-uri": "http://"}}, "tracking.mlflow-uri 'http://' names no host"),
+        ({"tracking": {"mlflow-experiment": " "}}, "tracking.mlflow-experiment must not be empty"),
+        ({"tracking": {"tensorboard": "maybe"}}, "tracking.tensorboard must be true or false"),
+        ({"tracking": {"mlflow-url": "x"}}, "did you mean 'mlflow-uri'"),
     ],
 )
 def test_invalid_values_name_the_field(mapping: dict[str, object], message: str) -> None:
@@ -123,3 +128,32 @@ def test_config_is_frozen() -> None:
     cfg = RunConfig()
     with pytest.raises(AttributeError):
         cfg.federation.rounds = 3  # type: ignore[misc]
+
+
+def test_tracking_section_parses_and_reaches_flower(tmp_path: Path) -> None:
+    from fedward.common.config.overrides import parse_sets
+    from fedward.common.config.tracking import absolute_mlflow_uri
+
+    sets = parse_sets(["tracking.mlflow-uri=http://127.0.0.1:5000", "tracking.tensorboard=true"])
+    cfg = RunConfig.from_mapping(sets)
+    assert cfg.tracking.enabled and cfg.tracking.tensorboard and cfg.tracking.mlflow_experiment == "fedward"
+    assert cfg.to_flower()["tracking.mlflow-uri"] == "http://127.0.0.1:5000"
+    assert RunConfig.from_flower(cfg.to_flower()) == cfg
+    path = tmp_path / "run.toml"
+    path.write_text('[tracking]\nmlflow-uri = "sqlite:///m.db"\nmlflow-experiment = "pneumonia"\n')
+    assert RunConfig.from_toml(path).tracking.mlflow_experiment == "pneumonia"
+    assert not RunConfig().tracking.enabled
+    assert absolute_mlflow_uri("mlruns") == str(Path("mlruns").resolve())
+    assert absolute_mlflow_uri("https://x:1") == "https://x:1"
+
+
+def test_missing_tracking_package_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from fedward.common.config import tracking
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name))
+    cfg = RunConfig.from_mapping({"tracking": {"mlflow-uri": "http://127.0.0.1:5000"}})
+    with pytest.raises(ConfigError, match=r"tracking\.mlflow-uri needs the mlflow package.*fedward\[tracking\]"):
+        tracking.check_tracking_installed(cfg.tracking)
