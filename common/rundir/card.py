@@ -47,6 +47,8 @@ class HospitalEntry:
         val_images: images in its local validation split.
         class_counts: training + validation images per class, if known (simulation).
         files_skipped: image files the hospital could not use (image folders).
+        fedward: the fedward version the hospital ran (federated runs; ``None`` if unknown).
+        device: where it trained, ``cpu`` or ``cuda`` (``None`` if unknown).
     """
 
     name: str
@@ -54,6 +56,8 @@ class HospitalEntry:
     val_images: int
     class_counts: tuple[int, ...] | None = None
     files_skipped: int = 0
+    fedward: str | None = None
+    device: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,9 +52,14 @@ def _data(card: Card) -> list[str]:
     if data.get("test_images"):
         lines.append(f"- Test split evaluated by the server: {data['test_images']} images.")
     if card["hospitals"]:
-        lines += ["", "| hospital | training images | validation images | files skipped |", "|---|---:|---:|---:|"]
         lines += [
-            f"| {h['name']} | {h['train_images']} | {h['val_images']} | {h.get('files_skipped', 0)} |"
+            "",
+            "| hospital | training images | validation images | files skipped | fedward | device |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+        lines += [
+            f"| {h['name']} | {h['train_images']} | {h['val_images']} | {h.get('files_skipped', 0)} "
+            f"| {h.get('fedward') or '-'} | {h.get('device') or '-'} |"
             for h in card["hospitals"]
         ]
     return [*lines, ""]

@@ -15,6 +15,7 @@ import copy
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from flwr.app import ArrayRecord
@@ -210,6 +211,7 @@ class RunSession:
             entry.rows(),
             statistics.wire() if statistics is not None else None,
         )
+        self.recorder.record_hospitals([asdict(h) for h in self._hospitals()])
         rng = self._rng.pop(server_round, None)
         self._checkpoint(server_round, arrays, rng if rng is not None else capture_rng(), owed=None)
         _log_round(server_round, self.spec.config.federation.rounds, metrics)
@@ -239,11 +241,7 @@ class RunSession:
         if self.tester is not None:
             self.tester.close()
         cfg = self.spec.config
-        hospitals = [
-            HospitalEntry(s.name, s.train_examples, s.val_examples, files_skipped=s.files_skipped)
-            for s in sorted(self.directory.sites.values(), key=lambda s: s.name)
-            if s.compatible
-        ]
+        hospitals = self._hospitals()
         dpsgd = DpSgdSummary.of(cfg, self.dpsgd_epsilon) if cfg.privacy.dpsgd else None
         ending = RunEnding(
             status,
@@ -255,6 +253,19 @@ class RunSession:
         )
         finish_run(self.recorder, ending)
         log.info("run %s %s; model card: %s", self.run_id or "-", status, self.run_dir / CARD_MD)
+
+    def _hospitals(self) -> list[HospitalEntry]:
+        """The enrolled, compatible hospitals as the model card lists them (counts and versions only)."""
+        return [
+            HospitalEntry(
+                *(s.name, s.train_examples, s.val_examples),
+                files_skipped=s.files_skipped,
+                fedward=s.version,
+                device=s.device,
+            )
+            for s in sorted(self.directory.sites.values(), key=lambda s: s.name)
+            if s.compatible
+        ]
 
     def _stopped(self) -> None:
         self.close("stopped", f"stopped by the coordinator after round {self.recorder.last_round}")

@@ -93,7 +93,15 @@ def test_run_directory_contents_and_best_model(spec: RunSpec) -> None:
     assert card["weights"]["best"]["sha256"] == sha256_of(run_dir / "models" / "best.safetensors")
     assert card["dataset"]["classes"] == ["normal", "pneumonia"]
     assert card["hospitals"] == [
-        {"name": "h-0", "train_images": 10, "val_images": 2, "class_counts": None, "files_skipped": 0}
+        {
+            "name": "h-0",
+            "train_images": 10,
+            "val_images": 2,
+            "class_counts": None,
+            "files_skipped": 0,
+            "fedward": None,
+            "device": None,
+        }
     ]
     assert {"flwr", "torch", "monai", "fedward", "python"} <= set(card["versions"])
     markdown = render_markdown(card)
@@ -117,3 +125,16 @@ def test_run_directories_are_never_reused(spec: RunSpec) -> None:
 def test_csv_union_of_columns() -> None:
     text = rows_to_csv([{"round": 0, "a": 1}, {"round": 1, "b": 2}])
     assert text.splitlines() == ["round,a,b", "0,1,", "1,,2"]
+
+
+def test_the_enrolled_hospitals_file_is_rewritten_only_when_they_change(spec: RunSpec) -> None:
+    recorder = RunRecorder(new_dir(spec), spec, mode="federated")
+    path = recorder.run_dir / "hospitals.json"
+    site = {"name": "h-0", "train_images": 10, "val_images": 2, "fedward": "0.2.0", "device": "cpu"}
+    recorder.record_hospitals([site])
+    first = json.loads(path.read_text())
+    assert first["hospitals"] == [site]
+    recorder.record_hospitals([dict(site)])
+    assert json.loads(path.read_text()) == first  # unchanged: not rewritten (same time stamp)
+    recorder.record_hospitals([site, {**site, "name": "h-1"}])
+    assert [h["name"] for h in json.loads(path.read_text())["hospitals"]] == ["h-0", "h-1"]

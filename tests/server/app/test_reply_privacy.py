@@ -133,4 +133,8 @@ def test_the_operating_point_is_chosen_from_them_and_recorded(federated_run: tup
     assert "never on test" in point["note"]
     hospital_keys = set().union(*(json.loads(line) for line in (run_dir / "metrics/hospitals.jsonl").open()))
     assert not any(k.startswith("val-stats-") for k in hospital_keys), "statistics are not recorded per hospital"
+    enrolled = json.loads((run_dir / "hospitals.json").read_text())["hospitals"]
+    assert [h["name"] for h in enrolled] == sorted(h["name"] for h in enrolled) and len(enrolled) == 3
+    assert all(set(h) == {"name", "train_images", "val_images", "class_counts", "files_skipped", "fedward", "device"}
+               for h in enrolled), "counts and versions only"  # fmt: skip
     assert (run_dir / "plots" / "reliability.png").read_bytes().startswith(b"\x89PNG")
