@@ -55,11 +55,15 @@ def registry_serve(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Serve plain HTTP without TLS (development only).")
     ] = False,
+    session_hours: Annotated[
+        float, typer.Option("--session-hours", help="How long a dashboard sign-in lasts (hours).")
+    ] = 8.0,
 ) -> None:
-    """Serve the runs' models, model cards and configs read-only over HTTPS, until Ctrl+C.
+    """Serve the runs' models, model cards and configs read-only over HTTPS, and the dashboard, until Ctrl+C.
 
-    Every request but /v1/health needs a token from 'fedward registry token create'; every
-    download is logged in <store>/registry/downloads.jsonl.
+    Every request but /v1/health needs a token from 'fedward registry token create' (the
+    dashboard, https://HOST:PORT/ui, signs in with one); every download is logged in
+    <store>/registry/downloads.jsonl.
     """
     import logging
 
@@ -77,8 +81,10 @@ def registry_serve(
             highlight=False,
         )
     scheme = "http (INSECURE)" if insecure else "https"
-    console.print(f"model registry for {folder.resolve()} on {scheme}://{host}:{port}; stop with Ctrl+C")
-    serve(folder, certs, host, port, insecure=insecure)
+    console.print(
+        f"model registry for {folder.resolve()} on {scheme}://{host}:{port} (dashboard: /ui); stop with Ctrl+C"
+    )
+    serve(folder, certs, host, port, insecure=insecure, session_seconds=session_hours * 3600)
 
 
 @token_app.command("create")

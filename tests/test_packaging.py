@@ -58,6 +58,8 @@ def test_the_rooms_and_data_files_are_inside(wheel: Path) -> None:
     for source in sources:  # every module of every room, so a sub-package missing in pyproject.toml fails here
         assert f"fedward/{source.relative_to(REPO).as_posix()}" in names, source
     assert "fedward/common/data/medmnist_catalog.json" in names
+    for asset in ("dashboard.js", "dashboard.css"):  # the dashboard serves them itself (no CDN)
+        assert f"fedward/server/registry/dashboard/static/{asset}" in names
     assert not any(n.startswith("fedward/tests") for n in names)
 
 

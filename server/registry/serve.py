@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from fedward.common.errors import ConfigError, FedwardError
 from fedward.common.registry_api import DEFAULT_PORT
 from fedward.common.security.certs import FederationCerts
+from fedward.server.registry.dashboard.sessions import DEFAULT_SESSION_SECONDS
 from fedward.server.registry.service import create_app
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def serve(
     port: int = DEFAULT_PORT,
     *,
     insecure: bool = False,
+    session_seconds: float = DEFAULT_SESSION_SECONDS,
 ) -> None:
     """Serve the registry with uvicorn until SIGINT/SIGTERM.
 
@@ -49,10 +51,11 @@ def serve(
         host: address to listen on (``0.0.0.0``: every interface).
         port: TCP port, 1..65535.
         insecure: serve plain HTTP without ``certs_dir`` (tokens and weights travel in clear).
+        session_seconds: how long a dashboard sign-in lasts, > 0.
 
     Raises:
         ConfigError: if neither or both of ``certs_dir`` and ``insecure`` are given, or the port
-            is out of range.
+            is out of range, or ``session_seconds`` is not positive.
         RegistryError: if the store is not a folder, a certificate file is missing or
             unusable, or the port is taken.
     """
@@ -62,13 +65,15 @@ def serve(
         raise ConfigError("pass --certs (a folder made by 'fedward certs init') or, for development only, --insecure")
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be 1..65535; got {port}")
+    if not session_seconds > 0:
+        raise ConfigError(f"--session-hours must be > 0; got {session_seconds / 3600:g}")
     store = Path(store)
     if not store.is_dir():
         raise RegistryError(f"{store} is not a folder; --store takes a runs folder (or --state a coordinator's state)")
     tls = _tls_files(certs_dir) if certs_dir is not None else {}
     _check_port_free(host, port)
     config = uvicorn.Config(
-        create_app(store),
+        create_app(store, session_seconds=session_seconds),
         host=host,
         port=port,
         log_config=None,

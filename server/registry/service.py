@@ -3,7 +3,9 @@
 :func:`create_app` routes the paths of :mod:`fedward.common.registry_api` (the contract the
 clients share); :mod:`fedward.server.registry.serve` runs it with uvicorn over TLS. Every
 endpoint but ``GET /v1/health`` needs ``Authorization: Bearer <token>``
-(:mod:`fedward.server.registry.tokens`)::
+(:mod:`fedward.server.registry.tokens`) or a dashboard session cookie
+(:mod:`fedward.server.registry.auth`; the dashboard itself lives under ``/ui``,
+:mod:`fedward.server.registry.dashboard.routes`)::
 
     GET /v1/health                     {"status": "ok"} (no token; container health checks)
     GET /v1/runs                       {"runs": [run, ...]}
@@ -36,9 +38,9 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Any, BinaryIO
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
 from fedward.common.registry_api import (
@@ -60,6 +62,9 @@ from fedward.common.registry_api import (
 )
 from fedward.common.rundir.index import RunEntry, RunNotFoundError, RunStore
 from fedward.common.timestamps import now_iso
+from fedward.server.registry.auth import TokenName, authorize
+from fedward.server.registry.dashboard.routes import add_dashboard
+from fedward.server.registry.dashboard.sessions import DEFAULT_SESSION_SECONDS
 from fedward.server.registry.model_files import (
     ModelFile,
     file_name_for,
@@ -67,7 +72,9 @@ from fedward.server.registry.model_files import (
     rounds_and_best,
     weights_path,
 )
-from fedward.server.registry.tokens import REGISTRY_DIR, TokenError, TokenStore
+from fedward.server.registry.tokens import REGISTRY_DIR, TokenStore
+
+__all__ = ["DOWNLOADS_FILE", "TokenName", "authorize", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +85,6 @@ def _not_found(detail: str) -> HTTPException:
     return HTTPException(status_code=404, detail=detail)
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
-
-
 def _short(text: str) -> str:
     """Request text echoed in an error detail: quoted and at most 64 characters."""
     return repr(text if len(text) <= 64 else text[:61] + "...")
@@ -89,29 +92,6 @@ def _short(text: str) -> str:
 
 def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
-
-
-def authorize(request: Request) -> str:
-    """FastAPI dependency: the name of the request's valid bearer token; 401 otherwise."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    token = value.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise _unauthorized("a bearer token is required (Authorization: Bearer <token>)")
-    tokens: TokenStore = request.app.state.tokens
-    try:
-        name = tokens.verify(token)
-    except TokenError as err:
-        log.error("refusing every request: %s", err)
-        raise _unauthorized("the registry cannot check tokens right now") from None
-    if name is None:
-        client = _client(request) or "-"
-        log.info("refused %s %s from %s: unknown or revoked token", request.method, request.url.path, client)
-        raise _unauthorized("unknown or revoked token")
-    return name
-
-
-TokenName = Annotated[str, Depends(authorize)]
-"""Endpoint parameter: the caller's token name (the request is refused with 401 without one)."""
 
 
 class _DownloadLog:
@@ -174,12 +154,15 @@ class _Runs:
             raise _not_found(f"run {entry.run_id}: {run_file.title} unreadable") from None
 
 
-def create_app(store: Path, tokens: TokenStore | None = None) -> FastAPI:
-    """The registry's ASGI application over the runs folder ``store``.
+def create_app(
+    store: Path, tokens: TokenStore | None = None, *, session_seconds: float = DEFAULT_SESSION_SECONDS
+) -> FastAPI:
+    """The registry's ASGI application over the runs folder ``store``, with its dashboard under ``/ui``.
 
     Args:
         store: a runs folder (a coordinator's ``<state>/runs`` or a simulation's ``runs``).
         tokens: the token store (default ``<store>/registry/tokens.json``).
+        session_seconds: how long a dashboard sign-in lasts.
 
     Returns:
         A FastAPI app without interactive docs or OpenAPI schema (nothing unauthenticated
@@ -191,6 +174,7 @@ def create_app(store: Path, tokens: TokenStore | None = None) -> FastAPI:
         title="fedward model registry", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
     )
     app.state.tokens = tokens if tokens is not None else TokenStore.for_store(root)
+    add_dashboard(app, root, app.state.tokens, session_seconds)
     _add_run_routes(app, runs)
     for run_file in RUN_FILES:
         _add_run_file_route(app, runs, run_file)

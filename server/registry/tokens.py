@@ -167,7 +167,17 @@ class TokenStore:
         Raises:
             TokenError: if the file cannot be read.
         """
-        presented = hash_token(token)
+        return self.verify_hash(hash_token(token))
+
+    def verify_hash(self, presented: str) -> str | None:
+        """The name of the valid token whose SHA-256 is ``presented``, or ``None``.
+
+        A dashboard session keeps its token's hash (never the token) and is checked with
+        this on every request, so revoking or replacing the token ends the session.
+
+        Raises:
+            TokenError: if the file cannot be read.
+        """
         found: str | None = None
         for name, entry in self._read().items():
             stored = str(entry.get("sha256", ""))
