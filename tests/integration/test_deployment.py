@@ -38,7 +38,7 @@ from fixtures.deployment import (
     start_run,
     wait_for,
 )
-from fixtures.processes import kill_tree
+from fixtures.processes import kill_tree, unused_port
 from fixtures.weights import weights_digest
 
 from fedward.common.flower.processes import free_port
@@ -152,7 +152,7 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
         agents[name] = processes.start(
             tmp / f"{name}.log", "client", "start", "--superlink", superlink, "--ca", str(certs / "ca.crt"),
             "--key", str(keys / f"{name}.key"), "--data", str(tmp / "hospitals" / f"hospital-{index}"),
-            "--dataset", "pneumoniamnist", "--port", str(free_port()), "--threads", "1",
+            "--dataset", "pneumoniamnist", "--port", str(unused_port()), "--threads", "1",
             "--cache-dir", str(tmp / "cache" / name),
         )  # fmt: skip
     # Three agents that must fail, each with its own message, while the real ones connect.
@@ -160,16 +160,16 @@ def _scenario(tmp: Path, real_data_dir: Path, processes: Processes) -> Outcome:
     refused = {
         "rogue": processes.start(
             tmp / "rogue.log", "client", "start", "--superlink", superlink, "--ca", str(certs / "ca.crt"),
-            "--key", str(keys / "rogue.key"), "--data", rogue_data, "--port", str(free_port()),
+            "--key", str(keys / "rogue.key"), "--data", rogue_data, "--port", str(unused_port()),
         ),
         "insecure": processes.start(
             tmp / "insecure.log", "client", "start", "--superlink", superlink, "--insecure", "--name", "h9",
-            "--data", rogue_data, "--port", str(free_port()),
+            "--data", rogue_data, "--port", str(unused_port()),
         ),
         "wrong-ca": processes.start(
             tmp / "wrong-ca.log", "client", "start", "--superlink", superlink,
             "--ca", str(tmp / "other-ca" / "ca.crt"), "--key", str(keys / "h0.key"), "--data", rogue_data,
-            "--port", str(free_port()),
+            "--port", str(unused_port()),
         ),
     }  # fmt: skip
     plain = {p: plain_reply(p) for p in listening_ports(server.pid)}

@@ -39,6 +39,7 @@ from fixtures.deployment import (
     start_run,
     wait_for,
 )
+from fixtures.processes import unused_port
 
 from fedward.common.flower.processes import free_port
 
@@ -110,7 +111,7 @@ def _start_agent(processes: Processes, tmp: Path, superlink: str, index: int) ->
     return processes.start(
         tmp / f"{name}.log", "client", "start", "--superlink", superlink, "--ca", str(tmp / "certs" / "ca.crt"),
         "--key", str(tmp / "keys" / f"{name}.key"), "--data", str(tmp / "hospitals" / f"hospital-{index}"),
-        "--dataset", "pneumoniamnist", "--port", str(free_port()), "--threads", "1",
+        "--dataset", "pneumoniamnist", "--port", str(unused_port()), "--threads", "1",
         "--cache-dir", str(tmp / "cache" / name),
     )  # fmt: skip
 

@@ -21,6 +21,7 @@ import pytest
 from fixtures.cli import ENV, fedward, fedward_cli
 from fixtures.deadlines import deadline
 from fixtures.deployment import wait_for
+from fixtures.processes import unused_port
 from fixtures.synthetic import write_npz
 
 from fedward.common.flower.processes import free_port
@@ -126,7 +127,7 @@ def test_a_killed_agent_leaves_no_supernode_and_a_killed_coordinator_no_superlin
         agent = _start(
             tmp_path / "agent.log", "client", "start", "--superlink", f"127.0.0.1:{port}",
             "--ca", str(certs / "ca.crt"), "--key", str(keys / "h0.key"),
-            "--data", str(write_npz(tmp_path / "hospital" / "site.npz").parent), "--port", str(free_port()),
+            "--data", str(write_npz(tmp_path / "hospital" / "site.npz").parent), "--port", str(unused_port()),
         )  # fmt: skip
         supernode = _wait_for_children(agent, tmp_path / "agent.log", ("fedward.client.hospital.supernode",))
         _kill_and_expect_no_orphans(agent, supernode)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import ssl
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 from fixtures.cli import ENV, fedward, fedward_cli
 from fixtures.deadlines import deadline
+from fixtures.processes import stop_group
 from fixtures.registry import RUN_ID, flip_byte, write_run
 
 from fedward.common.fileio import sha256_of
@@ -74,17 +74,6 @@ def _wait_ready(port: int, ca: Path, process: subprocess.Popen[bytes], log: Path
     raise AssertionError(f"registry not ready after {STARTUP_TIMEOUT_S:.0f} s: {log.read_text(errors='replace')}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    """SIGTERM the process group, SIGKILL it if it is still there after 10 s."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    return process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     tmp = tmp_path_factory.mktemp("registry")
@@ -106,7 +95,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         _wait_ready(port, certs / "ca.crt", process, log)
         yield Registry(tmp, store, certs, port, f"https://127.0.0.1:{port}", token, process, log)
     finally:
-        _stop(process)
+        stop_group(process)
     assert process.poll() is not None
 
 

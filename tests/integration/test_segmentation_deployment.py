@@ -34,6 +34,7 @@ from fixtures.deployment import (
     start_run,
     wait_for,
 )
+from fixtures.processes import unused_port
 from fixtures.seg_folders import decathlon_subset, hippocampus_cases
 
 from fedward.common.flower.processes import free_port
@@ -116,7 +117,7 @@ def _scenario(tmp: Path, cases: list[str], processes: Processes) -> Outcome:
     for name in HOSPITALS:  # one thread each, as a simulated hospital with simulation.client-cpus = 1
         agents[name] = processes.start(
             tmp / f"{name}.log", "client", "start", "--superlink", f"127.0.0.1:{port}", "--ca", str(certs / "ca.crt"),
-            "--key", str(keys / f"{name}.key"), "--data", str(exported / name), "--port", str(free_port()),
+            "--key", str(keys / f"{name}.key"), "--data", str(exported / name), "--port", str(unused_port()),
             "--threads", "1", "--cache-dir", str(tmp / "cache" / name),
         )  # fmt: skip
     wait_for(

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +28,7 @@ import pytest
 from fixtures.cli import ENV, fedward, fedward_cli
 from fixtures.deadlines import deadline
 from fixtures.deployment import real_subset
-from fixtures.processes import kill_tree
+from fixtures.processes import stop_group
 
 from fedward.common.flower.processes import free_port
 from fedward.server.registry.dashboard.pages import POLL_MS
@@ -68,18 +66,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
                 return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {deadline(timeout):.0f} s waiting for {what}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, then SIGKILL whatever of the tree is left."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=20)
-    kill_tree(process.pid)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=20)
 
 
 @dataclass
@@ -154,7 +140,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Itera
             with contextlib.suppress(Exception):
                 chrome.quit()
         for process in processes:
-            _stop(process)
+            stop_group(process, 20.0)
 
 
 def _sign_in(chrome: Any, live: Live) -> None:
