@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import fields
@@ -234,9 +235,30 @@ class RunStore:
 
     def _open_and(self, action: Callable[[sqlite3.Connection, bool], T]) -> T:
         with closing(sqlite3.connect(self.index_file, timeout=TIMEOUT_S, isolation_level=None)) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             created = _ensure_schema(conn, self.index_file)
             return action(conn, created)
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch ``conn``'s database to WAL, waiting up to ``TIMEOUT_S`` for other connections.
+
+    SQLite answers a journal-mode change "database is locked" at once, without its busy
+    handler, while another connection is switching it too (new index files under
+    concurrent writers); the change is retried until it succeeds or the time is up.
+
+    Raises:
+        sqlite3.OperationalError: if the database stays locked for ``TIMEOUT_S`` seconds.
+    """
+    ends = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= ends:
+                raise
+            time.sleep(0.05)
 
 
 def index_run(run_dir: Path) -> None:
