@@ -237,6 +237,17 @@ class DeviceChoice(StrEnum):
     CUDA = "cuda"
 
 
+class Precision(StrEnum):
+    """The arithmetic a hospital's training steps run in (see :func:`fedward.common.ml.runtime.training_precision`)."""
+
+    FLOAT32 = "float32"
+    """Every operation in float32."""
+    BFLOAT16 = "bfloat16"
+    """bfloat16 autocast on a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX)."""
+    FLOAT16 = "float16"
+    """float16 autocast with gradient scaling on CUDA."""
+
+
 class FrameMode(StrEnum):
     """Which frames of a multi-frame image (DICOM cine, ultrasound loops) become samples."""
 

@@ -31,13 +31,12 @@ from torch import nn
 from fedward.client.hospital.clipping import client_clipping_mod
 from fedward.client.hospital.failure import HospitalError
 from fedward.client.hospital.run_cache import HospitalRun, hospital_run
-from fedward.common.data.hospital import HospitalData
 from fedward.common.errors import FedwardError
 from fedward.common.flower.packing import PackingError, has_packed, pack_content, unpack_content
 from fedward.common.logs import configure_logging
 from fedward.common.ml.accounting import DpSgd
 from fedward.common.ml.networks import network_for
-from fedward.common.ml.runtime import derive_seed
+from fedward.common.ml.runtime import derive_seed, training_precision
 from fedward.common.ml.tasks import head_for
 from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.version import compatible, fedward_version
@@ -89,8 +88,12 @@ def _safe(handler: Handler) -> Handler:
     return wrapper
 
 
-def _site_record(site: HospitalData, device: str) -> ConfigRecord:
-    return ConfigRecord({SITE_NAME: site.name, SITE_VERSION: fedward_version(), SITE_DEVICE: device})
+def _site_record(run: HospitalRun) -> ConfigRecord:
+    """Who answers: name, fedward version, and the device with its training precision, e.g. ``cpu (bfloat16)``."""
+    train = run.spec.config.train
+    precision = training_precision(run.device, amp=train.amp, private=run.spec.config.privacy.dpsgd)
+    device = f"{run.device.type} ({precision})"
+    return ConfigRecord({SITE_NAME: run.site.name, SITE_VERSION: fedward_version(), SITE_DEVICE: device})
 
 
 @_safe
@@ -101,7 +104,7 @@ def query(msg: Message, context: Context) -> Message:
     skipped (by reason). Never file names, paths or header values.
     """
     run = hospital_run(context)
-    site, device = run.site, run.device
+    site = run.site
     theirs = str(msg.content[CONFIG].get(SITE_VERSION, "")) if CONFIG in msg.content else ""
     if theirs and not compatible(fedward_version(), theirs):
         log.warning(
@@ -112,7 +115,7 @@ def query(msg: Message, context: Context) -> Message:
         )
     content = RecordDict(
         {
-            SITE: _site_record(site, device.type),
+            SITE: _site_record(run),
             METRICS: MetricRecord({TRAIN_EXAMPLES: len(site.train), VAL_EXAMPLES: len(site.val), **site.inventory}),
         }
     )
@@ -159,7 +162,7 @@ def train(msg: Message, context: Context) -> Message:
                     **privacy,
                 }
             ),
-            SITE: _site_record(site, device.type),
+            SITE: _site_record(run),
         }
     )
     if validation is not None:
@@ -173,7 +176,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     run = hospital_run(context)
     model = network_for(run.spec.config, run.spec.schema)
     load_arrays(model, msg.content.array_records[ARRAYS])
-    content = RecordDict({METRICS: _validate(run, model), SITE: _site_record(run.site, run.device.type)})
+    content = RecordDict({METRICS: _validate(run, model), SITE: _site_record(run)})
     return Message(content=content, reply_to=msg)
 
 

@@ -168,8 +168,10 @@ class TrainConfig:
             hospital's own labels; ``logit-adjusted`` trains on logits plus the log of the
             hospital's class prior (for label skew across hospitals); ``none``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        amp: automatic mixed precision (float16 autocast + gradient scaling) on CUDA;
-            ignored on CPU.
+        amp: automatic mixed precision where the hardware has it: float16 autocast with
+            gradient scaling on CUDA, bfloat16 autocast on CPUs with AVX512-BF16 or AMX
+            (about 2x faster there); float32 elsewhere and under DP-SGD
+            (:func:`fedward.common.ml.runtime.training_precision`).
         threads: PyTorch CPU threads; 0 keeps PyTorch's default (in simulation: the
             hospital's CPU share).
         seg_loss: segmentation runs: ``dice-ce`` or ``dice-focal``.

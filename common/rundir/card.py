@@ -48,7 +48,8 @@ class HospitalEntry:
         class_counts: training + validation images per class, if known (simulation).
         files_skipped: image files the hospital could not use (image folders).
         fedward: the fedward version the hospital ran (federated runs; ``None`` if unknown).
-        device: where it trained, ``cpu`` or ``cuda`` (``None`` if unknown).
+        device: where it trained and in what precision, e.g. ``cpu (bfloat16)`` or
+            ``cuda (float16)`` (``None`` if unknown).
     """
 
     name: str

@@ -60,7 +60,7 @@ class SiteInfo:
         node_id: Flower node id of its SuperNode.
         name: hospital name (its ``hospital-name`` node config, or ``hospital-<k>`` in simulation).
         version: fedward version it runs.
-        device: ``cpu`` or ``cuda``.
+        device: ``cpu`` or ``cuda`` and the training precision, e.g. ``cpu (bfloat16)``.
         train_examples: training images it holds.
         val_examples: local validation images it holds.
         compatible: whether its major.minor version matches the coordinator's.
