@@ -25,9 +25,6 @@ from typing import Any, overload
 
 import numpy as np
 import torch
-from monai.networks.layers import AffineTransform
-from monai.transforms import Resize, ScaleIntensityRange
-from monai.utils import convert_to_tensor
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -62,6 +59,9 @@ def to_model_size(images: np.ndarray, image_size: int) -> torch.Tensor:
     n, c, h, w = tensor.shape
     if (h, w) == (image_size, image_size):
         return tensor.contiguous()
+    # MONAI loads on first use: the CLI opens data sets without it
+    from monai.transforms import Resize
+
     shrinking = h > image_size or w > image_size
     resize = Resize(spatial_size=(image_size, image_size), mode="area" if shrinking else "bilinear")
     out = torch.empty((n, c, image_size, image_size), dtype=torch.uint8)
@@ -202,6 +202,10 @@ class BatchPipeline(nn.Module):
     """
 
     def __init__(self, augment: bool, max_rotation_deg: float = 15.0, max_zoom: float = 0.1) -> None:
+        # MONAI loads on first use: the CLI opens data sets without it
+        from monai.networks.layers import AffineTransform
+        from monai.transforms import ScaleIntensityRange
+
         super().__init__()
         self.augment = augment
         self.max_rotation = math.radians(max_rotation_deg)
@@ -234,6 +238,8 @@ class BatchPipeline(nn.Module):
         """Scaled images and, when training with ``augment``, both warped by one random affine per image."""
         # A plain tensor: MONAI's MetaTensor would route every op of the network through
         # its __torch_function__ (metadata bookkeeping that input batches do not need).
+        from monai.utils import convert_to_tensor
+
         x: torch.Tensor = convert_to_tensor(self.scale(images.float()), track_meta=False)
         if not (self.training and self.augment):
             return x, masks.long() if masks is not None else None

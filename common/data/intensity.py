@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
 from fedward.common.choices import DEFAULT_CT_WINDOW, Intensity, Modality
 from fedward.common.errors import DataError
@@ -77,6 +76,9 @@ def normalise_intensity(
 
 
 def _transform(method: Intensity, nonzero: bool, ct_window: Sequence[float]) -> Callable[[torch.Tensor], object]:
+    # MONAI loads on first use: the CLI opens data sets without it
+    from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
+
     if method is Intensity.SCALE:
         return ScaleIntensityRange(a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=False)
     if method is Intensity.ZSCORE:

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import Resize
 
 from fedward.common.choices import Intensity, Modality, TargetKind, Task
 from fedward.common.data.dicom import Reason, UnusableFileError
@@ -273,6 +272,9 @@ def _decode_masks(folder: Path, case: MaskCase, shape: tuple[int, int], size: in
             message = f"mask is {mask.shape[0]}x{mask.shape[1]} px, its image {case.image} {shape[0]}x{shape[1]} px"
             raise SkippedCaseError(Problem(relative, Reason.MASK_MISMATCH, message))
         union |= mask > 0
+    # MONAI loads on first use: the CLI opens data sets without it
+    from monai.transforms import Resize
+
     resize = Resize(spatial_size=(size, size), mode="nearest-exact")
     grid = torch.as_tensor(resize(torch.from_numpy(union[None].astype(np.float32))))
     return (grid[0] > 0.5).numpy().astype(np.uint8)

@@ -14,7 +14,6 @@ import math
 
 import numpy as np
 import torch
-from monai.networks.layers import AffineTransform
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -100,6 +99,9 @@ class SegmentationPipeline(nn.Module):
         max_intensity_scale: float = 0.1,
         patch: tuple[int, ...] = (),
     ) -> None:
+        # MONAI loads on first use: the CLI opens data sets without it
+        from monai.networks.layers import AffineTransform
+
         super().__init__()
         self.patch = patch
         self.augment = augment

@@ -35,13 +35,10 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.data.utils import affine_to_spacing
-from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
 
 from fedward.common.choices import Intensity, Modality
 from fedward.common.data.folder import Problem, SkippedCaseError
@@ -49,6 +46,9 @@ from fedward.common.data.intensity import normalise_intensity, resolve_intensity
 from fedward.common.data.masksplit import MaskSplit
 from fedward.common.data.npz import SPLITS
 from fedward.common.errors import DataError
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,11 @@ def preprocess_volume(
     Raises:
         DataError: if ``settings.ct_window`` is not (low, high) with low < high (``ct-window``).
     """
+    # MONAI loads on first use: the CLI opens data sets without it
+    from monai.data import MetaTensor
+    from monai.data.utils import affine_to_spacing
+    from monai.transforms import Orientation, Spacing
+
     matrix = torch.as_tensor(np.asarray(affine, dtype=np.float64))
     orient = Orientation(axcodes="RAS", labels=RAS_LABELS)
     volume = orient(MetaTensor(torch.from_numpy(np.ascontiguousarray(image, np.float32)[None]), affine=matrix))
@@ -145,7 +150,7 @@ def preprocess_volume(
     if settings.spacing:
         volume = Spacing(pixdim=settings.spacing, mode="bilinear")(volume)
         labels = Spacing(pixdim=settings.spacing, mode="nearest")(labels)
-    oriented = cast(MetaTensor, volume)  # MONAI transforms return a MetaTensor for a MetaTensor
+    oriented = cast("MetaTensor", volume)  # MONAI transforms return a MetaTensor for a MetaTensor
     grid_spacing = affine_to_spacing(np.asarray(oriented.affine), r=3).astype(np.float64)
     label_map = np.rint(torch.as_tensor(labels).numpy()[0]).astype(np.uint8)
     voxels = torch.as_tensor(volume).numpy().astype(np.float32)
@@ -229,6 +234,8 @@ def _fit(volume: PreparedVolume, grid: Sequence[int]) -> PreparedVolume:
     """``volume`` centre-padded with zeros or cropped to ``grid``."""
     if volume.label.shape == tuple(grid):
         return volume
+    from monai.transforms import ResizeWithPadOrCrop
+
     fit = ResizeWithPadOrCrop(spatial_size=tuple(grid), mode="constant")
     image = np.asarray(torch.as_tensor(fit(torch.from_numpy(volume.image))).numpy(), np.float32)
     label = np.asarray(torch.as_tensor(fit(torch.from_numpy(volume.label[None]))).numpy(), np.uint8)[0]

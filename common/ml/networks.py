@@ -43,8 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from monai.networks.blocks import Convolution
-from monai.networks.nets import DenseNet121, EfficientNetBN, resnet18
 from torch import nn
 
 from fedward.common.choices import MIN_IMAGE_SIZE, ModelName, Task
@@ -52,8 +50,6 @@ from fedward.common.config import RunConfig
 from fedward.common.errors import ModelError
 from fedward.common.ml.dpnets import TanhCNN
 from fedward.common.ml.runtime import derive_seed
-from fedward.common.ml.segnets import attention_unet, segresnet, unet, vnet
-from fedward.common.ml.unet_encoder import UNetEncoderClassifier, UNetMultitask
 from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
@@ -76,6 +72,8 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_outputs: int, width: int = 32, dropout: float = 0.2) -> None:
+        from monai.networks.blocks import Convolution
+
         super().__init__()
 
         def block(cin: int, cout: int) -> nn.Module:
@@ -97,6 +95,36 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits of shape (B, K) for images of shape (B, C, H, W)."""
         return self.classifier(self.features(x))  # type: ignore[no-any-return]
+
+
+def _monai_classifier(name: ModelName, c: int, k: int) -> nn.Module:
+    """MONAI's ImageNet-style 2D classifiers, imported when built (run setup and the CLI check names only)."""
+    from monai.networks.nets import DenseNet121, EfficientNetBN, resnet18
+
+    if name is ModelName.RESNET18:
+        return resnet18(spatial_dims=2, n_input_channels=c, num_classes=k)
+    if name is ModelName.DENSENET121:
+        return DenseNet121(spatial_dims=2, in_channels=c, out_channels=k)
+    return EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=c, num_classes=k)
+
+
+def _unet_classifier(name: ModelName, c: int, k: int) -> nn.Module:
+    """The U-Net classifiers of :mod:`.unet_encoder`, imported when built."""
+    from fedward.common.ml.unet_encoder import UNetEncoderClassifier, UNetMultitask
+
+    return UNetEncoderClassifier(c, k) if name is ModelName.UNET_ENCODER else UNetMultitask(c, k)
+
+
+def _segmenter(name: str) -> Callable[[int, int, int], nn.Module]:
+    """The builder ``name`` of :mod:`.segnets`, imported when a network is built."""
+
+    def build(c: int, k: int, d: int) -> nn.Module:
+        from fedward.common.ml import segnets
+
+        builder: Callable[[int, int, int], nn.Module] = getattr(segnets, name)
+        return builder(c, k, d)
+
+    return build
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,36 +174,36 @@ NETWORKS: dict[ModelName, NetworkSpec] = {
     ModelName.RESNET18: NetworkSpec(
         ModelName.RESNET18,
         "ResNet-18 (MONAI)",
-        lambda c, k, d: resnet18(spatial_dims=2, n_input_channels=c, num_classes=k),
+        lambda c, k, d: _monai_classifier(ModelName.RESNET18, c, k),
     ),
     ModelName.DENSENET121: NetworkSpec(
         ModelName.DENSENET121,
         "DenseNet-121 (MONAI)",
-        lambda c, k, d: DenseNet121(spatial_dims=2, in_channels=c, out_channels=k),
+        lambda c, k, d: _monai_classifier(ModelName.DENSENET121, c, k),
     ),
     ModelName.EFFICIENTNET_B0: NetworkSpec(
         ModelName.EFFICIENTNET_B0,
         "EfficientNet-B0 (MONAI EfficientNetBN, no pretrained weights)",
-        lambda c, k, d: EfficientNetBN(
-            "efficientnet-b0", pretrained=False, spatial_dims=2, in_channels=c, num_classes=k
-        ),
+        lambda c, k, d: _monai_classifier(ModelName.EFFICIENTNET_B0, c, k),
     ),
     ModelName.UNET_ENCODER: NetworkSpec(
         ModelName.UNET_ENCODER,
         "encoder of the residual U-Net (MONAI), GAP, linear",
-        lambda c, k, d: UNetEncoderClassifier(c, k),
+        lambda c, k, d: _unet_classifier(ModelName.UNET_ENCODER, c, k),
     ),
     ModelName.UNET_MULTITASK: NetworkSpec(
         ModelName.UNET_MULTITASK,
         "residual U-Net (MONAI) segmenting the lesion; a linear head on its lesion-pooled bottleneck classifies",
-        lambda c, k, d: UNetMultitask(c, k),
+        lambda c, k, d: _unet_classifier(ModelName.UNET_MULTITASK, c, k),
         per_sample_gradients=False,
     ),
-    ModelName.UNET: NetworkSpec(ModelName.UNET, "U-Net with residual units (MONAI)", unet, True, _BOTH),
-    ModelName.VNET: NetworkSpec(ModelName.VNET, "V-Net (MONAI)", vnet, True, _BOTH),
-    ModelName.SEGRESNET: NetworkSpec(ModelName.SEGRESNET, "SegResNet (MONAI)", segresnet, True, _BOTH, False),
+    ModelName.UNET: NetworkSpec(ModelName.UNET, "U-Net with residual units (MONAI)", _segmenter("unet"), True, _BOTH),
+    ModelName.VNET: NetworkSpec(ModelName.VNET, "V-Net (MONAI)", _segmenter("vnet"), True, _BOTH),
+    ModelName.SEGRESNET: NetworkSpec(
+        ModelName.SEGRESNET, "SegResNet (MONAI)", _segmenter("segresnet"), True, _BOTH, False
+    ),
     ModelName.ATTENTION_UNET: NetworkSpec(
-        ModelName.ATTENTION_UNET, "Attention U-Net (MONAI)", attention_unet, True, _BOTH
+        ModelName.ATTENTION_UNET, "Attention U-Net (MONAI)", _segmenter("attention_unet"), True, _BOTH
     ),
 }
 
