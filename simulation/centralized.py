@@ -23,11 +23,12 @@ from torch import nn
 from fedward.common.data.images import TaskDataset, concat_datasets, make_dataset
 from fedward.common.data.load import cache_root_for, load_site_folder
 from fedward.common.ml.networks import initial_network
-from fedward.common.ml.runtime import derive_seed, resolve_device, seed_everything, set_cpu_threads
+from fedward.common.ml.runtime import derive_seed, device_label, resolve_device, seed_everything, set_cpu_threads
 from fedward.common.ml.tasks import TaskHead, head_for
 from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.rundir.card import HospitalEntry, RunEnding, finish_run
 from fedward.common.rundir.recorder import RunRecorder
+from fedward.common.version import fedward_version
 from fedward.common.wire import NUM_EXAMPLES, VAL_EXAMPLES
 from fedward.server.tracking.tracker import open_tracker
 from fedward.simulation.driver import PreparedRun
@@ -79,10 +80,14 @@ def run_centralized(prepared: PreparedRun, on_status: Callable[[dict[str, Any]],
     tracker = open_tracker(prepared.spec, prepared.run_dir)
     recorder = RunRecorder(prepared.run_dir, prepared.spec, mode="centralized", listener=tracker)
     head = head_for(schema, cfg)
-    trainer = _PooledTraining(prepared, train, val, test, resolve_device(cfg.train.device), head)
+    device = resolve_device(cfg.train.device)
+    trainer = _PooledTraining(prepared, train, val, test, device, head)
+    label = device_label(device, amp=cfg.train.amp)  # the baseline trains without DP-SGD
     ending = RunEnding(
         "completed",
-        hospitals=[HospitalEntry("pooled (all hospitals)", len(train), len(val))],
+        hospitals=[
+            HospitalEntry("pooled (all hospitals)", len(train), len(val), fedward=fedward_version(), device=label)
+        ],
         parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         test_images=len(test) if test is not None else None,
     )

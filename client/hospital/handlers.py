@@ -36,7 +36,7 @@ from fedward.common.flower.packing import PackingError, has_packed, pack_content
 from fedward.common.logs import configure_logging
 from fedward.common.ml.accounting import DpSgd
 from fedward.common.ml.networks import network_for
-from fedward.common.ml.runtime import derive_seed, training_precision
+from fedward.common.ml.runtime import derive_seed, device_label
 from fedward.common.ml.tasks import head_for
 from fedward.common.ml.training import LocalTraining, train_epochs
 from fedward.common.version import compatible, fedward_version
@@ -90,9 +90,7 @@ def _safe(handler: Handler) -> Handler:
 
 def _site_record(run: HospitalRun) -> ConfigRecord:
     """Who answers: name, fedward version, and the device with its training precision, e.g. ``cpu (bfloat16)``."""
-    train = run.spec.config.train
-    precision = training_precision(run.device, amp=train.amp, private=run.spec.config.privacy.dpsgd)
-    device = f"{run.device.type} ({precision})"
+    device = device_label(run.device, amp=run.spec.config.train.amp, private=run.spec.config.privacy.dpsgd)
     return ConfigRecord({SITE_NAME: run.site.name, SITE_VERSION: fedward_version(), SITE_DEVICE: device})
 
 

@@ -120,3 +120,8 @@ def training_precision(device: torch.device, *, amp: bool, private: bool = False
     if device.type == "cpu" and cpu_has_native_bfloat16():
         return Precision.BFLOAT16
     return Precision.FLOAT32
+
+
+def device_label(device: torch.device, *, amp: bool, private: bool = False) -> str:
+    """Where and in what precision training runs, for logs and model cards: ``cpu (bfloat16)``, ``cuda (float16)``."""
+    return f"{device.type} ({training_precision(device, amp=amp, private=private)})"

@@ -32,6 +32,7 @@ def test_centralized_run_directory(tmp_path: Path) -> None:
     card = json.loads((prepared.run_dir / "model_card.json").read_text())
     assert card["run"]["mode"] == "centralized"
     assert card["hospitals"][0]["train_images"] == sum(len(h.train) for h in prepared.plan.hospitals)
+    assert card["hospitals"][0]["device"] in ("cpu (float32)", "cpu (bfloat16)")  # where and in what precision
     rows = recorder.server_rows
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert rows[-1]["test-auc"] > 0.9

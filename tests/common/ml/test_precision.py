@@ -13,7 +13,7 @@ from fedward.common.data.images import ImageDataset, to_model_size
 from fedward.common.ml import runtime
 from fedward.common.ml.classify import ClassificationHead
 from fedward.common.ml.networks import build_network
-from fedward.common.ml.runtime import training_precision
+from fedward.common.ml.runtime import device_label, training_precision
 from fedward.common.ml.training import LocalTraining, train_epochs
 
 HEAD = ClassificationHead()
@@ -40,6 +40,9 @@ def test_the_precision_follows_device_amp_and_dpsgd(monkeypatch: pytest.MonkeyPa
     for device in (CPU, cuda):
         assert training_precision(device, amp=False) is Precision.FLOAT32
         assert training_precision(device, amp=True, private=True) is Precision.FLOAT32
+    assert device_label(CPU, amp=True) == ("cpu (bfloat16)" if native else "cpu (float32)")
+    assert device_label(cuda, amp=True) == "cuda (float16)"
+    assert device_label(CPU, amp=True, private=True) == "cpu (float32)"
 
 
 def test_the_probe_answers_from_pytorchs_own_cpu_checks() -> None:
