@@ -50,6 +50,7 @@ from fedward.common.config import RunConfig
 from fedward.common.errors import ModelError
 from fedward.common.ml.dpnets import TanhCNN
 from fedward.common.ml.runtime import derive_seed
+from fedward.common.ml.segnets import attention_unet, segresnet, unet, vnet
 from fedward.common.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
@@ -113,18 +114,6 @@ def _unet_classifier(name: ModelName, c: int, k: int) -> nn.Module:
     from fedward.common.ml.unet_encoder import UNetEncoderClassifier, UNetMultitask
 
     return UNetEncoderClassifier(c, k) if name is ModelName.UNET_ENCODER else UNetMultitask(c, k)
-
-
-def _segmenter(name: str) -> Callable[[int, int, int], nn.Module]:
-    """The builder ``name`` of :mod:`.segnets`, imported when a network is built."""
-
-    def build(c: int, k: int, d: int) -> nn.Module:
-        from fedward.common.ml import segnets
-
-        builder: Callable[[int, int, int], nn.Module] = getattr(segnets, name)
-        return builder(c, k, d)
-
-    return build
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +186,11 @@ NETWORKS: dict[ModelName, NetworkSpec] = {
         lambda c, k, d: _unet_classifier(ModelName.UNET_MULTITASK, c, k),
         per_sample_gradients=False,
     ),
-    ModelName.UNET: NetworkSpec(ModelName.UNET, "U-Net with residual units (MONAI)", _segmenter("unet"), True, _BOTH),
-    ModelName.VNET: NetworkSpec(ModelName.VNET, "V-Net (MONAI)", _segmenter("vnet"), True, _BOTH),
-    ModelName.SEGRESNET: NetworkSpec(
-        ModelName.SEGRESNET, "SegResNet (MONAI)", _segmenter("segresnet"), True, _BOTH, False
-    ),
+    ModelName.UNET: NetworkSpec(ModelName.UNET, "U-Net with residual units (MONAI)", unet, True, _BOTH),
+    ModelName.VNET: NetworkSpec(ModelName.VNET, "V-Net (MONAI)", vnet, True, _BOTH),
+    ModelName.SEGRESNET: NetworkSpec(ModelName.SEGRESNET, "SegResNet (MONAI)", segresnet, True, _BOTH, False),
     ModelName.ATTENTION_UNET: NetworkSpec(
-        ModelName.ATTENTION_UNET, "Attention U-Net (MONAI)", _segmenter("attention_unet"), True, _BOTH
+        ModelName.ATTENTION_UNET, "Attention U-Net (MONAI)", attention_unet, True, _BOTH
     ),
 }
 

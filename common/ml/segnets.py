@@ -21,7 +21,6 @@ Every network maps a float32 batch of shape (B, C, *S) to float32 logits of shap
 
 from __future__ import annotations
 
-from monai.networks.nets import AttentionUnet, SegResNet, UNet, VNet
 from torch import nn
 
 UNET_CHANNELS_2D: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -43,6 +42,8 @@ def unet(in_channels: int, num_outputs: int, spatial_dims: int) -> nn.Module:
     Shapes:
         input (B, C, *S) float32, each side of S a multiple of 16; output (B, K, *S) logits.
     """
+    from monai.networks.nets import UNet  # loaded when a network is built, not when a run is planned
+
     channels, strides = _levels(spatial_dims)
     return UNet(
         spatial_dims=spatial_dims,
@@ -57,16 +58,22 @@ def unet(in_channels: int, num_outputs: int, spatial_dims: int) -> nn.Module:
 
 def vnet(in_channels: int, num_outputs: int, spatial_dims: int) -> nn.Module:
     """MONAI V-Net (Milletari et al., 2016); each side of the grid a multiple of 16."""
+    from monai.networks.nets import VNet  # loaded when a network is built, not when a run is planned
+
     return VNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_outputs, dropout_prob_down=0.0)
 
 
 def segresnet(in_channels: int, num_outputs: int, spatial_dims: int) -> nn.Module:
     """MONAI SegResNet (Myronenko, 2018) with 16 initial filters; each side a multiple of 16 (fedward's grid rule)."""
+    from monai.networks.nets import SegResNet  # loaded when a network is built, not when a run is planned
+
     return SegResNet(spatial_dims=spatial_dims, init_filters=16, in_channels=in_channels, out_channels=num_outputs)
 
 
 def attention_unet(in_channels: int, num_outputs: int, spatial_dims: int) -> nn.Module:
     """MONAI Attention U-Net (Oktay et al., 2018); each side a multiple of 16 in 2D (8 in 3D)."""
+    from monai.networks.nets import AttentionUnet  # loaded when a network is built, not when a run is planned
+
     channels, strides = _levels(spatial_dims)
     return AttentionUnet(
         spatial_dims=spatial_dims,
