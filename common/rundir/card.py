@@ -118,15 +118,7 @@ def build_model_card(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]
             "init_weights": str(cfg.model.init_weights) if cfg.model.init_weights else None,
         },
         "training": _training_section(recorder),
-        "selection": {
-            "metric": recorder.selection_metric,
-            "round": best_round,
-            "value": None if recorder.best_round is None else recorder.best_value,
-            "note": "the best round is chosen on validation data; test metrics never choose a model",
-            "validation": validation_note(cfg.federation)
-            if recorder.mode == "federated"
-            else "the pooled validation split",
-        },
+        "selection": _selection_section(recorder, best_round),
         "metrics": {
             "best": _metrics_at(rows, best_round, reported),
             "final": _metrics_at(rows, recorder.last_round, reported),
@@ -143,6 +135,18 @@ def build_model_card(recorder: RunRecorder, ending: RunEnding) -> dict[str, Any]
             "Metrics come from the dataset's official test split; other hospitals' populations may differ.",
         ],
         "strategy_name": cfg.strategy.name.value,
+    }
+
+
+def _selection_section(recorder: RunRecorder, best_round: int) -> dict[str, Any]:
+    """Which round the card's model is, by what validation metric, and how validation was gathered."""
+    federated = recorder.mode == "federated"
+    return {
+        "metric": recorder.selection_metric,
+        "round": best_round,
+        "value": None if recorder.best_round is None else recorder.best_value,
+        "note": "the best round is chosen on validation data; test metrics never choose a model",
+        "validation": validation_note(recorder.spec.config.federation) if federated else "the pooled validation split",
     }
 
 
